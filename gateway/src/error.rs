@@ -1,0 +1,114 @@
+//! The one place that turns gateway failures into HTTP responses. Clients get
+//! a stable code; logs get the cause.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Every way a gateway call can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON of the expected shape.
+    #[error("invalid JSON body: {0}")]
+    InvalidJson(String),
+    /// A field breaks a rule.
+    #[error("{field}: {message}")]
+    Validation {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The body is larger than allowed.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// Missing or bad bearer credential.
+    #[error("missing or invalid credential")]
+    Unauthorized,
+    /// The caller may not touch this resource.
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
+    /// The `X-Queue-Token` header is missing.
+    #[error("X-Queue-Token header is required")]
+    QueueTokenRequired,
+    /// The queue token is unknown, not ACTIVE, expired, for another schedule
+    /// or another user.
+    #[error("queue token not usable: {0}")]
+    QueueTokenInvalid(&'static str),
+    /// The referenced entity does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The entity exists already.
+    #[error("{message}")]
+    Conflict {
+        /// Stable code, for example `EMAIL_TAKEN`.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
+    /// Kafka did not acknowledge in time: the request was not accepted.
+    #[error("kafka unavailable")]
+    KafkaUnavailable(#[source] platform::kafka::ProduceError),
+    /// A database failure.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Anything else.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// Shorthand for a validation failure.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Validation {
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidJson(_) => (StatusCode::BAD_REQUEST, "INVALID_JSON"),
+            ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            ApiError::QueueTokenRequired => (StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_REQUIRED"),
+            ApiError::QueueTokenInvalid(_) => (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::KafkaUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"),
+            ApiError::Database(e) => match platform::db::classify(e) {
+                platform::db::ErrorClass::Unavailable => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE")
+                }
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+            },
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
+        if let ApiError::Validation { field, .. } = &self {
+            body["error"]["field"] = json!(field);
+        }
+        if status.is_server_error() {
+            tracing::error!(error = ?self, code, "request failed");
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,119 @@
+//! The HTTP gateway: authenticates and validates calls, publishes
+//! state-changing requests to Kafka, serves reads and request outcomes.
+//! It never writes the tables the lanes own.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod publish;
+pub mod routes;
+pub mod state;
+pub mod waiter;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use config::GatewayConfig;
+use state::AppState;
+
+/// A built gateway, ready to serve.
+pub struct Gateway {
+    state: AppState,
+    max_body_bytes: usize,
+}
+
+impl Gateway {
+    /// Connects (lazily) to Postgres and creates the Kafka producer.
+    pub fn build(config: &GatewayConfig) -> anyhow::Result<Self> {
+        let pool = platform::db::pool(&config.common.database_url, config.common.database_max_connections)?;
+        let producer = platform::kafka::producer(&config.common)?;
+        let state = AppState {
+            pool,
+            producer,
+            topics: config.common.topics(),
+            signer: auth::Signer::new(&config.auth_secret),
+            admin_token: Arc::from(config.admin_token.as_str()),
+            waiter: waiter::OutcomeWaiter::default(),
+            produce_timeout: Duration::from_millis(config.common.kafka_produce_timeout_ms),
+            max_wait: Duration::from_millis(config.request_wait_max_ms),
+        };
+        Ok(Self {
+            state,
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    /// The router with every middleware applied.
+    pub fn router(&self) -> Router {
+        let x_request_id = axum::http::HeaderName::from_static("x-request-id");
+        routes::router()
+            .layer(DefaultBodyLimit::max(self.max_body_bytes))
+            .layer(middleware::from_fn(record_metrics))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id)
+                }),
+            )
+            .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+            .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `cancel` fires, then drains in-flight calls.
+    pub async fn serve(self, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
+        let router = self.router();
+        let waiter = tokio::spawn(
+            self.state
+                .waiter
+                .clone()
+                .run(self.state.pool.clone(), cancel.clone()),
+        );
+        tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(cancel.clone().cancelled_owned())
+            .await?;
+        cancel.cancel();
+        let _ = waiter.await;
+        self.state.producer_flush();
+        Ok(())
+    }
+}
+
+impl AppState {
+    fn producer_flush(&self) {
+        use rdkafka::producer::Producer;
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

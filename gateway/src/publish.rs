@@ -1,0 +1,111 @@
+//! Accepting a request: publish it to its topic, wait for the broker's
+//! acknowledgement, record it PENDING and answer 202.
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use platform::kafka::{self, OutgoingRecord};
+use schemas::{Request, RequestEnvelope};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Namespace of request ids derived from an `Idempotency-Key`.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1d_9a52_0c3e_4b8e_9d41_7a0b_52c8_e013);
+
+/// The request id of a call: derived from the caller, the route and the
+/// `Idempotency-Key` when there is one (so a retry maps to the same id),
+/// fresh otherwise.
+pub fn request_id(headers: &HeaderMap, caller: i64, route: &str) -> ApiResult<Uuid> {
+    match headers.get("idempotency-key") {
+        None => Ok(Uuid::now_v7()),
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::invalid("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
+                })?;
+            let name = format!("{caller}\u{1f}{route}\u{1f}{key}");
+            Ok(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()))
+        }
+    }
+}
+
+/// Publishes `request` under `request_id` and answers 202. A repeated
+/// idempotent call whose request was already accepted is answered without
+/// publishing again.
+pub async fn submit(state: &AppState, request_id: Uuid, request: Request) -> ApiResult<Response> {
+    let already: Option<String> = sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
+        .bind(request_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    if let Some(status) = already {
+        return Ok(accepted(request_id, &status));
+    }
+
+    let envelope = RequestEnvelope::new(request_id, request);
+    let payload = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
+    let record = OutgoingRecord {
+        topic: state.topics.name(envelope.request.topic()),
+        key: envelope.request.key(),
+        payload,
+        headers: vec![
+            (schemas::HEADER_REQUEST_ID, request_id.to_string()),
+            (schemas::HEADER_TRACEPARENT, schemas::traceparent_for(request_id)),
+        ],
+    };
+    let delivered = kafka::produce(&state.producer, &record, state.produce_timeout)
+        .await
+        .map_err(|e| {
+            metrics::counter!("gateway_publish_failures_total").increment(1);
+            ApiError::KafkaUnavailable(e)
+        })?;
+    tracing::info!(
+        %request_id,
+        request_type = envelope.request.type_name(),
+        topic = %record.topic,
+        partition = delivered.partition,
+        offset = delivered.offset,
+        "request accepted"
+    );
+    metrics::counter!("gateway_requests_accepted_total", "type" => envelope.request.type_name())
+        .increment(1);
+
+    // The record is durable in Kafka: the request is accepted whatever
+    // happens next. The PENDING row only makes polling friendlier, so a
+    // database hiccup here is logged, not returned.
+    let inserted = sqlx::query(
+        "INSERT INTO requests (id, type, user_id, status, topic, kafka_partition, kafka_offset)
+         VALUES ($1, $2, $3, 'PENDING', $4, $5, $6)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(request_id)
+    .bind(envelope.request.type_name())
+    .bind(envelope.request.user_id())
+    .bind(&record.topic)
+    .bind(delivered.partition)
+    .bind(delivered.offset)
+    .execute(&state.pool)
+    .await;
+    if let Err(error) = inserted {
+        tracing::warn!(%request_id, %error, "could not record the accepted request as PENDING");
+    }
+    Ok(accepted(request_id, "PENDING"))
+}
+
+fn accepted(request_id: Uuid, status: &str) -> Response {
+    let location = format!("/v1/requests/{request_id}");
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({"request_id": request_id, "status": status})),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}

@@ -1,0 +1,42 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::state::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { platform::observability::metrics_handle().render() }))
+}
+
+/// Ready when both Postgres and Kafka answer.
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let database = sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&state.pool)
+        .await
+        .is_ok();
+    let producer = state.producer.clone();
+    let kafka = tokio::task::spawn_blocking(move || {
+        platform::kafka::broker_reachable(&producer, Duration::from_secs(2))
+    })
+    .await
+    .unwrap_or(false);
+    let status = if database && kafka {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"database": database, "kafka": kafka, "ready": database && kafka})),
+    )
+}

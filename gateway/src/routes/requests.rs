@@ -1,0 +1,90 @@
+//! `GET /v1/requests/{id}`: the outcome of an accepted request, with an
+//! optional long-poll.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiPath, ApiQuery};
+use crate::state::AppState;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/requests/{id}", get(show))
+}
+
+/// `?wait_ms=N`: wait up to N ms for a final outcome.
+#[derive(Debug, Deserialize)]
+pub struct Wait {
+    wait_ms: Option<u64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RequestRow {
+    id: Uuid,
+    r#type: String,
+    user_id: Option<i64>,
+    status: String,
+    result: Option<Value>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+}
+
+async fn load(state: &AppState, id: Uuid) -> ApiResult<Option<RequestRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, type, user_id, status, result, error_code, error_message FROM requests WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?)
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(wait): ApiQuery<Wait>,
+) -> ApiResult<Json<Value>> {
+    let wait = Duration::from_millis(wait.wait_ms.unwrap_or(0)).min(state.max_wait);
+    let deadline = tokio::time::Instant::now() + wait;
+    let notify = state.waiter.subscribe(id);
+    let row = loop {
+        // Register interest before reading, so an outcome written between
+        // the read and the wait still wakes us.
+        let notified = notify.notified();
+        let row = load(&state, id).await;
+        let done = match &row {
+            Ok(Some(r)) => r.status != "PENDING",
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        let now = tokio::time::Instant::now();
+        if done || now >= deadline {
+            break row;
+        }
+        // Re-check at least every second in case a notification was lost.
+        let nap = (deadline - now).min(Duration::from_secs(1));
+        let _ = tokio::time::timeout(nap, notified).await;
+    };
+    state.waiter.forget(id, notify);
+    let row = row?.ok_or(ApiError::NotFound("request"))?;
+    if let Some(owner) = row.user_id {
+        caller.require_access(owner)?;
+    } else if !matches!(caller, Caller::Admin) {
+        return Err(ApiError::Forbidden("system request"));
+    }
+    let mut body = json!({"request_id": row.id, "type": row.r#type, "status": row.status});
+    if let Some(result) = row.result {
+        body["result"] = result;
+    }
+    if let Some(code) = row.error_code {
+        body["error"] = json!({"code": code, "message": row.error_message.unwrap_or_default()});
+    }
+    Ok(Json(body))
+}

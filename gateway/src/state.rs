@@ -1,0 +1,32 @@
+//! Shared state of the handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::FutureProducer;
+use schemas::TopicNames;
+use sqlx::PgPool;
+
+use crate::auth::Signer;
+use crate::waiter::OutcomeWaiter;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Postgres (reads, request rows, catalogue and identity writes).
+    pub pool: PgPool,
+    /// The idempotent producer requests are published with.
+    pub producer: FutureProducer,
+    /// Topic names of this deployment.
+    pub topics: TopicNames,
+    /// Signs and checks user credentials.
+    pub signer: Signer,
+    /// The admin credential.
+    pub admin_token: Arc<str>,
+    /// Wakes long-polls when outcomes are written.
+    pub waiter: OutcomeWaiter,
+    /// How long a produce may wait for the broker.
+    pub produce_timeout: Duration,
+    /// Longest long-poll a client may ask for.
+    pub max_wait: Duration,
+}

@@ -1,0 +1,61 @@
+//! Configuration every process shares. Each field reads an environment
+//! variable (DESIGN §8) and has a default that works for the local stack.
+
+use clap::Args;
+use schemas::TopicNames;
+
+/// Connection settings shared by every process.
+#[derive(Debug, Clone, Args)]
+pub struct CommonConfig {
+    /// Postgres connection string.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/booking")]
+    pub database_url: String,
+
+    /// Largest number of pooled Postgres connections of this process.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Prefix put before every topic name, so several stacks can share a
+    /// broker. Empty in a normal deployment.
+    #[arg(long, env = "TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+
+    /// How long a produce may wait for the broker's acknowledgement before
+    /// the caller is told Kafka is unavailable, in milliseconds.
+    #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub kafka_produce_timeout_ms: u64,
+
+    /// Producer linger: how long the producer waits to fill a batch, in
+    /// milliseconds. Small values favour latency.
+    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 1)]
+    pub kafka_linger_ms: u64,
+
+    /// Log format: `json` for machines, `pretty` for people.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+impl CommonConfig {
+    /// Settings for a local stack: the defaults above, ignoring the
+    /// environment. Tests start from this and override what they need.
+    pub fn local() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/booking".into(),
+            database_max_connections: 16,
+            kafka_brokers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            kafka_produce_timeout_ms: 5_000,
+            kafka_linger_ms: 1,
+            log_format: "json".into(),
+        }
+    }
+
+    /// Topic names of this deployment.
+    pub fn topics(&self) -> TopicNames {
+        TopicNames::new(self.topic_prefix.clone())
+    }
+}

@@ -1,0 +1,145 @@
+//! Kafka clients: the idempotent producer, consumer settings, topic creation
+//! and a produce call that waits for the broker's acknowledgement.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use schemas::TopicNames;
+
+use crate::CommonConfig;
+
+/// Why a record could not be delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("kafka did not acknowledge the record on {topic}: {source}")]
+pub struct ProduceError {
+    /// Topic of the record.
+    pub topic: String,
+    /// The broker or client error.
+    #[source]
+    pub source: KafkaError,
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Partition of the record.
+    pub partition: i32,
+    /// Offset of the record.
+    pub offset: i64,
+}
+
+/// A record to produce: topic, key, JSON payload and headers.
+#[derive(Debug, Clone)]
+pub struct OutgoingRecord {
+    /// Full topic name.
+    pub topic: String,
+    /// Partition key.
+    pub key: String,
+    /// Serialized payload.
+    pub payload: Vec<u8>,
+    /// Header name/value pairs.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Base client settings.
+pub fn client_config(config: &CommonConfig) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.kafka_brokers)
+        .set("client.id", "booking")
+        .set("broker.address.family", "v4")
+        .set("socket.keepalive.enable", "true");
+    cc
+}
+
+/// The idempotent producer (acks=all). Delivery fails after
+/// `kafka_produce_timeout_ms`, so no caller waits forever.
+pub fn producer(config: &CommonConfig) -> Result<FutureProducer, KafkaError> {
+    client_config(config)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", config.kafka_linger_ms.to_string())
+        .set("message.timeout.ms", config.kafka_produce_timeout_ms.to_string())
+        .set("compression.type", "none")
+        .create()
+}
+
+/// Consumer settings for a lane's group: offsets live in Postgres, so Kafka
+/// commits are off.
+pub fn consumer_config(config: &CommonConfig, group: &str) -> ClientConfig {
+    let mut cc = client_config(config);
+    cc.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "10")
+        .set("fetch.min.bytes", "1")
+        .set("enable.partition.eof", "false");
+    cc
+}
+
+/// Produces one record and waits for the acknowledgement.
+pub async fn produce(
+    producer: &FutureProducer,
+    record: &OutgoingRecord,
+    timeout: Duration,
+) -> Result<Delivered, ProduceError> {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (name, value) in &record.headers {
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(value.as_bytes()),
+        });
+    }
+    let future_record = FutureRecord::to(&record.topic)
+        .key(record.key.as_bytes())
+        .payload(&record.payload)
+        .headers(headers);
+    match producer.send(future_record, Timeout::After(timeout)).await {
+        Ok(delivery) => Ok(Delivered {
+            partition: delivery.partition,
+            offset: delivery.offset,
+        }),
+        Err((source, _)) => Err(ProduceError {
+            topic: record.topic.clone(),
+            source,
+        }),
+    }
+}
+
+/// Whether the broker answers a metadata request within `timeout`.
+pub fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> bool {
+    producer
+        .client()
+        .fetch_metadata(None, Timeout::After(timeout))
+        .is_ok()
+}
+
+/// Creates every topic of the deployment that does not exist yet.
+pub async fn create_topics(config: &CommonConfig, names: &TopicNames) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
+    let wanted = names.all_with_partitions();
+    let new_topics: Vec<NewTopic<'_>> = wanted
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics(new_topics.iter(), &options).await?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                tracing::error!(%topic, ?code, "topic creation failed");
+                return Err(KafkaError::AdminOp(code));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Infrastructure shared by the gateway, the workers and the tools:
+//! configuration, telemetry, Kafka clients, the database pool, shutdown and
+//! the health/metrics endpoints.
+
+pub mod config;
+pub mod db;
+pub mod kafka;
+pub mod lifecycle;
+pub mod observability;
+
+pub use config::CommonConfig;

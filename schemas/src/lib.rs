@@ -1,0 +1,42 @@
+//! Every message that crosses Kafka in this system, the topic names, and the
+//! JSON Schema export for them. Pure data: no I/O lives here.
+//!
+//! Nothing outside this crate spells a topic name; other crates ask [`Topic`]
+//! and [`TopicNames`].
+
+pub mod codes;
+pub mod events;
+pub mod requests;
+pub mod topics;
+
+pub use codes::ErrorCode;
+pub use events::{Event, EventEnvelope};
+pub use requests::{Request, RequestEnvelope};
+pub use topics::{Topic, TopicNames};
+
+/// Kafka header carrying the request id of a request record (and of the
+/// request that caused an event).
+pub const HEADER_REQUEST_ID: &str = "request-id";
+/// W3C trace context header.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// Header on a dead-lettered record: why it was rejected.
+pub const HEADER_DLQ_REASON: &str = "dlq-reason";
+/// Header on a dead-lettered record: topic, partition and offset it came from.
+pub const HEADER_DLQ_ORIGIN: &str = "dlq-origin";
+
+/// Builds a W3C `traceparent` value whose trace id is the request id, so a
+/// request can be followed across gateway, broker and workers.
+pub fn traceparent_for(request_id: uuid::Uuid) -> String {
+    let trace = request_id.simple().to_string();
+    let span = &trace[..16];
+    format!("00-{trace}-{span}-01")
+}
+
+/// Every JSON Schema this crate exports, by file name.
+pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    let to_value = |schema: schemars::Schema| schema.to_value();
+    vec![
+        ("request-envelope.json", to_value(schemars::schema_for!(RequestEnvelope))),
+        ("event-envelope.json", to_value(schemars::schema_for!(EventEnvelope))),
+    ]
+}

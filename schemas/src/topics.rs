@@ -1,0 +1,161 @@
+//! Topic names, keys and partition counts (DESIGN §3).
+
+use serde::{Deserialize, Serialize};
+
+/// A topic of the system. The Kafka name is [`Topic::base_name`], optionally
+/// behind a deployment prefix (see [`TopicNames`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Topic {
+    /// Hold, cancel and expire requests, keyed by seat id.
+    ReservationRequests,
+    /// Payment requests, keyed by user id.
+    PaymentRequests,
+    /// Balance charge requests, keyed by user id.
+    ChargeRequests,
+    /// Shop order requests, keyed by user id.
+    OrderRequests,
+    /// Reservation lifecycle events, keyed by seat id.
+    ReservationEvents,
+    /// Payment events, keyed by user id.
+    PaymentEvents,
+    /// Balance change events, keyed by user id.
+    BalanceEvents,
+    /// Paid order events, keyed by user id.
+    OrderEvents,
+    /// Updated per-product day totals, keyed by product id.
+    ProductDailyStats,
+}
+
+impl Topic {
+    /// Every topic, in a stable order.
+    pub const ALL: [Topic; 9] = [
+        Topic::ReservationRequests,
+        Topic::PaymentRequests,
+        Topic::ChargeRequests,
+        Topic::OrderRequests,
+        Topic::ReservationEvents,
+        Topic::PaymentEvents,
+        Topic::BalanceEvents,
+        Topic::OrderEvents,
+        Topic::ProductDailyStats,
+    ];
+
+    /// The topic's name without any deployment prefix.
+    pub const fn base_name(self) -> &'static str {
+        match self {
+            Topic::ReservationRequests => "reservation-requests",
+            Topic::PaymentRequests => "payment-requests",
+            Topic::ChargeRequests => "charge-requests",
+            Topic::OrderRequests => "order-requests",
+            Topic::ReservationEvents => "reservation-events",
+            Topic::PaymentEvents => "payment-events",
+            Topic::BalanceEvents => "balance-events",
+            Topic::OrderEvents => "order-events",
+            Topic::ProductDailyStats => "product-daily-stats",
+        }
+    }
+
+    /// Partition count the topic is created with. Request topics get enough
+    /// partitions for the lanes to run in parallel on a small machine.
+    pub const fn partitions(self) -> i32 {
+        match self {
+            Topic::ReservationRequests
+            | Topic::PaymentRequests
+            | Topic::ChargeRequests
+            | Topic::OrderRequests => 8,
+            Topic::ReservationEvents
+            | Topic::PaymentEvents
+            | Topic::BalanceEvents
+            | Topic::OrderEvents => 4,
+            Topic::ProductDailyStats => 2,
+        }
+    }
+
+    /// Whether lanes consume this topic (and so it has a dead-letter topic).
+    pub const fn is_request_topic(self) -> bool {
+        matches!(
+            self,
+            Topic::ReservationRequests
+                | Topic::PaymentRequests
+                | Topic::ChargeRequests
+                | Topic::OrderRequests
+        )
+    }
+
+    /// Whether a lane consumes this topic and may dead-letter records from it.
+    pub const fn has_dlq(self) -> bool {
+        self.is_request_topic() || matches!(self, Topic::OrderEvents)
+    }
+}
+
+/// Resolves topic names for one deployment. A prefix lets several stacks (or
+/// parallel tests) share one broker without seeing each other's records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicNames {
+    prefix: String,
+}
+
+impl TopicNames {
+    /// Names behind `prefix` (empty for the plain names of DESIGN §3).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The deployment prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The Kafka name of `topic`.
+    pub fn name(&self, topic: Topic) -> String {
+        format!("{}{}", self.prefix, topic.base_name())
+    }
+
+    /// The Kafka name of `topic`'s dead-letter topic.
+    pub fn dlq(&self, topic: Topic) -> String {
+        format!("{}{}.dlq", self.prefix, topic.base_name())
+    }
+
+    /// Every topic to create, with its partition count: the topics of
+    /// [`Topic::ALL`] and the dead-letter topics of the consumed ones.
+    pub fn all_with_partitions(&self) -> Vec<(String, i32)> {
+        let mut all: Vec<(String, i32)> = Topic::ALL
+            .iter()
+            .map(|t| (self.name(*t), t.partitions()))
+            .collect();
+        all.extend(
+            Topic::ALL
+                .iter()
+                .filter(|t| t.has_dlq())
+                .map(|t| (self.dlq(*t), 1)),
+        );
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_names_keep_the_contract_names() {
+        let names = TopicNames::new("t1-");
+        assert_eq!(names.name(Topic::PaymentRequests), "t1-payment-requests");
+        assert_eq!(names.dlq(Topic::ChargeRequests), "t1-charge-requests.dlq");
+        assert_eq!(
+            TopicNames::default().name(Topic::ReservationEvents),
+            "reservation-events"
+        );
+    }
+
+    #[test]
+    fn every_consumed_topic_has_a_dlq() {
+        let all = TopicNames::default().all_with_partitions();
+        for topic in ["reservation-requests", "payment-requests", "charge-requests", "order-requests", "order-events"] {
+            assert!(all.iter().any(|(n, _)| *n == format!("{topic}.dlq")), "{topic}");
+        }
+        assert_eq!(all.len(), 14);
+    }
+}

@@ -1,0 +1,67 @@
+//! Workers configuration (DESIGN §8).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use platform::CommonConfig;
+
+/// Everything the workers read from their environment.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "workers", about = "Lanes, schedulers and outbox relay of the booking and shop backend")]
+pub struct WorkersConfig {
+    /// Shared connection settings.
+    #[command(flatten)]
+    pub common: CommonConfig,
+
+    /// How long a seat hold lasts before it expires, in seconds.
+    #[arg(long, env = "RESERVATION_HOLD_SECS", default_value_t = 300)]
+    pub reservation_hold_secs: u64,
+
+    /// How many queue tokens per schedule may be ACTIVE at once.
+    #[arg(long, env = "QUEUE_ACTIVE_LIMIT", default_value_t = 1000)]
+    pub queue_active_limit: i64,
+
+    /// How long a queue token stays ACTIVE, in seconds.
+    #[arg(long, env = "QUEUE_ACTIVE_TTL_SECS", default_value_t = 600)]
+    pub queue_active_ttl_secs: u64,
+
+    /// Most records a lane applies in one transaction.
+    #[arg(long, env = "LANE_BATCH_MAX", default_value_t = 256)]
+    pub batch_max: usize,
+
+    /// Longest a lane waits to fill a batch once it has a record, in
+    /// milliseconds.
+    #[arg(long, env = "LANE_BATCH_WAIT_MS", default_value_t = 5)]
+    pub batch_wait_ms: u64,
+
+    /// How often the schedulers (queue admission, hold expiry) run, in
+    /// milliseconds.
+    #[arg(long, env = "SCHEDULER_INTERVAL_MS", default_value_t = 500)]
+    pub scheduler_interval_ms: u64,
+
+    /// Address of the workers' health and metrics endpoints.
+    #[arg(long, env = "WORKERS_ADDR", default_value = "127.0.0.1:9091")]
+    pub addr: SocketAddr,
+}
+
+impl WorkersConfig {
+    /// Local defaults, ignoring the environment. Tests start from this.
+    pub fn local() -> Self {
+        Self {
+            common: CommonConfig::local(),
+            reservation_hold_secs: 300,
+            queue_active_limit: 1000,
+            queue_active_ttl_secs: 600,
+            batch_max: 256,
+            batch_wait_ms: 5,
+            scheduler_interval_ms: 500,
+            addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
+        }
+    }
+
+    /// Hold duration.
+    pub fn hold(&self) -> Duration {
+        Duration::from_secs(self.reservation_hold_secs)
+    }
+}

@@ -1,0 +1,86 @@
+//! The lane engine, written once for every lane.
+//!
+//! A lane consumes one request topic as a member of its consumer group. Each
+//! assigned partition runs in its own task; a task collects a batch of records
+//! and applies it in one Postgres transaction together with each request's
+//! outcome row, its outbox events and the partition's next offset. Offsets
+//! live in Postgres (`consumer_offsets`): on assignment a partition resumes
+//! from there, and every batch re-checks it under a row lock, so a batch is
+//! applied at most once even when two processes briefly own a partition.
+//!
+//! A lane adds only its business step: [`Lane::apply`].
+
+mod batch;
+mod consumer;
+mod decode;
+pub mod store;
+
+use async_trait::async_trait;
+use schemas::{ErrorCode, Event, RequestEnvelope, Topic};
+use sqlx::PgConnection;
+
+pub use consumer::{run_lane, LaneSettings};
+
+/// What applying one request decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Applied; the value is the request's `result`.
+    Succeeded(serde_json::Value),
+    /// A business rule refused it. Nothing was changed.
+    Rejected(ErrorCode, String),
+}
+
+/// The outcome of one request and the events it emits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Events to publish through the outbox, in order.
+    pub events: Vec<Event>,
+}
+
+impl Applied {
+    /// A success with `result` and `events`.
+    pub fn succeeded(result: serde_json::Value, events: Vec<Event>) -> Self {
+        Self {
+            outcome: Outcome::Succeeded(result),
+            events,
+        }
+    }
+
+    /// A rejection with `code`; no events.
+    pub fn rejected(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::Rejected(code, message.into()),
+            events: Vec::new(),
+        }
+    }
+}
+
+/// A lane's business step.
+#[async_trait]
+pub trait Lane: Send + Sync + 'static {
+    /// Per-batch scratch state (for example deltas applied once at the end).
+    type Batch: Default + Send;
+
+    /// Short name, used for the consumer group and in logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// The request topic the lane consumes.
+    fn topic(&self) -> Topic;
+
+    /// Applies one request inside the batch transaction. A business refusal
+    /// is an `Ok` rejection and must leave no writes behind; an `Err` aborts
+    /// the batch (it is retried or isolated by the engine).
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        batch: &mut Self::Batch,
+        request: &RequestEnvelope,
+    ) -> Result<Applied, sqlx::Error>;
+
+    /// Runs once per batch after every request, before the commit.
+    async fn finish(&self, _tx: &mut PgConnection, _batch: Self::Batch) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+}

@@ -1,0 +1,228 @@
+//! The engine's own SQL: stored offsets, request outcomes, outbox rows and
+//! the notifications that wake long-polls and the relay.
+
+use std::collections::{HashMap, HashSet};
+
+use schemas::{ErrorCode, EventEnvelope};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Channel that wakes the gateway's long-polls (payload: comma-separated ids).
+pub const OUTCOME_CHANNEL: &str = "request_outcomes";
+/// Channel that wakes the outbox relay.
+pub const OUTBOX_CHANNEL: &str = "outbox_ready";
+
+/// Stored next offsets of `group` for `partitions` of `topic`.
+pub async fn load_offsets(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, sqlx::Error> {
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT kafka_partition, next_offset FROM consumer_offsets
+         WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = ANY($3)",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partitions)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Locks the partition's offset row for this transaction and returns the
+/// stored next offset, creating the row at `first_offset` when the
+/// partition was never consumed.
+pub async fn lock_offset(
+    tx: &mut PgConnection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    first_offset: i64,
+) -> Result<i64, sqlx::Error> {
+    let select = "SELECT next_offset FROM consumer_offsets
+                  WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 FOR UPDATE";
+    if let Some(next) = sqlx::query_scalar(select)
+        .bind(group)
+        .bind(topic)
+        .bind(partition)
+        .fetch_optional(&mut *tx)
+        .await?
+    {
+        return Ok(next);
+    }
+    sqlx::query(
+        "INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, next_offset)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .bind(first_offset)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query_scalar(select)
+        .bind(group)
+        .bind(topic)
+        .bind(partition)
+        .fetch_one(&mut *tx)
+        .await
+}
+
+/// Advances the partition's stored next offset.
+pub async fn store_offset(
+    tx: &mut PgConnection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    next_offset: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
+         WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .bind(next_offset)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Which of `ids` already have a final outcome (applied earlier).
+pub async fn decided(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM requests WHERE id = ANY($1) AND status <> 'PENDING'")
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// A final outcome to record.
+#[derive(Debug, Clone)]
+pub struct OutcomeRow {
+    /// Request id.
+    pub id: Uuid,
+    /// Request type, or `unknown` for undecodable records.
+    pub request_type: String,
+    /// The user the request acts for.
+    pub user_id: Option<i64>,
+    /// SUCCEEDED, REJECTED or FAILED.
+    pub status: &'static str,
+    /// Result of a success.
+    pub result: Option<serde_json::Value>,
+    /// Code of a rejection or failure.
+    pub error_code: Option<ErrorCode>,
+    /// Message of a rejection or failure.
+    pub error_message: Option<String>,
+    /// Where the record was consumed from.
+    pub topic: String,
+    /// Partition of the record.
+    pub partition: i32,
+    /// Offset of the record.
+    pub offset: i64,
+}
+
+/// Writes final outcomes in one statement. A request already decided keeps
+/// its first outcome.
+pub async fn record_outcomes(tx: &mut PgConnection, rows: &[OutcomeRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.request_type.as_str()).collect();
+    let users: Vec<Option<i64>> = rows.iter().map(|r| r.user_id).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.status).collect();
+    let results: Vec<Option<serde_json::Value>> = rows.iter().map(|r| r.result.clone()).collect();
+    let codes: Vec<Option<&str>> = rows.iter().map(|r| r.error_code.map(|c| c.as_str())).collect();
+    let messages: Vec<Option<&str>> = rows.iter().map(|r| r.error_message.as_deref()).collect();
+    let topics: Vec<&str> = rows.iter().map(|r| r.topic.as_str()).collect();
+    let partitions: Vec<i32> = rows.iter().map(|r| r.partition).collect();
+    let offsets: Vec<i64> = rows.iter().map(|r| r.offset).collect();
+    sqlx::query(
+        "INSERT INTO requests (id, type, user_id, status, result, error_code, error_message,
+                               topic, kafka_partition, kafka_offset, completed_at)
+         SELECT t.*, now() FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::jsonb[],
+                                       $6::text[], $7::text[], $8::text[], $9::int4[], $10::int8[]) AS t
+         ON CONFLICT (id) DO UPDATE SET
+             type = EXCLUDED.type,
+             user_id = COALESCE(requests.user_id, EXCLUDED.user_id),
+             status = EXCLUDED.status,
+             result = EXCLUDED.result,
+             error_code = EXCLUDED.error_code,
+             error_message = EXCLUDED.error_message,
+             topic = EXCLUDED.topic,
+             kafka_partition = EXCLUDED.kafka_partition,
+             kafka_offset = EXCLUDED.kafka_offset,
+             completed_at = now()
+         WHERE requests.status = 'PENDING'",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&users)
+    .bind(&statuses)
+    .bind(&results)
+    .bind(&codes)
+    .bind(&messages)
+    .bind(&topics)
+    .bind(&partitions)
+    .bind(&offsets)
+    .execute(&mut *tx)
+    .await?;
+    notify_outcomes(tx, &ids).await
+}
+
+async fn notify_outcomes(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    // NOTIFY payloads are limited to 8000 bytes; 36-byte ids plus a comma
+    // fit 200 to a chunk.
+    let payloads: Vec<String> = ids
+        .chunks(200)
+        .map(|chunk| chunk.iter().map(Uuid::to_string).collect::<Vec<_>>().join(","))
+        .collect();
+    sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
+        .bind(OUTCOME_CHANNEL)
+        .bind(&payloads)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Writes events to the outbox in order and wakes the relay.
+pub async fn enqueue_events(tx: &mut PgConnection, events: &[EventEnvelope]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let topics: Vec<&str> = events.iter().map(|e| e.event.topic().base_name()).collect();
+    let keys: Vec<String> = events.iter().map(|e| e.event.key()).collect();
+    let payloads: Vec<serde_json::Value> = events
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let request_ids: Vec<Option<Uuid>> = events.iter().map(|e| e.request_id).collect();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, event_key, payload, request_id)
+         SELECT id, topic, event_key, payload, request_id
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::uuid[])
+              WITH ORDINALITY AS t(id, topic, event_key, payload, request_id, n)
+         ORDER BY n",
+    )
+    .bind(&ids)
+    .bind(&topics)
+    .bind(&keys)
+    .bind(&payloads)
+    .bind(&request_ids)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(OUTBOX_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}

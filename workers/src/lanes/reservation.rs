@@ -1,0 +1,311 @@
+//! Reservation lane (key: seat id): hold, cancel (with refund when paid),
+//! and expiry of unpaid holds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use schemas::events::{BalanceChangeKind, PaymentChanged, ReservationChanged};
+use schemas::requests::{CancelReservation, ExpireHold, HoldSeat};
+use schemas::{ErrorCode, Event, Request, RequestEnvelope, Topic};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::ledger;
+use crate::engine::{Applied, Lane};
+
+/// Applies `reservation.hold`, `reservation.cancel` and `reservation.expire`.
+#[derive(Debug, Clone)]
+pub struct ReservationLane {
+    /// How long a hold lasts.
+    pub hold: Duration,
+}
+
+/// Seat count changes per schedule, applied once per batch in schedule id
+/// order, so concurrent batches lock schedules in the same order.
+pub type SeatDeltas = BTreeMap<i64, i32>;
+
+/// A reservation row locked for this transaction.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReservationRow {
+    /// Reservation id.
+    pub id: i64,
+    /// Owner.
+    pub user_id: i64,
+    /// Schedule.
+    pub concert_schedule_id: i64,
+    /// Seat.
+    pub seat_id: i64,
+    /// PENDING, CONFIRMED, CANCELLED or EXPIRED.
+    pub status: String,
+    /// Price.
+    pub total_amount: i64,
+    /// End of the hold.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl ReservationRow {
+    /// The event payload describing this reservation with `status`.
+    pub fn changed(&self, status: &str) -> ReservationChanged {
+        ReservationChanged {
+            reservation_id: self.id,
+            seat_id: self.seat_id,
+            schedule_id: self.concert_schedule_id,
+            user_id: self.user_id,
+            status: status.to_owned(),
+            amount: self.total_amount,
+            expires_at: (status == "PENDING").then_some(self.expires_at),
+        }
+    }
+}
+
+const COLUMNS: &str = "id, user_id, concert_schedule_id, seat_id, status, total_amount, expires_at";
+
+/// Locks reservation `id`.
+pub async fn lock_reservation(tx: &mut PgConnection, id: i64) -> Result<Option<ReservationRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM reservations WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+}
+
+/// Moves a live reservation to `status` and frees its seat.
+async fn release(
+    tx: &mut PgConnection,
+    deltas: &mut SeatDeltas,
+    reservation: &ReservationRow,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE reservations SET status = $2, version = version + 1, updated_at = now(),
+                cancelled_at = CASE WHEN $2 = 'CANCELLED' THEN now() ELSE cancelled_at END
+         WHERE id = $1",
+    )
+    .bind(reservation.id)
+    .bind(status)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE seats SET is_reserved = false, version = version + 1, updated_at = now() WHERE id = $1")
+        .bind(reservation.seat_id)
+        .execute(&mut *tx)
+        .await?;
+    *deltas.entry(reservation.concert_schedule_id).or_default() += 1;
+    Ok(())
+}
+
+impl ReservationLane {
+    async fn hold(
+        &self,
+        tx: &mut PgConnection,
+        deltas: &mut SeatDeltas,
+        hold: &HoldSeat,
+    ) -> Result<Applied, sqlx::Error> {
+        let seat: Option<(i64, i64)> =
+            sqlx::query_as("SELECT concert_schedule_id, price FROM seats WHERE id = $1 FOR UPDATE")
+                .bind(hold.seat_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((schedule_id, price)) = seat else {
+            return Ok(Applied::rejected(ErrorCode::NotFound, "seat not found"));
+        };
+        let mut events = Vec::new();
+        let live: Option<ReservationRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM reservations WHERE seat_id = $1 AND status IN ('PENDING', 'CONFIRMED') FOR UPDATE"
+        ))
+        .bind(hold.seat_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(live) = live {
+            let lapsed = live.status == "PENDING" && live.expires_at <= Utc::now();
+            if !lapsed {
+                return Ok(Applied::rejected(ErrorCode::SeatTaken, "the seat is held or sold"));
+            }
+            // The hold ran out but its expire request has not arrived yet:
+            // release it here so the seat is sold to this request.
+            release(tx, deltas, &live, "EXPIRED").await?;
+            events.push(Event::ReservationExpired(live.changed("EXPIRED")));
+        }
+        let hold_secs = i64::try_from(self.hold.as_secs()).unwrap_or(i64::MAX);
+        let reservation: ReservationRow = sqlx::query_as(&format!(
+            "INSERT INTO reservations (user_id, concert_schedule_id, seat_id, status, total_amount, expires_at)
+             VALUES ($1, $2, $3, 'PENDING', $4, now() + make_interval(secs => $5))
+             RETURNING {COLUMNS}"
+        ))
+        .bind(hold.user_id)
+        .bind(schedule_id)
+        .bind(hold.seat_id)
+        .bind(price)
+        .bind(hold_secs as f64)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE seats SET is_reserved = true, version = version + 1, updated_at = now() WHERE id = $1")
+            .bind(hold.seat_id)
+            .execute(&mut *tx)
+            .await?;
+        *deltas.entry(schedule_id).or_default() -= 1;
+        events.push(Event::ReservationHeld(reservation.changed("PENDING")));
+        Ok(Applied::succeeded(
+            json!({"reservation_id": reservation.id, "seat_id": hold.seat_id, "schedule_id": schedule_id,
+                   "amount": price, "expires_at": reservation.expires_at}),
+            events,
+        ))
+    }
+
+    async fn cancel(
+        &self,
+        tx: &mut PgConnection,
+        deltas: &mut SeatDeltas,
+        cancel: &CancelReservation,
+        request_id: Uuid,
+    ) -> Result<Applied, sqlx::Error> {
+        let Some(reservation) = lock_reservation(tx, cancel.reservation_id).await? else {
+            return Ok(Applied::rejected(ErrorCode::NotFound, "reservation not found"));
+        };
+        if reservation.user_id != cancel.user_id {
+            return Ok(Applied::rejected(ErrorCode::Forbidden, "another user's reservation"));
+        }
+        match reservation.status.as_str() {
+            "PENDING" => {
+                release(tx, deltas, &reservation, "CANCELLED").await?;
+                Ok(Applied::succeeded(
+                    json!({"reservation_id": reservation.id, "status": "CANCELLED", "refunded": 0}),
+                    vec![Event::ReservationCancelled(reservation.changed("CANCELLED"))],
+                ))
+            }
+            "CONFIRMED" => {
+                let payment: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT id, amount FROM payments WHERE reservation_id = $1 AND status = 'SUCCESS' FOR UPDATE",
+                )
+                .bind(reservation.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let mut events = Vec::new();
+                let mut refunded = 0;
+                if let Some((payment_id, amount)) = payment {
+                    let Some(balance) = ledger::lock(tx, reservation.user_id).await? else {
+                        return Ok(Applied::rejected(ErrorCode::NotFound, "user has no balance"));
+                    };
+                    if balance.balance > ledger::MAX_BALANCE - amount {
+                        return Ok(Applied::rejected(ErrorCode::BalanceLimitExceeded, "refund would exceed the balance limit"));
+                    }
+                    let paid_at: DateTime<Utc> = sqlx::query_scalar(
+                        "UPDATE payments SET status = 'REFUNDED', refunded_at = now(), version = version + 1,
+                                updated_at = now()
+                         WHERE id = $1 RETURNING coalesce(paid_at, created_at)",
+                    )
+                    .bind(payment_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let changed = ledger::change(
+                        tx,
+                        balance,
+                        BalanceChangeKind::Refund,
+                        amount,
+                        Some(payment_id),
+                        Some("reservation cancelled"),
+                        request_id,
+                    )
+                    .await?;
+                    refunded = amount;
+                    events.push(Event::PaymentRefunded(PaymentChanged {
+                        payment_id,
+                        reservation_id: reservation.id,
+                        user_id: reservation.user_id,
+                        amount,
+                        status: "REFUNDED".into(),
+                        paid_at,
+                    }));
+                    events.push(Event::BalanceChanged(changed));
+                }
+                release(tx, deltas, &reservation, "CANCELLED").await?;
+                events.insert(0, Event::ReservationCancelled(reservation.changed("CANCELLED")));
+                Ok(Applied::succeeded(
+                    json!({"reservation_id": reservation.id, "status": "CANCELLED", "refunded": refunded}),
+                    events,
+                ))
+            }
+            other => Ok(Applied::rejected(
+                ErrorCode::InvalidState,
+                format!("reservation is {other}"),
+            )),
+        }
+    }
+
+    async fn expire(
+        &self,
+        tx: &mut PgConnection,
+        deltas: &mut SeatDeltas,
+        expire: &ExpireHold,
+    ) -> Result<Applied, sqlx::Error> {
+        let Some(reservation) = lock_reservation(tx, expire.reservation_id).await? else {
+            return Ok(Applied::rejected(ErrorCode::NotFound, "reservation not found"));
+        };
+        if reservation.status != "PENDING" || reservation.expires_at > Utc::now() {
+            // Paid, cancelled, already expired, or not due: nothing to do.
+            return Ok(Applied::succeeded(
+                json!({"reservation_id": reservation.id, "expired": false, "status": reservation.status}),
+                Vec::new(),
+            ));
+        }
+        release(tx, deltas, &reservation, "EXPIRED").await?;
+        Ok(Applied::succeeded(
+            json!({"reservation_id": reservation.id, "expired": true, "status": "EXPIRED"}),
+            vec![Event::ReservationExpired(reservation.changed("EXPIRED"))],
+        ))
+    }
+}
+
+#[async_trait]
+impl Lane for ReservationLane {
+    type Batch = SeatDeltas;
+
+    fn name(&self) -> &'static str {
+        "reservation"
+    }
+
+    fn topic(&self) -> Topic {
+        Topic::ReservationRequests
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        deltas: &mut SeatDeltas,
+        envelope: &RequestEnvelope,
+    ) -> Result<Applied, sqlx::Error> {
+        match &envelope.request {
+            Request::HoldSeat(hold) => self.hold(tx, deltas, hold).await,
+            Request::CancelReservation(cancel) => self.cancel(tx, deltas, cancel, envelope.request_id).await,
+            Request::ExpireHold(expire) => self.expire(tx, deltas, expire).await,
+            _ => Ok(Applied::rejected(ErrorCode::InvalidRequest, "not a reservation request")),
+        }
+    }
+
+    async fn finish(&self, tx: &mut PgConnection, deltas: SeatDeltas) -> Result<(), sqlx::Error> {
+        let (ids, changes): (Vec<i64>, Vec<i32>) = deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // Lock in id order first: an UPDATE ... FROM join does not promise
+        // an order, and two batches locking schedules in different orders
+        // would deadlock.
+        sqlx::query("SELECT id FROM concert_schedules WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE concert_schedules s
+             SET available_seats_count = s.available_seats_count + d.delta,
+                 version = s.version + 1, updated_at = now()
+             FROM UNNEST($1::int8[], $2::int4[]) AS d(id, delta)
+             WHERE s.id = d.id",
+        )
+        .bind(&ids)
+        .bind(&changes)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
