@@ -35,6 +35,8 @@ pub struct Gateway {
 impl Gateway {
     /// Connects (lazily) to Postgres and creates the Kafka producer.
     pub fn build(config: &GatewayConfig) -> anyhow::Result<Self> {
+        // Install the recorder before the first request is counted.
+        let _ = platform::observability::metrics_handle();
         let pool = platform::db::pool(&config.common.database_url, config.common.database_max_connections)?;
         let producer = platform::kafka::producer(&config.common)?;
         let state = AppState {

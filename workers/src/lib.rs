@@ -25,6 +25,7 @@ use engine::{run_lane, LaneSettings};
 /// Runs every lane, scheduler and the relay until `cancel` fires, then
 /// drains them. Expects migrations and topics to exist.
 pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Result<()> {
+    let _ = platform::observability::metrics_handle();
     let common = &config.common;
     let pool = platform::db::pool(&common.database_url, common.database_max_connections)?;
     let producer = platform::kafka::producer(common)?;

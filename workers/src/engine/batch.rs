@@ -128,19 +128,23 @@ impl<L: Lane> PartitionWorker<L> {
             }
         }
 
-        let mut conflicts = 0u32;
+        let mut conflicts = Backoff::new();
         let mut outage = Backoff::new();
         loop {
             match self.apply(&items, None, accept_gap_at).await {
                 Ok(()) => return Flow::Next,
                 Err(BatchError::Gap { stored }) => return Flow::Seek(stored),
                 Err(BatchError::Db(error)) => match classify(&error) {
-                    ErrorClass::Conflict if conflicts < 8 => {
-                        conflicts += 1;
+                    ErrorClass::Conflict => {
+                        // Serialization failures and deadlocks resolve by
+                        // themselves; retry the whole batch, never fail it.
                         metrics::counter!("lane_retries_total", "lane" => self.lane.name(), "reason" => "conflict").increment(1);
-                        tracing::debug!(%error, conflicts, "conflict; retrying the batch");
-                        let jitter = u64::from(rand_jitter()) % 20;
-                        tokio::time::sleep(Duration::from_millis(5 * u64::from(conflicts) + jitter)).await;
+                        tracing::debug!(%error, "conflict; retrying the batch");
+                        let wait = conflicts.next_jittered();
+                        tokio::select! {
+                            _ = cancel.cancelled() => return Flow::Stop,
+                            _ = tokio::time::sleep(wait) => {}
+                        }
                     }
                     ErrorClass::Unavailable => {
                         metrics::counter!("lane_retries_total", "lane" => self.lane.name(), "reason" => "unavailable").increment(1);
@@ -151,7 +155,7 @@ impl<L: Lane> PartitionWorker<L> {
                             _ = tokio::time::sleep(wait) => {}
                         }
                     }
-                    _ => {
+                    ErrorClass::Permanent => {
                         tracing::warn!(%error, "batch failed; applying its records one by one");
                         return self.isolate(batch, &items, cancel, accept_gap_at).await;
                     }
@@ -167,7 +171,7 @@ impl<L: Lane> PartitionWorker<L> {
             let single = std::slice::from_ref(item);
             let mut failed: Option<String> = None;
             let mut outage = Backoff::new();
-            let mut conflicts = 0u32;
+            let mut conflicts = Backoff::new();
             loop {
                 match self.apply(single, failed.as_deref(), accept_gap_at).await {
                     Ok(()) => break,
@@ -179,8 +183,13 @@ impl<L: Lane> PartitionWorker<L> {
                                 _ = tokio::time::sleep(outage.next()) => {}
                             }
                         }
-                        ErrorClass::Conflict if conflicts < 8 => conflicts += 1,
-                        _ if failed.is_none() => {
+                        ErrorClass::Conflict => {
+                            tokio::select! {
+                                _ = cancel.cancelled() => return Flow::Stop,
+                                _ = tokio::time::sleep(conflicts.next_jittered()) => {}
+                            }
+                        }
+                        ErrorClass::Permanent if failed.is_none() => {
                             tracing::error!(%error, offset = item.offset, "record cannot be applied; recording it FAILED");
                             let reason = format!("cannot be applied: {error}");
                             if !self.dead_letter(message, &reason, cancel).await {
@@ -188,7 +197,7 @@ impl<L: Lane> PartitionWorker<L> {
                             }
                             failed = Some(reason);
                         }
-                        _ => {
+                        ErrorClass::Permanent => {
                             tracing::error!(%error, "cannot even record the failure; retrying");
                             tokio::select! {
                                 _ = cancel.cancelled() => return Flow::Stop,
@@ -382,6 +391,13 @@ impl Backoff {
         let now = self.next;
         self.next = (self.next * 2).min(Duration::from_secs(5));
         now
+    }
+
+    /// A short random wait that grows with the attempts (5 ms to about
+    /// 1 s), so batches that collided do not collide again in step.
+    fn next_jittered(&mut self) -> Duration {
+        let base = self.next() / 20;
+        base + Duration::from_millis(u64::from(rand_jitter() % 20))
     }
 }
 

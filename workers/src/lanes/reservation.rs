@@ -290,8 +290,11 @@ impl Lane for ReservationLane {
         }
         // Lock in id order first: an UPDATE ... FROM join does not promise
         // an order, and two batches locking schedules in different orders
-        // would deadlock.
-        sqlx::query("SELECT id FROM concert_schedules WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        // would deadlock. NO KEY UPDATE (what the UPDATE itself takes) does
+        // not conflict with the KEY SHARE locks that inserting reservations
+        // of the same schedule take in other batches; FOR UPDATE would, and
+        // two batches would deadlock on their own foreign keys.
+        sqlx::query("SELECT id FROM concert_schedules WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
             .bind(&ids)
             .execute(&mut *tx)
             .await?;

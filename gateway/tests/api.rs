@@ -1,0 +1,286 @@
+//! Gateway behaviour against a real broker and Postgres, without workers:
+//! authentication, queue-token checks, validation, 503 on a dead broker,
+//! long-poll wake-up. Every refused call must publish nothing.
+
+use std::time::{Duration, Instant};
+
+use gateway::{Gateway, GatewayConfig};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use testkit::api::User;
+use testkit::{Api, TestEnv};
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    env: TestEnv,
+    api: Api,
+    cancel: CancellationToken,
+}
+
+impl Harness {
+    async fn start() -> anyhow::Result<Self> {
+        let env = TestEnv::new().await?;
+        let mut config = GatewayConfig::local("admin-secret-token", "test-secret");
+        config.common = env.common.clone();
+        Self::with(env, config).await
+    }
+
+    async fn with(env: TestEnv, config: GatewayConfig) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let cancel = CancellationToken::new();
+        tokio::spawn(Gateway::build(&config)?.serve(listener, cancel.clone()));
+        Ok(Self {
+            env,
+            api: Api::new(base, config.admin_token.clone()),
+            cancel,
+        })
+    }
+
+    /// Makes `token` ACTIVE the way the admission scheduler would.
+    async fn activate(&self, token: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE reservation_queue SET status = 'ACTIVE', activated_at = now(),
+                    expires_at = now() + interval '10 minutes' WHERE token = $1::uuid",
+        )
+        .bind(token)
+        .execute(&self.env.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+async fn seat_and_users(h: &Harness) -> anyhow::Result<(i64, i64, User, User)> {
+    let schedule_id = h.api.create_schedule(5, 10_000).await?;
+    let seat_id = h.api.seat_ids(schedule_id).await?[0];
+    let alice = h.api.create_user("alice").await?;
+    let bob = h.api.create_user("bob").await?;
+    Ok((schedule_id, seat_id, alice, bob))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_token_is_required_active_and_the_callers_own() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (schedule_id, seat_id, alice, bob) = seat_and_users(&h).await?;
+    let body = json!({"seat_id": seat_id});
+
+    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[], &body).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_REQUIRED"), "{reply}");
+
+    let alice_token = h.api.join_queue(&alice, schedule_id).await?;
+    let status_body = h.api.queue_status(&alice, &alice_token).await?;
+    assert_eq!(status_body["status"], "WAITING");
+    assert_eq!(status_body["position"], 1);
+    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[("X-Queue-Token", &alice_token)], &body).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"), "waiting token: {reply}");
+
+    let bob_token = h.api.join_queue(&bob, schedule_id).await?;
+    assert_eq!(h.api.queue_status(&bob, &bob_token).await?["position"], 2);
+    h.activate(&bob_token).await?;
+    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[("X-Queue-Token", &bob_token)], &body).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"), "another user's token: {reply}");
+    let (status, reply) = h.api.get(&format!("/v1/queue/tokens/{bob_token}"), &alice.token).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{reply}");
+
+    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[("X-Queue-Token", "not-a-uuid")], &body).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"), "{reply}");
+
+    assert_eq!(h.env.total_records()?, 0, "refused calls publish nothing");
+
+    // The same call with the caller's ACTIVE token is accepted and published.
+    h.activate(&alice_token).await?;
+    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[("X-Queue-Token", &alice_token)], &body).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    assert_eq!(h.env.total_records()?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_checked_and_scoped_to_their_user() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let alice = h.api.create_user("alice").await?;
+    let bob = h.api.create_user("bob").await?;
+
+    let charge = json!({"amount": 1000});
+    let path = format!("/v1/users/{}/balance/charge", alice.id);
+    let (status, reply) = h.api.post(&path, Some(&bob.token), &[], &charge).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{reply}");
+    let (status, reply) = h.api.get(&format!("/v1/users/{}/balance", alice.id), &bob.token).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{reply}");
+    let (status, reply) = h.api.post(&path, None, &[], &charge).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{reply}");
+    let forged = alice.token.replacen(&format!("v1.{}.", alice.id), &format!("v1.{}.", bob.id), 1);
+    let (status, reply) = h.api.get(&format!("/v1/users/{}/balance", bob.id), &forged).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{reply}");
+    let (status, reply) = h.api.post("/v1/admin/concerts", Some(&alice.token), &[], &json!({"title": "x", "schedules": []})).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{reply}");
+
+    // The admin may read any user's balance.
+    let (status, reply) = h.api.get(&format!("/v1/users/{}/balance", alice.id), "admin-secret-token").await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["balance"], 0);
+
+    assert_eq!(h.env.total_records()?, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_stable_code_and_publishes_nothing() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (schedule_id, _, alice, _) = seat_and_users(&h).await?;
+    let token = h.api.join_queue(&alice, schedule_id).await?;
+    h.activate(&token).await?;
+    let charge_path = format!("/v1/users/{}/balance/charge", alice.id);
+
+    let raw = |path: &str, body: &str, content_type: &str| {
+        h.api
+            .http
+            .post(h.api.url(path))
+            .bearer_auth(&alice.token)
+            .header("content-type", content_type.to_owned())
+            .header("x-queue-token", token.clone())
+            .body(body.to_owned())
+            .send()
+    };
+    let (status, reply) = Api::read(raw(&charge_path, "{\"amount\": ", "application/json").await?).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::BAD_REQUEST, "INVALID_JSON"), "{reply}");
+    let (status, reply) = Api::read(raw(&charge_path, "{\"amount\": 5}", "text/plain").await?).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::BAD_REQUEST, "INVALID_JSON"), "{reply}");
+    let (status, reply) = Api::read(raw(&charge_path, "{\"amount\": \"lots\"}", "application/json").await?).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+
+    for amount in [-500, 0, 10_000_001] {
+        let (status, reply) = h.api.post(&charge_path, Some(&alice.token), &[], &json!({"amount": amount})).await?;
+        assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{amount}: {reply}");
+        assert_eq!(reply["error"]["field"], "amount");
+    }
+    let (status, reply) = h.api.post(&charge_path, Some(&alice.token), &[], &json!({})).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+
+    let queue = [("X-Queue-Token", token.as_str())];
+    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &queue, &json!({"seat_id": 987_654_321})).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{reply}");
+    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &queue, &json!({"seat_id": -1})).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+    let (status, reply) = h.api.post("/v1/payments", Some(&alice.token), &queue, &json!({"reservation_id": 424_242})).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{reply}");
+
+    let huge = format!("{{\"amount\": 5, \"pad\": \"{}\"}}", "x".repeat(64 * 1024));
+    let (status, reply) = Api::read(raw(&charge_path, &huge, "application/json").await?).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"), "{reply}");
+
+    let (status, reply) = h.api.get("/v1/reservations/abc", &alice.token).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+    let (status, reply) = h.api.post("/v1/users", None, &[], &json!({"name": "", "email": "nope"})).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+    let (status, reply) = h.api.post("/v1/users", None, &[], &json!({"name": "a", "email": "no-at-sign"})).await?;
+    assert_eq!(reply["error"]["field"], "email", "{status} {reply}");
+    let (status, reply) = h.api.post("/v1/queue/tokens", Some(&alice.token), &[], &json!({"schedule_id": 999_999})).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{reply}");
+    let (status, reply) = h.api.post(&charge_path, Some(&alice.token), &[("Idempotency-Key", "")], &json!({"amount": 5})).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+
+    let email = format!("dup-{}@example.com", uuid::Uuid::new_v4().simple());
+    let (status, _) = h.api.post("/v1/users", None, &[], &json!({"name": "a", "email": email})).await?;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, reply) = h.api.post("/v1/users", None, &[], &json!({"name": "b", "email": email})).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::CONFLICT, "EMAIL_TAKEN"), "{reply}");
+
+    assert_eq!(h.env.total_records()?, 0, "bad input publishes nothing");
+    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM requests").fetch_one(&h.env.pool).await?;
+    assert_eq!(requests, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_is_503_with_retry_after_never_202() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let mut config = GatewayConfig::local("admin-secret-token", "test-secret");
+    config.common = env.common.clone();
+    // Nothing listens on port 1.
+    config.common.kafka_brokers = "127.0.0.1:1".into();
+    config.common.kafka_produce_timeout_ms = 500;
+    let h = Harness::with(env, config).await?;
+    let alice = h.api.create_user("alice").await?;
+
+    let response = h
+        .api
+        .http
+        .post(h.api.url(&format!("/v1/users/{}/balance/charge", alice.id)))
+        .bearer_auth(&alice.token)
+        .json(&json!({"amount": 100}))
+        .send()
+        .await?;
+    assert_eq!(response.headers().get("retry-after").map(|v| v.to_str().unwrap_or("")), Some("1"));
+    let (status, reply) = Api::read(response).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"), "{reply}");
+    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM requests").fetch_one(&h.env.pool).await?;
+    assert_eq!(requests, 0, "an unaccepted request leaves no trace");
+
+    let ready = h.api.http.get(h.api.url("/readyz")).send().await?;
+    let (status, reply) = Api::read(ready).await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+    assert_eq!(reply["kafka"], false);
+    assert_eq!(reply["database"], true);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (status, reply) = Api::read(h.api.http.get(h.api.url("/readyz")).send().await?).await?;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, _) = Api::read(h.api.http.get(h.api.url("/healthz")).send().await?).await?;
+    assert_eq!(status, StatusCode::OK);
+
+    let alice = h.api.create_user("alice").await?;
+    let request_id = h.api.charge(&alice, 700).await?;
+    let response = h.api.http.get(h.api.url("/metrics")).send().await?.text().await?;
+    assert!(response.contains("http_requests_total"), "{response}");
+    let (status, reply) = h.api.get(&format!("/v1/requests/{request_id}"), &alice.token).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["status"], "PENDING");
+    assert_eq!(reply["type"], "balance.charge");
+
+    // Write the outcome the way a lane does and check that a long-poll
+    // returns on the notification, well before its deadline.
+    let pool = h.env.pool.clone();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut tx = pool.begin().await?;
+        sqlx::query("UPDATE requests SET status = 'SUCCEEDED', result = '{\"ok\": true}', completed_at = now() WHERE id = $1")
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify('request_outcomes', $1)")
+            .bind(request_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    });
+    let started = Instant::now();
+    let (status, reply) = h.api.get(&format!("/v1/requests/{request_id}?wait_ms=20000"), &alice.token).await?;
+    writer.await??;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["status"], "SUCCEEDED", "{reply}");
+    assert_eq!(reply["result"]["ok"], true);
+    assert!(started.elapsed() < Duration::from_secs(10), "long-poll woke up on the outcome");
+
+    let bob = h.api.create_user("bob").await?;
+    let (status, reply) = h.api.get(&format!("/v1/requests/{request_id}"), &bob.token).await?;
+    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    let (status, _) = h.api.get(&format!("/v1/requests/{}", uuid::Uuid::new_v4()), &bob.token).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    Ok(())
+}

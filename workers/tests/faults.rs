@@ -1,0 +1,231 @@
+//! Faults: a worker process killed mid-load, poison records, and a database
+//! outage. Nothing accepted is lost and nothing is applied twice.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{scalar, Options, Stack};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use testkit::api::User;
+use uuid::Uuid;
+
+fn spawn_workers(stack: &Stack) -> anyhow::Result<Child> {
+    let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}workers.log", stack.env.common.topic_prefix));
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_workers"));
+    command
+        .envs(stack.workers_env())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    Ok(command.spawn()?)
+}
+
+/// Small deterministic generator, so a failing run can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, bound: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+#[derive(Clone)]
+enum Call {
+    Charge { user: usize, amount: i64 },
+    Hold { user: usize, seat: usize },
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> {
+    let stack = Stack::start(Options { in_process_workers: false, ..Options::default() }).await?;
+    let mut worker = spawn_workers(&stack)?;
+    let api = &stack.api;
+    let schedule_id = api.create_schedule(150, 1_000).await?;
+    let seats = api.seat_ids(schedule_id).await?;
+    let users: Vec<(User, String)> = stream::iter(0..40)
+        .map(|i| async move {
+            let user = api.create_user(&format!("u{i}")).await?;
+            let token = api.join_queue(&user, schedule_id).await?;
+            api.wait_active(&user, &token).await?;
+            anyhow::Ok((user, token))
+        })
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+
+    let mut rng = Lcg(0x5eed);
+    let calls: Vec<Call> = (0..2000)
+        .map(|_| {
+            let user = rng.next(users.len() as u64) as usize;
+            if rng.next(10) < 7 {
+                Call::Charge { user, amount: 1 + rng.next(1000) as i64 }
+            } else {
+                Call::Hold { user, seat: rng.next(seats.len() as u64) as usize }
+            }
+        })
+        .collect();
+
+    let submit = |call: Call| {
+        let (users, seats) = (&users, &seats);
+        async move {
+            let id = match &call {
+                Call::Charge { user, amount } => api.charge(&users[*user].0, *amount).await?,
+                Call::Hold { user, seat } => api.hold(&users[*user].0, &users[*user].1, seats[*seat]).await?,
+            };
+            anyhow::Ok((call, id))
+        }
+    };
+    let first_half: Vec<(Call, Uuid)> = stream::iter(calls[..1000].to_vec()).map(submit).buffer_unordered(32).try_collect().await?;
+    // Kill the worker while it is working through the first half.
+    testkit::eventually("the worker to be mid-load", Duration::from_secs(60), || async {
+        let done = scalar(&stack, "SELECT count(*) FROM requests WHERE status <> 'PENDING'").await?;
+        Ok((done >= 50).then_some(()))
+    })
+    .await?;
+    worker.kill()?;
+    worker.wait()?;
+    let decided_at_kill = scalar(&stack, "SELECT count(*) FROM requests WHERE status <> 'PENDING'").await?;
+    let mut worker = spawn_workers(&stack)?;
+    let second_half: Vec<(Call, Uuid)> = stream::iter(calls[1000..].to_vec()).map(submit).buffer_unordered(32).try_collect().await?;
+    let accepted: Vec<(Call, Uuid)> = first_half.into_iter().chain(second_half).collect();
+
+    let outcomes: Vec<Value> = stream::iter(accepted.iter())
+        .map(|(call, id)| {
+            let user = match call {
+                Call::Charge { user, .. } | Call::Hold { user, .. } => &users[*user].0,
+            };
+            api.outcome(&user.token, *id)
+        })
+        // In order: outcomes are zipped with the calls below.
+        .buffered(64)
+        .try_collect()
+        .await?;
+    worker.kill()?;
+    worker.wait()?;
+    assert!(decided_at_kill < 2000, "the kill happened mid-load ({decided_at_kill} decided)");
+
+    // Exactly one outcome per request.
+    let ids: Vec<Uuid> = accepted.iter().map(|(_, id)| *id).collect();
+    let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM requests WHERE id = ANY($1) AND status <> 'PENDING'")
+        .bind(&ids)
+        .fetch_one(&stack.env.pool)
+        .await?;
+    assert_eq!(decided, 2000);
+
+    // Balances: each equals its history and the successful charges.
+    let mut expected: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut holds_won = 0;
+    for ((call, _), outcome) in accepted.iter().zip(&outcomes) {
+        let succeeded = outcome["status"] == "SUCCEEDED";
+        match call {
+            Call::Charge { user, amount } => {
+                assert!(succeeded, "{outcome}");
+                let entry = expected.entry(users[*user].0.id).or_default();
+                entry.0 += amount;
+                entry.1 += 1;
+            }
+            Call::Hold { .. } => {
+                if succeeded {
+                    holds_won += 1;
+                } else {
+                    assert_eq!(outcome["error"]["code"], "SEAT_TAKEN", "{outcome}");
+                }
+            }
+        }
+    }
+    for (user_id, (sum, count)) in &expected {
+        let (balance, history_sum, history_rows): (i64, i64, i64) = sqlx::query_as(
+            "SELECT b.balance, coalesce(sum(h.amount), 0)::int8, count(h.id)
+             FROM balances b LEFT JOIN balance_histories h ON h.balance_id = b.id
+             WHERE b.user_id = $1 GROUP BY b.balance",
+        )
+        .bind(user_id)
+        .fetch_one(&stack.env.pool)
+        .await?;
+        assert_eq!((balance, history_sum, history_rows), (*sum, *sum, *count), "user {user_id}");
+    }
+    assert_eq!(
+        scalar(&stack, "SELECT count(*) - count(DISTINCT request_id) FROM balance_histories").await?,
+        0,
+        "no request changed a balance twice"
+    );
+
+    // Seats: one live reservation per won hold, counts consistent.
+    let live = scalar(&stack, "SELECT count(*) FROM reservations WHERE status IN ('PENDING', 'CONFIRMED')").await?;
+    assert_eq!(live, holds_won);
+    assert_eq!(scalar(&stack, "SELECT count(*) FROM reservations").await?, holds_won);
+    assert_eq!(scalar(&stack, "SELECT count(*) FROM seats WHERE is_reserved").await?, holds_won);
+    assert_eq!(
+        scalar(&stack, &format!("SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}")).await?,
+        seats.len() as i64 - holds_won
+    );
+    stack.stop().await
+}
+
+fn producer(stack: &Stack) -> anyhow::Result<FutureProducer> {
+    Ok(platform::kafka::producer(&stack.env.common)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_records_go_to_the_dlq_and_the_lane_moves_on() -> anyhow::Result<()> {
+    let stack = Stack::start(Options::default()).await?;
+    let user = stack.api.create_user("victim").await?;
+    let topics = stack.env.common.topics();
+    let topic = topics.name(schemas::Topic::ChargeRequests);
+    let key = user.id.to_string();
+    let producer = producer(&stack)?;
+    let bad_id = Uuid::now_v7();
+    let invalid = json!({"request_id": bad_id, "version": 1, "timestamp": "2026-01-01T00:00:00Z",
+                         "type": "balance.charge", "payload": {"user_id": user.id, "amount": -5}});
+    for payload in [b"{not json".to_vec(), serde_json::to_vec(&invalid)?] {
+        let record = platform::kafka::OutgoingRecord { topic: topic.clone(), key: key.clone(), payload, headers: vec![] };
+        platform::kafka::produce(&producer, &record, Duration::from_secs(10)).await?;
+    }
+    // A good request behind the poison on the same partition still lands.
+    let good = stack.api.charge(&user, 900).await?;
+    assert_eq!(stack.api.outcome(&user.token, good).await?["status"], "SUCCEEDED");
+    assert_eq!(stack.api.balance(&user).await?, 900);
+
+    let (status, code): (String, Option<String>) =
+        sqlx::query_as("SELECT status, error_code FROM requests WHERE id = $1")
+            .bind(bad_id)
+            .fetch_one(&stack.env.pool)
+            .await?;
+    assert_eq!((status.as_str(), code.as_deref()), ("FAILED", Some("INVALID_REQUEST")));
+
+    let dlq = topics.dlq(schemas::Topic::ChargeRequests);
+    let consumer: BaseConsumer = platform::kafka::consumer_config(&stack.env.common, "dlq-reader").create()?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(&dlq, 0, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let mut reasons = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while reasons.len() < 2 && std::time::Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message?;
+            assert_eq!(message.key(), Some(key.as_bytes()));
+            let headers = message.headers().expect("dlq headers");
+            let reason = headers
+                .iter()
+                .find(|h| h.key == schemas::HEADER_DLQ_REASON)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .expect("reason header");
+            reasons.push(reason);
+        }
+    }
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("undecodable"), "{reasons:?}");
+    assert!(reasons[1].contains("amount"), "{reasons:?}");
+    stack.stop().await
+}
