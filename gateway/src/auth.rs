@@ -58,13 +58,15 @@ impl Signer {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    parts
+    let value = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+        .ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credential.trim())
 }
 
 /// The authenticated user of a call.
@@ -85,7 +87,10 @@ impl AuthUser {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let credential = bearer(parts).ok_or(ApiError::Unauthorized)?;
         state
             .signer
@@ -102,7 +107,10 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let credential = bearer(parts).ok_or(ApiError::Unauthorized)?;
         if bool::from(credential.as_bytes().ct_eq(state.admin_token.as_bytes())) {
             Ok(Admin)
@@ -135,7 +143,10 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if Admin::from_request_parts(parts, state).await.is_ok() {
             return Ok(Caller::Admin);
         }

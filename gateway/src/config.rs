@@ -7,7 +7,10 @@ use platform::CommonConfig;
 
 /// Everything the gateway reads from its environment.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "gateway", about = "HTTP gateway of the booking and shop backend")]
+#[command(
+    name = "gateway",
+    about = "HTTP gateway of the booking and shop backend"
+)]
 pub struct GatewayConfig {
     /// Shared connection settings.
     #[command(flatten)]

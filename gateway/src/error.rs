@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The caller may not touch this resource.
     #[error("not allowed: {0}")]
     Forbidden(&'static str),
+    /// The route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// The `X-Queue-Token` header is missing.
     #[error("X-Queue-Token header is required")]
     QueueTokenRequired,
@@ -77,6 +80,7 @@ impl ApiError {
             ApiError::QueueTokenRequired => (StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_REQUIRED"),
             ApiError::QueueTokenInvalid(_) => (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::KafkaUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"),
             ApiError::Database(e) => match platform::db::classify(e) {

@@ -27,7 +27,9 @@ where
                 JsonRejection::MissingJsonContentType(_) => {
                     ApiError::InvalidJson("expected Content-Type: application/json".into())
                 }
-                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge
+                }
                 other => ApiError::InvalidJson(other.body_text()),
             }),
         }

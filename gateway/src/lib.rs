@@ -35,9 +35,20 @@ pub struct Gateway {
 impl Gateway {
     /// Connects (lazily) to Postgres and creates the Kafka producer.
     pub fn build(config: &GatewayConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !config.auth_secret.trim().is_empty(),
+            "AUTH_SECRET must not be empty"
+        );
+        anyhow::ensure!(
+            !config.admin_token.trim().is_empty(),
+            "ADMIN_TOKEN must not be empty"
+        );
         // Install the recorder before the first request is counted.
         let _ = platform::observability::metrics_handle();
-        let pool = platform::db::pool(&config.common.database_url, config.common.database_max_connections)?;
+        let pool = platform::db::pool(
+            &config.common.database_url,
+            config.common.database_max_connections,
+        )?;
         let producer = platform::kafka::producer(&config.common)?;
         let state = AppState {
             pool,
@@ -59,6 +70,8 @@ impl Gateway {
     pub fn router(&self) -> Router {
         let x_request_id = axum::http::HeaderName::from_static("x-request-id");
         routes::router()
+            .fallback(|| async { error::ApiError::NotFound("route") })
+            .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(self.max_body_bytes))
             .layer(middleware::from_fn(record_metrics))
             .layer(
@@ -77,7 +90,11 @@ impl Gateway {
     }
 
     /// Serves on `listener` until `cancel` fires, then drains in-flight calls.
-    pub async fn serve(self, listener: TcpListener, cancel: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
         let router = self.router();
         let waiter = tokio::spawn(
             self.state

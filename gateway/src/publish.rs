@@ -27,7 +27,10 @@ pub fn request_id(headers: &HeaderMap, caller: i64, route: &str) -> ApiResult<Uu
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= 255)
                 .ok_or_else(|| {
-                    ApiError::invalid("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
+                    ApiError::invalid(
+                        "Idempotency-Key",
+                        "must be 1 to 255 visible ASCII characters",
+                    )
                 })?;
             let name = format!("{caller}\u{1f}{route}\u{1f}{key}");
             Ok(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()))
@@ -35,16 +38,22 @@ pub fn request_id(headers: &HeaderMap, caller: i64, route: &str) -> ApiResult<Uu
     }
 }
 
-/// Publishes `request` under `request_id` and answers 202. A repeated
-/// idempotent call whose request was already accepted is answered without
-/// publishing again.
-pub async fn submit(state: &AppState, request_id: Uuid, request: Request) -> ApiResult<Response> {
+/// The answer to a repeated idempotent call whose request was accepted
+/// before: the same request id, without checking or publishing again (the
+/// first call may have changed what the checks see, for example by
+/// expiring the queue token).
+pub async fn replay(state: &AppState, request_id: Uuid) -> ApiResult<Option<Response>> {
     let already: Option<String> = sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
         .bind(request_id)
         .fetch_optional(&state.pool)
         .await?;
-    if let Some(status) = already {
-        return Ok(accepted(request_id, &status));
+    Ok(already.map(|status| accepted(request_id, &status)))
+}
+
+/// Publishes `request` under `request_id` and answers 202.
+pub async fn submit(state: &AppState, request_id: Uuid, request: Request) -> ApiResult<Response> {
+    if let Some(response) = replay(state, request_id).await? {
+        return Ok(response);
     }
 
     let envelope = RequestEnvelope::new(request_id, request);
@@ -55,7 +64,10 @@ pub async fn submit(state: &AppState, request_id: Uuid, request: Request) -> Api
         payload,
         headers: vec![
             (schemas::HEADER_REQUEST_ID, request_id.to_string()),
-            (schemas::HEADER_TRACEPARENT, schemas::traceparent_for(request_id)),
+            (
+                schemas::HEADER_TRACEPARENT,
+                schemas::traceparent_for(request_id),
+            ),
         ],
     };
     let delivered = kafka::produce(&state.producer, &record, state.produce_timeout)

@@ -42,7 +42,10 @@ impl OutcomeWaiter {
         if waiting.is_empty() {
             return;
         }
-        for id in payload.split(',').filter_map(|s| Uuid::parse_str(s.trim()).ok()) {
+        for id in payload
+            .split(',')
+            .filter_map(|s| Uuid::parse_str(s.trim()).ok())
+        {
             if let Some(notify) = waiting.get(&id) {
                 notify.notify_waiters();
             }

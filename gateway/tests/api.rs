@@ -74,32 +74,90 @@ async fn queue_token_is_required_active_and_the_callers_own() -> anyhow::Result<
     let (schedule_id, seat_id, alice, bob) = seat_and_users(&h).await?;
     let body = json!({"seat_id": seat_id});
 
-    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[], &body).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_REQUIRED"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post("/v1/reservations", Some(&alice.token), &[], &body)
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNAUTHORIZED, "QUEUE_TOKEN_REQUIRED"),
+        "{reply}"
+    );
 
     let alice_token = h.api.join_queue(&alice, schedule_id).await?;
     let status_body = h.api.queue_status(&alice, &alice_token).await?;
     assert_eq!(status_body["status"], "WAITING");
     assert_eq!(status_body["position"], 1);
-    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[("X-Queue-Token", &alice_token)], &body).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"), "waiting token: {reply}");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/reservations",
+            Some(&alice.token),
+            &[("X-Queue-Token", &alice_token)],
+            &body,
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"),
+        "waiting token: {reply}"
+    );
 
     let bob_token = h.api.join_queue(&bob, schedule_id).await?;
     assert_eq!(h.api.queue_status(&bob, &bob_token).await?["position"], 2);
     h.activate(&bob_token).await?;
-    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[("X-Queue-Token", &bob_token)], &body).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"), "another user's token: {reply}");
-    let (status, reply) = h.api.get(&format!("/v1/queue/tokens/{bob_token}"), &alice.token).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/reservations",
+            Some(&alice.token),
+            &[("X-Queue-Token", &bob_token)],
+            &body,
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"),
+        "another user's token: {reply}"
+    );
+    let (status, reply) = h
+        .api
+        .get(&format!("/v1/queue/tokens/{bob_token}"), &alice.token)
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{reply}"
+    );
 
-    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[("X-Queue-Token", "not-a-uuid")], &body).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/reservations",
+            Some(&alice.token),
+            &[("X-Queue-Token", "not-a-uuid")],
+            &body,
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::FORBIDDEN, "QUEUE_TOKEN_INVALID"),
+        "{reply}"
+    );
 
     assert_eq!(h.env.total_records()?, 0, "refused calls publish nothing");
 
     // The same call with the caller's ACTIVE token is accepted and published.
     h.activate(&alice_token).await?;
-    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &[("X-Queue-Token", &alice_token)], &body).await?;
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/reservations",
+            Some(&alice.token),
+            &[("X-Queue-Token", &alice_token)],
+            &body,
+        )
+        .await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
     assert_eq!(h.env.total_records()?, 1);
     Ok(())
@@ -114,19 +172,61 @@ async fn credentials_are_checked_and_scoped_to_their_user() -> anyhow::Result<()
     let charge = json!({"amount": 1000});
     let path = format!("/v1/users/{}/balance/charge", alice.id);
     let (status, reply) = h.api.post(&path, Some(&bob.token), &[], &charge).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{reply}");
-    let (status, reply) = h.api.get(&format!("/v1/users/{}/balance", alice.id), &bob.token).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{reply}");
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{reply}"
+    );
+    let (status, reply) = h
+        .api
+        .get(&format!("/v1/users/{}/balance", alice.id), &bob.token)
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{reply}"
+    );
     let (status, reply) = h.api.post(&path, None, &[], &charge).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{reply}");
-    let forged = alice.token.replacen(&format!("v1.{}.", alice.id), &format!("v1.{}.", bob.id), 1);
-    let (status, reply) = h.api.get(&format!("/v1/users/{}/balance", bob.id), &forged).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{reply}");
-    let (status, reply) = h.api.post("/v1/admin/concerts", Some(&alice.token), &[], &json!({"title": "x", "schedules": []})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{reply}");
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        "{reply}"
+    );
+    let forged = alice
+        .token
+        .replacen(&format!("v1.{}.", alice.id), &format!("v1.{}.", bob.id), 1);
+    let (status, reply) = h
+        .api
+        .get(&format!("/v1/users/{}/balance", bob.id), &forged)
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        "{reply}"
+    );
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/admin/concerts",
+            Some(&alice.token),
+            &[],
+            &json!({"title": "x", "schedules": []}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        "{reply}"
+    );
 
     // The admin may read any user's balance.
-    let (status, reply) = h.api.get(&format!("/v1/users/{}/balance", alice.id), "admin-secret-token").await?;
+    let (status, reply) = h
+        .api
+        .get(
+            &format!("/v1/users/{}/balance", alice.id),
+            "admin-secret-token",
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply["balance"], 0);
 
@@ -152,52 +252,210 @@ async fn bad_input_gets_a_stable_code_and_publishes_nothing() -> anyhow::Result<
             .body(body.to_owned())
             .send()
     };
-    let (status, reply) = Api::read(raw(&charge_path, "{\"amount\": ", "application/json").await?).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::BAD_REQUEST, "INVALID_JSON"), "{reply}");
-    let (status, reply) = Api::read(raw(&charge_path, "{\"amount\": 5}", "text/plain").await?).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::BAD_REQUEST, "INVALID_JSON"), "{reply}");
-    let (status, reply) = Api::read(raw(&charge_path, "{\"amount\": \"lots\"}", "application/json").await?).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+    let (status, reply) =
+        Api::read(raw(&charge_path, "{\"amount\": ", "application/json").await?).await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        "{reply}"
+    );
+    let (status, reply) =
+        Api::read(raw(&charge_path, "{\"amount\": 5}", "text/plain").await?).await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::BAD_REQUEST, "INVALID_JSON"),
+        "{reply}"
+    );
+    let (status, reply) =
+        Api::read(raw(&charge_path, "{\"amount\": \"lots\"}", "application/json").await?).await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
 
     for amount in [-500, 0, 10_000_001] {
-        let (status, reply) = h.api.post(&charge_path, Some(&alice.token), &[], &json!({"amount": amount})).await?;
-        assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{amount}: {reply}");
+        let (status, reply) = h
+            .api
+            .post(
+                &charge_path,
+                Some(&alice.token),
+                &[],
+                &json!({"amount": amount}),
+            )
+            .await?;
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+            "{amount}: {reply}"
+        );
         assert_eq!(reply["error"]["field"], "amount");
     }
-    let (status, reply) = h.api.post(&charge_path, Some(&alice.token), &[], &json!({})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post(&charge_path, Some(&alice.token), &[], &json!({}))
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
 
     let queue = [("X-Queue-Token", token.as_str())];
-    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &queue, &json!({"seat_id": 987_654_321})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{reply}");
-    let (status, reply) = h.api.post("/v1/reservations", Some(&alice.token), &queue, &json!({"seat_id": -1})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
-    let (status, reply) = h.api.post("/v1/payments", Some(&alice.token), &queue, &json!({"reservation_id": 424_242})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/reservations",
+            Some(&alice.token),
+            &queue,
+            &json!({"seat_id": 987_654_321}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        "{reply}"
+    );
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/reservations",
+            Some(&alice.token),
+            &queue,
+            &json!({"seat_id": -1}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/payments",
+            Some(&alice.token),
+            &queue,
+            &json!({"reservation_id": 424_242}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        "{reply}"
+    );
 
     let huge = format!("{{\"amount\": 5, \"pad\": \"{}\"}}", "x".repeat(64 * 1024));
     let (status, reply) = Api::read(raw(&charge_path, &huge, "application/json").await?).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"), "{reply}");
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        "{reply}"
+    );
 
     let (status, reply) = h.api.get("/v1/reservations/abc", &alice.token).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
-    let (status, reply) = h.api.post("/v1/users", None, &[], &json!({"name": "", "email": "nope"})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
-    let (status, reply) = h.api.post("/v1/users", None, &[], &json!({"name": "a", "email": "no-at-sign"})).await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/users",
+            None,
+            &[],
+            &json!({"name": "", "email": "nope"}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/users",
+            None,
+            &[],
+            &json!({"name": "a", "email": "no-at-sign"}),
+        )
+        .await?;
     assert_eq!(reply["error"]["field"], "email", "{status} {reply}");
-    let (status, reply) = h.api.post("/v1/queue/tokens", Some(&alice.token), &[], &json!({"schedule_id": 999_999})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{reply}");
-    let (status, reply) = h.api.post(&charge_path, Some(&alice.token), &[("Idempotency-Key", "")], &json!({"amount": 5})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/queue/tokens",
+            Some(&alice.token),
+            &[],
+            &json!({"schedule_id": 999_999}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        "{reply}"
+    );
+    let (status, reply) = h
+        .api
+        .post(
+            &charge_path,
+            Some(&alice.token),
+            &[("Idempotency-Key", "")],
+            &json!({"amount": 5}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
 
     let email = format!("dup-{}@example.com", uuid::Uuid::new_v4().simple());
-    let (status, _) = h.api.post("/v1/users", None, &[], &json!({"name": "a", "email": email})).await?;
+    let (status, _) = h
+        .api
+        .post(
+            "/v1/users",
+            None,
+            &[],
+            &json!({"name": "a", "email": email}),
+        )
+        .await?;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, reply) = h.api.post("/v1/users", None, &[], &json!({"name": "b", "email": email})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::CONFLICT, "EMAIL_TAKEN"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/users",
+            None,
+            &[],
+            &json!({"name": "b", "email": email}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::CONFLICT, "EMAIL_TAKEN"),
+        "{reply}"
+    );
+
+    let (status, reply) = h.api.get("/v1/no-such-route", &alice.token).await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        "{reply}"
+    );
+    let response = h.api.http.delete(h.api.url("/v1/users")).send().await?;
+    let (status, reply) = Api::read(response).await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+        "{reply}"
+    );
 
     assert_eq!(h.env.total_records()?, 0, "bad input publishes nothing");
-    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM requests").fetch_one(&h.env.pool).await?;
+    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM requests")
+        .fetch_one(&h.env.pool)
+        .await?;
     assert_eq!(requests, 0);
     Ok(())
 }
@@ -221,10 +479,22 @@ async fn unreachable_broker_is_503_with_retry_after_never_202() -> anyhow::Resul
         .json(&json!({"amount": 100}))
         .send()
         .await?;
-    assert_eq!(response.headers().get("retry-after").map(|v| v.to_str().unwrap_or("")), Some("1"));
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("1")
+    );
     let (status, reply) = Api::read(response).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"), "{reply}");
-    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM requests").fetch_one(&h.env.pool).await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"),
+        "{reply}"
+    );
+    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM requests")
+        .fetch_one(&h.env.pool)
+        .await?;
     assert_eq!(requests, 0, "an unaccepted request leaves no trace");
 
     let ready = h.api.http.get(h.api.url("/readyz")).send().await?;
@@ -245,9 +515,19 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
 
     let alice = h.api.create_user("alice").await?;
     let request_id = h.api.charge(&alice, 700).await?;
-    let response = h.api.http.get(h.api.url("/metrics")).send().await?.text().await?;
+    let response = h
+        .api
+        .http
+        .get(h.api.url("/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     assert!(response.contains("http_requests_total"), "{response}");
-    let (status, reply) = h.api.get(&format!("/v1/requests/{request_id}"), &alice.token).await?;
+    let (status, reply) = h
+        .api
+        .get(&format!("/v1/requests/{request_id}"), &alice.token)
+        .await?;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply["status"], "PENDING");
     assert_eq!(reply["type"], "balance.charge");
@@ -270,17 +550,35 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
         anyhow::Ok(())
     });
     let started = Instant::now();
-    let (status, reply) = h.api.get(&format!("/v1/requests/{request_id}?wait_ms=20000"), &alice.token).await?;
+    let (status, reply) = h
+        .api
+        .get(
+            &format!("/v1/requests/{request_id}?wait_ms=20000"),
+            &alice.token,
+        )
+        .await?;
     writer.await??;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply["status"], "SUCCEEDED", "{reply}");
     assert_eq!(reply["result"]["ok"], true);
-    assert!(started.elapsed() < Duration::from_secs(10), "long-poll woke up on the outcome");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "long-poll woke up on the outcome"
+    );
 
     let bob = h.api.create_user("bob").await?;
-    let (status, reply) = h.api.get(&format!("/v1/requests/{request_id}"), &bob.token).await?;
+    let (status, reply) = h
+        .api
+        .get(&format!("/v1/requests/{request_id}"), &bob.token)
+        .await?;
     assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
-    let (status, _) = h.api.get(&format!("/v1/requests/{}", uuid::Uuid::new_v4()), &bob.token).await?;
+    let (status, _) = h
+        .api
+        .get(
+            &format!("/v1/requests/{}", uuid::Uuid::new_v4()),
+            &bob.token,
+        )
+        .await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
     Ok(())
 }

@@ -8,7 +8,11 @@ use schemas::TopicNames;
 #[derive(Debug, Clone, Args)]
 pub struct CommonConfig {
     /// Postgres connection string.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/booking")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/booking"
+    )]
     pub database_url: String,
 
     /// Largest number of pooled Postgres connections of this process.

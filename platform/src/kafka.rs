@@ -64,7 +64,10 @@ pub fn producer(config: &CommonConfig) -> Result<FutureProducer, KafkaError> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", config.kafka_linger_ms.to_string())
-        .set("message.timeout.ms", config.kafka_produce_timeout_ms.to_string())
+        .set(
+            "message.timeout.ms",
+            config.kafka_produce_timeout_ms.to_string(),
+        )
         .set("compression.type", "none")
         .create()
 }

@@ -13,13 +13,19 @@ pub fn init_tracing(format: &str) {
 
 /// Like [`init_tracing`] with another filter when `RUST_LOG` is unset.
 pub fn init_tracing_with_default(format: &str, default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if format == "pretty" {
         registry.with(fmt::layer()).try_init()
     } else {
         registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
             .try_init()
     };
     // A second call (tests start many apps in one process) keeps the first.

@@ -63,7 +63,12 @@ mod tests {
 
     #[test]
     fn wire_form_matches_as_str() {
-        for code in [ErrorCode::SeatTaken, ErrorCode::InsufficientBalance, ErrorCode::HoldExpired, ErrorCode::QueueTokenInvalid] {
+        for code in [
+            ErrorCode::SeatTaken,
+            ErrorCode::InsufficientBalance,
+            ErrorCode::HoldExpired,
+            ErrorCode::QueueTokenInvalid,
+        ] {
             let wire = serde_json::to_value(code).expect("serialize");
             assert_eq!(wire, serde_json::Value::String(code.as_str().to_owned()));
         }

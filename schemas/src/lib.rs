@@ -36,7 +36,13 @@ pub fn traceparent_for(request_id: uuid::Uuid) -> String {
 pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
     let to_value = |schema: schemars::Schema| schema.to_value();
     vec![
-        ("request-envelope.json", to_value(schemars::schema_for!(RequestEnvelope))),
-        ("event-envelope.json", to_value(schemars::schema_for!(EventEnvelope))),
+        (
+            "request-envelope.json",
+            to_value(schemars::schema_for!(RequestEnvelope)),
+        ),
+        (
+            "event-envelope.json",
+            to_value(schemars::schema_for!(EventEnvelope)),
+        ),
     ]
 }

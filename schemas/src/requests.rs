@@ -207,7 +207,10 @@ mod tests {
         let id = Uuid::nil();
         let env = RequestEnvelope::new(
             id,
-            Request::ChargeBalance(ChargeBalance { user_id: 7, amount: 500 }),
+            Request::ChargeBalance(ChargeBalance {
+                user_id: 7,
+                amount: 500,
+            }),
         );
         let json = serde_json::to_value(&env).expect("serialize");
         assert_eq!(json["type"], "balance.charge");

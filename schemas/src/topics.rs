@@ -153,8 +153,17 @@ mod tests {
     #[test]
     fn every_consumed_topic_has_a_dlq() {
         let all = TopicNames::default().all_with_partitions();
-        for topic in ["reservation-requests", "payment-requests", "charge-requests", "order-requests", "order-events"] {
-            assert!(all.iter().any(|(n, _)| *n == format!("{topic}.dlq")), "{topic}");
+        for topic in [
+            "reservation-requests",
+            "payment-requests",
+            "charge-requests",
+            "order-requests",
+            "order-events",
+        ] {
+            assert!(
+                all.iter().any(|(n, _)| *n == format!("{topic}.dlq")),
+                "{topic}"
+            );
         }
         assert_eq!(all.len(), 14);
     }

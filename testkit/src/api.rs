@@ -51,7 +51,11 @@ impl Api {
     pub async fn read(response: Response) -> anyhow::Result<(StatusCode, Value)> {
         let status = response.status();
         let text = response.text().await?;
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))? };
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?
+        };
         Ok((status, body))
     }
 
@@ -94,12 +98,21 @@ impl Api {
 
     /// Seat ids of a schedule, in seat order.
     pub async fn seat_ids(&self, schedule_id: i64) -> anyhow::Result<Vec<i64>> {
-        let response = self.http.get(self.url(&format!("/v1/schedules/{schedule_id}/seats"))).send().await?;
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/schedules/{schedule_id}/seats")))
+            .send()
+            .await?;
         let (status, body) = Self::read(response).await?;
         if status != StatusCode::OK {
             bail!("seats: {status} {body}");
         }
-        Ok(body["items"].as_array().context("items")?.iter().filter_map(|s| s["id"].as_i64()).collect())
+        Ok(body["items"]
+            .as_array()
+            .context("items")?
+            .iter()
+            .filter_map(|s| s["id"].as_i64())
+            .collect())
     }
 
     /// Joins the queue of `schedule_id`; returns the token.
@@ -135,10 +148,14 @@ impl Api {
 
     /// Waits until `token` is ACTIVE.
     pub async fn wait_active(&self, user: &User, token: &str) -> anyhow::Result<()> {
-        crate::eventually("queue token to become ACTIVE", Duration::from_secs(30), || async {
-            let body = self.queue_status(user, token).await?;
-            Ok((body["status"] == "ACTIVE").then_some(()))
-        })
+        crate::eventually(
+            "queue token to become ACTIVE",
+            Duration::from_secs(30),
+            || async {
+                let body = self.queue_status(user, token).await?;
+                Ok((body["status"] == "ACTIVE").then_some(()))
+            },
+        )
         .await
     }
 
@@ -163,33 +180,63 @@ impl Api {
 
     /// GETs `path` as `bearer`.
     pub async fn get(&self, path: &str, bearer: &str) -> anyhow::Result<(StatusCode, Value)> {
-        Self::read(self.http.get(self.url(path)).bearer_auth(bearer).send().await?).await
+        Self::read(
+            self.http
+                .get(self.url(path))
+                .bearer_auth(bearer)
+                .send()
+                .await?,
+        )
+        .await
     }
 
     /// Posts a state-changing call that must be accepted; returns the
     /// request id.
-    pub async fn submit(&self, path: &str, bearer: &str, headers: &[(&str, &str)], body: &Value) -> anyhow::Result<Uuid> {
+    pub async fn submit(
+        &self,
+        path: &str,
+        bearer: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> anyhow::Result<Uuid> {
         let (status, body) = self.post(path, Some(bearer), headers, body).await?;
         if status != StatusCode::ACCEPTED {
             bail!("{path}: expected 202, got {status} {body}");
         }
-        Ok(Uuid::parse_str(body["request_id"].as_str().context("request_id")?)?)
+        Ok(Uuid::parse_str(
+            body["request_id"].as_str().context("request_id")?,
+        )?)
     }
 
     /// Charges `amount` to `user`; returns the request id.
     pub async fn charge(&self, user: &User, amount: i64) -> anyhow::Result<Uuid> {
-        self.submit(&format!("/v1/users/{}/balance/charge", user.id), &user.token, &[], &json!({"amount": amount}))
-            .await
+        self.submit(
+            &format!("/v1/users/{}/balance/charge", user.id),
+            &user.token,
+            &[],
+            &json!({"amount": amount}),
+        )
+        .await
     }
 
     /// Requests a hold of `seat_id` with queue token `queue_token`.
     pub async fn hold(&self, user: &User, queue_token: &str, seat_id: i64) -> anyhow::Result<Uuid> {
-        self.submit("/v1/reservations", &user.token, &[("X-Queue-Token", queue_token)], &json!({"seat_id": seat_id}))
-            .await
+        self.submit(
+            "/v1/reservations",
+            &user.token,
+            &[("X-Queue-Token", queue_token)],
+            &json!({"seat_id": seat_id}),
+        )
+        .await
     }
 
     /// Requests payment of `reservation_id`.
-    pub async fn pay(&self, user: &User, queue_token: &str, reservation_id: i64) -> anyhow::Result<Uuid> {
+    pub async fn pay(
+        &self,
+        user: &User,
+        queue_token: &str,
+        reservation_id: i64,
+    ) -> anyhow::Result<Uuid> {
         self.submit(
             "/v1/payments",
             &user.token,
@@ -203,7 +250,9 @@ impl Api {
     pub async fn outcome(&self, bearer: &str, request_id: Uuid) -> anyhow::Result<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
-            let (status, body) = self.get(&format!("/v1/requests/{request_id}?wait_ms=5000"), bearer).await?;
+            let (status, body) = self
+                .get(&format!("/v1/requests/{request_id}?wait_ms=5000"), bearer)
+                .await?;
             if status == StatusCode::OK && body["status"] != "PENDING" {
                 return Ok(body);
             }
@@ -221,7 +270,9 @@ impl Api {
 
     /// Balance of `user`.
     pub async fn balance(&self, user: &User) -> anyhow::Result<i64> {
-        let (status, body) = self.get(&format!("/v1/users/{}/balance", user.id), &user.token).await?;
+        let (status, body) = self
+            .get(&format!("/v1/users/{}/balance", user.id), &user.token)
+            .await?;
         if status != StatusCode::OK {
             bail!("balance: {status} {body}");
         }

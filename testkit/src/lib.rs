@@ -53,14 +53,20 @@ impl TestEnv {
         let database = format!("booking_test_{}", &id[..12]);
         let server: PgConnectOptions = common.database_url.parse()?;
         let mut admin = server.clone().database("postgres").connect().await?;
-        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&mut admin)
+            .await?;
         admin.close().await?;
         common.database_url = server.database(&database).to_url_lossy().to_string();
         common.topic_prefix = format!("t{}-", &id[..12]);
         let pool = platform::db::pool(&common.database_url, 8)?;
         platform::db::migrate(&pool).await?;
         platform::kafka::create_topics(&common, &common.topics()).await?;
-        Ok(Self { common, pool, database })
+        Ok(Self {
+            common,
+            pool,
+            database,
+        })
     }
 
     /// Sum of high watermarks per topic: how many records each topic holds.
@@ -70,7 +76,11 @@ impl TestEnv {
         for (topic, partitions) in self.common.topics().all_with_partitions() {
             let mut total = 0;
             for partition in 0..partitions {
-                let (low, high) = consumer.fetch_watermarks(&topic, partition, Timeout::After(Duration::from_secs(10)))?;
+                let (low, high) = consumer.fetch_watermarks(
+                    &topic,
+                    partition,
+                    Timeout::After(Duration::from_secs(10)),
+                )?;
                 total += high - low.max(0);
             }
             counts.insert(topic, total);

@@ -8,7 +8,10 @@ use platform::CommonConfig;
 
 /// Everything the workers read from their environment.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "workers", about = "Lanes, schedulers and outbox relay of the booking and shop backend")]
+#[command(
+    name = "workers",
+    about = "Lanes, schedulers and outbox relay of the booking and shop backend"
+)]
 pub struct WorkersConfig {
     /// Shared connection settings.
     #[command(flatten)]

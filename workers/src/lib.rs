@@ -40,22 +40,44 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     {
-        let lane = Arc::new(lanes::ReservationLane { hold: config.hold() });
-        let (common, pool, producer, cancel) = (common.clone(), pool.clone(), producer.clone(), cancel.clone());
+        let lane = Arc::new(lanes::ReservationLane {
+            hold: config.hold(),
+        });
+        let (common, pool, producer, cancel) = (
+            common.clone(),
+            pool.clone(),
+            producer.clone(),
+            cancel.clone(),
+        );
         tasks.spawn(async move { run_lane(lane, &common, settings, pool, producer, cancel).await });
     }
     {
         let lane = Arc::new(lanes::PaymentLane);
-        let (common, pool, producer, cancel) = (common.clone(), pool.clone(), producer.clone(), cancel.clone());
+        let (common, pool, producer, cancel) = (
+            common.clone(),
+            pool.clone(),
+            producer.clone(),
+            cancel.clone(),
+        );
         tasks.spawn(async move { run_lane(lane, &common, settings, pool, producer, cancel).await });
     }
     {
         let lane = Arc::new(lanes::ChargeLane);
-        let (common, pool, producer, cancel) = (common.clone(), pool.clone(), producer.clone(), cancel.clone());
+        let (common, pool, producer, cancel) = (
+            common.clone(),
+            pool.clone(),
+            producer.clone(),
+            cancel.clone(),
+        );
         tasks.spawn(async move { run_lane(lane, &common, settings, pool, producer, cancel).await });
     }
     {
-        let (pool, producer, topics, cancel) = (pool.clone(), producer.clone(), topics.clone(), cancel.clone());
+        let (pool, producer, topics, cancel) = (
+            pool.clone(),
+            producer.clone(),
+            topics.clone(),
+            cancel.clone(),
+        );
         tasks.spawn(async move {
             outbox::run(pool, producer, topics, produce_timeout, cancel).await;
             Ok(())
@@ -63,7 +85,10 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
     }
     {
         let (pool, cancel) = (pool.clone(), cancel.clone());
-        let (limit, ttl) = (config.queue_active_limit, Duration::from_secs(config.queue_active_ttl_secs));
+        let (limit, ttl) = (
+            config.queue_active_limit,
+            Duration::from_secs(config.queue_active_ttl_secs),
+        );
         tasks.spawn(async move {
             schedulers::every("queue_admission", interval, cancel, || async {
                 schedulers::queue_admission::admit(&pool, limit, ttl).await?;
@@ -74,10 +99,16 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
         });
     }
     {
-        let (pool, producer, topics, cancel) = (pool.clone(), producer.clone(), topics.clone(), cancel.clone());
+        let (pool, producer, topics, cancel) = (
+            pool.clone(),
+            producer.clone(),
+            topics.clone(),
+            cancel.clone(),
+        );
         tasks.spawn(async move {
             schedulers::every("hold_expiry", interval, cancel, || async {
-                schedulers::hold_expiry::publish_due(&pool, &producer, &topics, produce_timeout).await?;
+                schedulers::hold_expiry::publish_due(&pool, &producer, &topics, produce_timeout)
+                    .await?;
                 Ok(())
             })
             .await;
@@ -113,11 +144,24 @@ pub fn health_router(pool: PgPool) -> Router {
             get(move || {
                 let pool = pool.clone();
                 async move {
-                    let database = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&pool).await.is_ok();
-                    let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                    (status, Json(json!({"database": database, "ready": database})))
+                    let database = sqlx::query_scalar::<_, i32>("SELECT 1")
+                        .fetch_one(&pool)
+                        .await
+                        .is_ok();
+                    let status = if database {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (
+                        status,
+                        Json(json!({"database": database, "ready": database})),
+                    )
                 }
             }),
         )
-        .route("/metrics", get(|| async { platform::observability::metrics_handle().render() }))
+        .route(
+            "/metrics",
+            get(|| async { platform::observability::metrics_handle().render() }),
+        )
 }

@@ -4,7 +4,10 @@ use workers::WorkersConfig;
 
 /// Command-line entry of the workers.
 #[derive(Debug, Parser)]
-#[command(name = "workers", about = "Lanes, schedulers and outbox relay of the booking and shop backend")]
+#[command(
+    name = "workers",
+    about = "Lanes, schedulers and outbox relay of the booking and shop backend"
+)]
 struct Cli {
     #[command(flatten)]
     config: WorkersConfig,

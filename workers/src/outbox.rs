@@ -30,7 +30,13 @@ struct OutboxRow {
 }
 
 /// Runs the relay until `cancel` fires.
-pub async fn run(pool: PgPool, producer: FutureProducer, topics: TopicNames, produce_timeout: Duration, cancel: CancellationToken) {
+pub async fn run(
+    pool: PgPool,
+    producer: FutureProducer,
+    topics: TopicNames,
+    produce_timeout: Duration,
+    cancel: CancellationToken,
+) {
     loop {
         if let Err(error) = lead(&pool, &producer, &topics, produce_timeout, &cancel).await {
             tracing::warn!(%error, "outbox relay interrupted; retrying");
@@ -103,11 +109,16 @@ pub async fn publish_round(
             .find(|t| t.base_name() == row.topic)
             .map(|t| topics.name(*t));
         async move {
-            let topic = topic.ok_or_else(|| anyhow::anyhow!("outbox row {} names unknown topic {}", row.id, row.topic))?;
+            let topic = topic.ok_or_else(|| {
+                anyhow::anyhow!("outbox row {} names unknown topic {}", row.id, row.topic)
+            })?;
             let mut headers = vec![("event-id", row.event_id.to_string())];
             if let Some(request_id) = row.request_id {
                 headers.push((schemas::HEADER_REQUEST_ID, request_id.to_string()));
-                headers.push((schemas::HEADER_TRACEPARENT, schemas::traceparent_for(request_id)));
+                headers.push((
+                    schemas::HEADER_TRACEPARENT,
+                    schemas::traceparent_for(request_id),
+                ));
             }
             let record = OutgoingRecord {
                 topic,

@@ -13,7 +13,11 @@ use testkit::api::User;
 use uuid::Uuid;
 
 /// Creates `n` users, each with an ACTIVE queue token for `schedule_id`.
-async fn admitted_users(stack: &Stack, n: usize, schedule_id: i64) -> anyhow::Result<Vec<(User, String)>> {
+async fn admitted_users(
+    stack: &Stack,
+    n: usize,
+    schedule_id: i64,
+) -> anyhow::Result<Vec<(User, String)>> {
     let api = &stack.api;
     let users: Vec<(User, String)> = stream::iter(0..n)
         .map(|i| async move {
@@ -60,7 +64,9 @@ async fn five_hundred_users_race_for_one_seat() -> anyhow::Result<()> {
 
     let api = &stack.api;
     let requests: Vec<(String, Uuid)> = stream::iter(users.iter())
-        .map(|(user, token)| async move { anyhow::Ok((user.token.clone(), api.hold(user, token, seat_id).await?)) })
+        .map(|(user, token)| async move {
+            anyhow::Ok((user.token.clone(), api.hold(user, token, seat_id).await?))
+        })
         .buffer_unordered(100)
         .try_collect()
         .await?;
@@ -73,11 +79,19 @@ async fn five_hundred_users_race_for_one_seat() -> anyhow::Result<()> {
         "SELECT count(*) FROM reservations WHERE seat_id = {seat_id} AND status IN ('PENDING', 'CONFIRMED')"
     )).await?;
     assert_eq!(live, 1);
-    let all = scalar(&stack, &format!("SELECT count(*) FROM reservations WHERE seat_id = {seat_id}")).await?;
+    let all = scalar(
+        &stack,
+        &format!("SELECT count(*) FROM reservations WHERE seat_id = {seat_id}"),
+    )
+    .await?;
     assert_eq!(all, 1);
-    let available = scalar(&stack, &format!(
-        "SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}"
-    )).await?;
+    let available = scalar(
+        &stack,
+        &format!(
+            "SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}"
+        ),
+    )
+    .await?;
     assert_eq!(available, 9, "seat count decremented exactly once");
     stack.stop().await
 }
@@ -95,20 +109,34 @@ async fn three_hundred_concurrent_charges_to_one_user() -> anyhow::Result<()> {
     let results = outcomes(&stack, &requests).await?;
     assert_eq!(codes(&results).get("SUCCEEDED"), Some(&300));
     assert_eq!(api.balance(&user).await?, 150_000);
-    let charges = scalar(&stack, &format!(
-        "SELECT count(*) FROM balance_histories WHERE user_id = {} AND type = 'CHARGE'", user.id
-    )).await?;
+    let charges = scalar(
+        &stack,
+        &format!(
+            "SELECT count(*) FROM balance_histories WHERE user_id = {} AND type = 'CHARGE'",
+            user.id
+        ),
+    )
+    .await?;
     assert_eq!(charges, 300);
-    let history_sum = scalar(&stack, &format!(
-        "SELECT sum(amount)::int8 FROM balance_histories WHERE user_id = {}", user.id
-    )).await?;
+    let history_sum = scalar(
+        &stack,
+        &format!(
+            "SELECT sum(amount)::int8 FROM balance_histories WHERE user_id = {}",
+            user.id
+        ),
+    )
+    .await?;
     assert_eq!(history_sum, 150_000);
     // Every change reached balance-events through the outbox.
     testkit::eventually("outbox to drain", Duration::from_secs(30), || async {
         Ok((scalar(&stack, "SELECT count(*) FROM outbox").await? == 0).then_some(()))
     })
     .await?;
-    let topic = stack.env.common.topics().name(schemas::Topic::BalanceEvents);
+    let topic = stack
+        .env
+        .common
+        .topics()
+        .name(schemas::Topic::BalanceEvents);
     assert_eq!(stack.env.record_counts()?[&topic], 300);
     stack.stop().await
 }
@@ -118,7 +146,9 @@ async fn held(stack: &Stack, user: &User, token: &str, seat_id: i64) -> anyhow::
     let id = stack.api.hold(user, token, seat_id).await?;
     let outcome = stack.api.outcome(&user.token, id).await?;
     assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
-    Ok(outcome["result"]["reservation_id"].as_i64().expect("reservation id"))
+    Ok(outcome["result"]["reservation_id"]
+        .as_i64()
+        .expect("reservation id"))
 }
 
 async fn charged(stack: &Stack, user: &User, amount: i64) -> anyhow::Result<()> {
@@ -153,20 +183,44 @@ async fn paying_one_reservation_twenty_times_pays_once() -> anyhow::Result<()> {
             let id = Uuid::parse_str(body["request_id"].as_str().expect("request_id"))?;
             requests.push((user.token.clone(), id));
         } else {
-            assert_eq!(body["error"]["code"], "QUEUE_TOKEN_INVALID", "{status} {body}");
+            assert_eq!(
+                body["error"]["code"], "QUEUE_TOKEN_INVALID",
+                "{status} {body}"
+            );
         }
     }
     let results = outcomes(&stack, &requests).await?;
     let counts = codes(&results);
     assert_eq!(counts.get("SUCCEEDED"), Some(&1), "{counts:?}");
-    assert_eq!(counts.get("INVALID_STATE").copied().unwrap_or(0), requests.len() - 1, "{counts:?}");
+    assert_eq!(
+        counts.get("INVALID_STATE").copied().unwrap_or(0),
+        requests.len() - 1,
+        "{counts:?}"
+    );
 
-    assert_eq!(scalar(&stack, &format!("SELECT count(*) FROM payments WHERE reservation_id = {reservation_id}")).await?, 1);
-    assert_eq!(scalar(&stack, &format!(
-        "SELECT count(*) FROM balance_histories WHERE user_id = {} AND type = 'USE'", user.id
-    )).await?, 1);
+    assert_eq!(
+        scalar(
+            &stack,
+            &format!("SELECT count(*) FROM payments WHERE reservation_id = {reservation_id}")
+        )
+        .await?,
+        1
+    );
+    assert_eq!(
+        scalar(
+            &stack,
+            &format!(
+                "SELECT count(*) FROM balance_histories WHERE user_id = {} AND type = 'USE'",
+                user.id
+            )
+        )
+        .await?,
+        1
+    );
     assert_eq!(api.balance(&user).await?, 70_000);
-    let (_, reservation) = api.get(&format!("/v1/reservations/{reservation_id}"), &user.token).await?;
+    let (_, reservation) = api
+        .get(&format!("/v1/reservations/{reservation_id}"), &user.token)
+        .await?;
     assert_eq!(reservation["status"], "CONFIRMED");
     stack.stop().await
 }
@@ -181,19 +235,37 @@ async fn balance_for_one_seat_pays_only_one_of_two_holds() -> anyhow::Result<()>
     let first = held(&stack, &user, &token, seats[0]).await?;
     let second = held(&stack, &user, &token, seats[1]).await?;
 
-    let (a, b) = tokio::join!(stack.api.pay(&user, &token, first), stack.api.pay(&user, &token, second));
-    let results = outcomes(&stack, &[(user.token.clone(), a?), (user.token.clone(), b?)]).await?;
+    let (a, b) = tokio::join!(
+        stack.api.pay(&user, &token, first),
+        stack.api.pay(&user, &token, second)
+    );
+    let results = outcomes(
+        &stack,
+        &[(user.token.clone(), a?), (user.token.clone(), b?)],
+    )
+    .await?;
     let counts = codes(&results);
     assert_eq!(counts.get("SUCCEEDED"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("INSUFFICIENT_BALANCE"), Some(&1), "{counts:?}");
     assert_eq!(stack.api.balance(&user).await?, 10_000);
-    assert_eq!(scalar(&stack, &format!("SELECT count(*) FROM payments WHERE user_id = {}", user.id)).await?, 1);
+    assert_eq!(
+        scalar(
+            &stack,
+            &format!("SELECT count(*) FROM payments WHERE user_id = {}", user.id)
+        )
+        .await?,
+        1
+    );
     stack.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_hold_releases_the_seat_and_late_payment_is_rejected() -> anyhow::Result<()> {
-    let stack = Stack::start(Options { hold_secs: 1, ..Options::default() }).await?;
+    let stack = Stack::start(Options {
+        hold_secs: 1,
+        ..Options::default()
+    })
+    .await?;
     let schedule_id = stack.api.create_schedule(3, 10_000).await?;
     let seat_id = stack.api.seat_ids(schedule_id).await?[0];
     let (user, token) = admitted_users(&stack, 1, schedule_id).await?.remove(0);
@@ -202,15 +274,36 @@ async fn expired_hold_releases_the_seat_and_late_payment_is_rejected() -> anyhow
 
     let api = &stack.api;
     testkit::eventually("hold to expire", Duration::from_secs(30), || async {
-        let (_, body) = api.get(&format!("/v1/reservations/{reservation_id}"), &user.token).await?;
+        let (_, body) = api
+            .get(&format!("/v1/reservations/{reservation_id}"), &user.token)
+            .await?;
         Ok((body["status"] == "EXPIRED").then_some(()))
     })
     .await?;
-    let (_, seats) = api.get(&format!("/v1/schedules/{schedule_id}/seats?available=true"), &user.token).await?;
-    assert!(seats["items"].as_array().expect("items").iter().any(|s| s["id"] == seat_id), "seat back on sale");
-    assert_eq!(scalar(&stack, &format!(
+    let (_, seats) = api
+        .get(
+            &format!("/v1/schedules/{schedule_id}/seats?available=true"),
+            &user.token,
+        )
+        .await?;
+    assert!(
+        seats["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|s| s["id"] == seat_id),
+        "seat back on sale"
+    );
+    assert_eq!(
+        scalar(
+            &stack,
+            &format!(
         "SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}"
-    )).await?, 3);
+    )
+        )
+        .await?,
+        3
+    );
 
     let late = api.pay(&user, &token, reservation_id).await?;
     let outcome = api.outcome(&user.token, late).await?;
@@ -228,20 +321,66 @@ async fn cancelling_a_paid_reservation_refunds_it() -> anyhow::Result<()> {
     let (user, token) = admitted_users(&stack, 1, schedule_id).await?.remove(0);
     charged(&stack, &user, 30_000).await?;
     let reservation_id = held(&stack, &user, &token, seat_id).await?;
-    let paid = stack.api.pay(&user, &token, reservation_id).await?;
-    assert_eq!(stack.api.outcome(&user.token, paid).await?["status"], "SUCCEEDED");
+    let pay = json!({"reservation_id": reservation_id});
+    let headers = [
+        ("X-Queue-Token", token.as_str()),
+        ("Idempotency-Key", "pay-7"),
+    ];
+    let paid = stack
+        .api
+        .submit("/v1/payments", &user.token, &headers, &pay)
+        .await?;
+    assert_eq!(
+        stack.api.outcome(&user.token, paid).await?["status"],
+        "SUCCEEDED"
+    );
     assert_eq!(stack.api.balance(&user).await?, 5_000);
+    // The payment expired the queue token, yet a client retrying with the
+    // same Idempotency-Key gets its original request back, not a refusal.
+    assert_eq!(
+        stack
+            .api
+            .submit("/v1/payments", &user.token, &headers, &pay)
+            .await?,
+        paid
+    );
+    let fresh = [("X-Queue-Token", token.as_str())];
+    let (status, reply) = stack
+        .api
+        .post("/v1/payments", Some(&user.token), &fresh, &pay)
+        .await?;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::FORBIDDEN,
+        "a new payment needs a live token: {reply}"
+    );
 
     let cancel = stack
         .api
-        .submit(&format!("/v1/reservations/{reservation_id}/cancel"), &user.token, &[], &json!({}))
+        .submit(
+            &format!("/v1/reservations/{reservation_id}/cancel"),
+            &user.token,
+            &[],
+            &json!({}),
+        )
         .await?;
     let outcome = stack.api.outcome(&user.token, cancel).await?;
     assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
     assert_eq!(outcome["result"]["refunded"], 25_000);
     assert_eq!(stack.api.balance(&user).await?, 30_000);
-    let (_, history) = stack.api.get(&format!("/v1/users/{}/balance/history", user.id), &user.token).await?;
-    let kinds: Vec<&str> = history["items"].as_array().expect("items").iter().filter_map(|h| h["type"].as_str()).collect();
+    let (_, history) = stack
+        .api
+        .get(
+            &format!("/v1/users/{}/balance/history", user.id),
+            &user.token,
+        )
+        .await?;
+    let kinds: Vec<&str> = history["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|h| h["type"].as_str())
+        .collect();
     assert_eq!(kinds, vec!["REFUND", "USE", "CHARGE"]);
     assert_eq!(scalar(&stack, &format!(
         "SELECT count(*) FROM reservations WHERE seat_id = {seat_id} AND status IN ('PENDING', 'CONFIRMED')"
@@ -255,17 +394,44 @@ async fn same_idempotency_key_twice_is_one_request_and_one_effect() -> anyhow::R
     let user = stack.api.create_user("careful").await?;
     let path = format!("/v1/users/{}/balance/charge", user.id);
     let key = [("Idempotency-Key", "charge-once-7")];
-    let first = stack.api.submit(&path, &user.token, &key, &json!({"amount": 1234})).await?;
-    let second = stack.api.submit(&path, &user.token, &key, &json!({"amount": 1234})).await?;
+    let first = stack
+        .api
+        .submit(&path, &user.token, &key, &json!({"amount": 1234}))
+        .await?;
+    let second = stack
+        .api
+        .submit(&path, &user.token, &key, &json!({"amount": 1234}))
+        .await?;
     assert_eq!(first, second);
     stack.api.outcome(&user.token, first).await?;
-    let third = stack.api.submit(&path, &user.token, &key, &json!({"amount": 1234})).await?;
+    let third = stack
+        .api
+        .submit(&path, &user.token, &key, &json!({"amount": 1234}))
+        .await?;
     assert_eq!(first, third);
     // A different key is a different request.
-    let other = stack.api.submit(&path, &user.token, &[("Idempotency-Key", "charge-once-8")], &json!({"amount": 1})).await?;
+    let other = stack
+        .api
+        .submit(
+            &path,
+            &user.token,
+            &[("Idempotency-Key", "charge-once-8")],
+            &json!({"amount": 1}),
+        )
+        .await?;
     assert_ne!(first, other);
     stack.api.outcome(&user.token, other).await?;
     assert_eq!(stack.api.balance(&user).await?, 1235);
-    assert_eq!(scalar(&stack, &format!("SELECT count(*) FROM balance_histories WHERE user_id = {}", user.id)).await?, 2);
+    assert_eq!(
+        scalar(
+            &stack,
+            &format!(
+                "SELECT count(*) FROM balance_histories WHERE user_id = {}",
+                user.id
+            )
+        )
+        .await?,
+        2
+    );
     stack.stop().await
 }

@@ -20,7 +20,10 @@ use uuid::Uuid;
 fn spawn_workers(stack: &Stack) -> anyhow::Result<Child> {
     let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{}workers.log", stack.env.common.topic_prefix));
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
     let mut command = Command::new(env!("CARGO_BIN_EXE_workers"));
     command
         .envs(stack.workers_env())
@@ -34,7 +37,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % bound
     }
 }
@@ -47,7 +53,11 @@ enum Call {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> {
-    let stack = Stack::start(Options { in_process_workers: false, ..Options::default() }).await?;
+    let stack = Stack::start(Options {
+        in_process_workers: false,
+        ..Options::default()
+    })
+    .await?;
     let mut worker = spawn_workers(&stack)?;
     let api = &stack.api;
     let schedule_id = api.create_schedule(150, 1_000).await?;
@@ -68,9 +78,15 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         .map(|_| {
             let user = rng.next(users.len() as u64) as usize;
             if rng.next(10) < 7 {
-                Call::Charge { user, amount: 1 + rng.next(1000) as i64 }
+                Call::Charge {
+                    user,
+                    amount: 1 + rng.next(1000) as i64,
+                }
             } else {
-                Call::Hold { user, seat: rng.next(seats.len() as u64) as usize }
+                Call::Hold {
+                    user,
+                    seat: rng.next(seats.len() as u64) as usize,
+                }
             }
         })
         .collect();
@@ -80,23 +96,46 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         async move {
             let id = match &call {
                 Call::Charge { user, amount } => api.charge(&users[*user].0, *amount).await?,
-                Call::Hold { user, seat } => api.hold(&users[*user].0, &users[*user].1, seats[*seat]).await?,
+                Call::Hold { user, seat } => {
+                    api.hold(&users[*user].0, &users[*user].1, seats[*seat])
+                        .await?
+                }
             };
             anyhow::Ok((call, id))
         }
     };
-    let first_half: Vec<(Call, Uuid)> = stream::iter(calls[..1000].to_vec()).map(submit).buffer_unordered(32).try_collect().await?;
+    let first_half: Vec<(Call, Uuid)> = stream::iter(calls[..1000].to_vec())
+        .map(submit)
+        .buffer_unordered(32)
+        .try_collect()
+        .await?;
     // Kill the worker while it is working through the first half.
-    testkit::eventually("the worker to be mid-load", Duration::from_secs(60), || async {
-        let done = scalar(&stack, "SELECT count(*) FROM requests WHERE status <> 'PENDING'").await?;
-        Ok((done >= 50).then_some(()))
-    })
+    testkit::eventually(
+        "the worker to be mid-load",
+        Duration::from_secs(60),
+        || async {
+            let done = scalar(
+                &stack,
+                "SELECT count(*) FROM requests WHERE status <> 'PENDING'",
+            )
+            .await?;
+            Ok((done >= 50).then_some(()))
+        },
+    )
     .await?;
     worker.kill()?;
     worker.wait()?;
-    let decided_at_kill = scalar(&stack, "SELECT count(*) FROM requests WHERE status <> 'PENDING'").await?;
+    let decided_at_kill = scalar(
+        &stack,
+        "SELECT count(*) FROM requests WHERE status <> 'PENDING'",
+    )
+    .await?;
     let mut worker = spawn_workers(&stack)?;
-    let second_half: Vec<(Call, Uuid)> = stream::iter(calls[1000..].to_vec()).map(submit).buffer_unordered(32).try_collect().await?;
+    let second_half: Vec<(Call, Uuid)> = stream::iter(calls[1000..].to_vec())
+        .map(submit)
+        .buffer_unordered(32)
+        .try_collect()
+        .await?;
     let accepted: Vec<(Call, Uuid)> = first_half.into_iter().chain(second_half).collect();
 
     let outcomes: Vec<Value> = stream::iter(accepted.iter())
@@ -112,14 +151,19 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         .await?;
     worker.kill()?;
     worker.wait()?;
-    assert!(decided_at_kill < 2000, "the kill happened mid-load ({decided_at_kill} decided)");
+    assert!(
+        decided_at_kill < 2000,
+        "the kill happened mid-load ({decided_at_kill} decided)"
+    );
 
     // Exactly one outcome per request.
     let ids: Vec<Uuid> = accepted.iter().map(|(_, id)| *id).collect();
-    let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM requests WHERE id = ANY($1) AND status <> 'PENDING'")
-        .bind(&ids)
-        .fetch_one(&stack.env.pool)
-        .await?;
+    let decided: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM requests WHERE id = ANY($1) AND status <> 'PENDING'",
+    )
+    .bind(&ids)
+    .fetch_one(&stack.env.pool)
+    .await?;
     assert_eq!(decided, 2000);
 
     // Balances: each equals its history and the successful charges.
@@ -152,19 +196,37 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         .bind(user_id)
         .fetch_one(&stack.env.pool)
         .await?;
-        assert_eq!((balance, history_sum, history_rows), (*sum, *sum, *count), "user {user_id}");
+        assert_eq!(
+            (balance, history_sum, history_rows),
+            (*sum, *sum, *count),
+            "user {user_id}"
+        );
     }
     assert_eq!(
-        scalar(&stack, "SELECT count(*) - count(DISTINCT request_id) FROM balance_histories").await?,
+        scalar(
+            &stack,
+            "SELECT count(*) - count(DISTINCT request_id) FROM balance_histories"
+        )
+        .await?,
         0,
         "no request changed a balance twice"
     );
 
     // Seats: one live reservation per won hold, counts consistent.
-    let live = scalar(&stack, "SELECT count(*) FROM reservations WHERE status IN ('PENDING', 'CONFIRMED')").await?;
+    let live = scalar(
+        &stack,
+        "SELECT count(*) FROM reservations WHERE status IN ('PENDING', 'CONFIRMED')",
+    )
+    .await?;
     assert_eq!(live, holds_won);
-    assert_eq!(scalar(&stack, "SELECT count(*) FROM reservations").await?, holds_won);
-    assert_eq!(scalar(&stack, "SELECT count(*) FROM seats WHERE is_reserved").await?, holds_won);
+    assert_eq!(
+        scalar(&stack, "SELECT count(*) FROM reservations").await?,
+        holds_won
+    );
+    assert_eq!(
+        scalar(&stack, "SELECT count(*) FROM seats WHERE is_reserved").await?,
+        holds_won
+    );
     assert_eq!(
         scalar(&stack, &format!("SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}")).await?,
         seats.len() as i64 - holds_won
@@ -188,12 +250,20 @@ async fn poison_records_go_to_the_dlq_and_the_lane_moves_on() -> anyhow::Result<
     let invalid = json!({"request_id": bad_id, "version": 1, "timestamp": "2026-01-01T00:00:00Z",
                          "type": "balance.charge", "payload": {"user_id": user.id, "amount": -5}});
     for payload in [b"{not json".to_vec(), serde_json::to_vec(&invalid)?] {
-        let record = platform::kafka::OutgoingRecord { topic: topic.clone(), key: key.clone(), payload, headers: vec![] };
+        let record = platform::kafka::OutgoingRecord {
+            topic: topic.clone(),
+            key: key.clone(),
+            payload,
+            headers: vec![],
+        };
         platform::kafka::produce(&producer, &record, Duration::from_secs(10)).await?;
     }
     // A good request behind the poison on the same partition still lands.
     let good = stack.api.charge(&user, 900).await?;
-    assert_eq!(stack.api.outcome(&user.token, good).await?["status"], "SUCCEEDED");
+    assert_eq!(
+        stack.api.outcome(&user.token, good).await?["status"],
+        "SUCCEEDED"
+    );
     assert_eq!(stack.api.balance(&user).await?, 900);
 
     let (status, code): (String, Option<String>) =
@@ -201,10 +271,14 @@ async fn poison_records_go_to_the_dlq_and_the_lane_moves_on() -> anyhow::Result<
             .bind(bad_id)
             .fetch_one(&stack.env.pool)
             .await?;
-    assert_eq!((status.as_str(), code.as_deref()), ("FAILED", Some("INVALID_REQUEST")));
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("FAILED", Some("INVALID_REQUEST"))
+    );
 
     let dlq = topics.dlq(schemas::Topic::ChargeRequests);
-    let consumer: BaseConsumer = platform::kafka::consumer_config(&stack.env.common, "dlq-reader").create()?;
+    let consumer: BaseConsumer =
+        platform::kafka::consumer_config(&stack.env.common, "dlq-reader").create()?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&dlq, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;

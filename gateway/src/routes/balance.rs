@@ -41,20 +41,38 @@ async fn charge(
 ) -> ApiResult<Response> {
     user.require_self(user_id)?;
     if !(1..=MAX_CHARGE_AMOUNT).contains(&body.amount) {
-        return Err(ApiError::invalid("amount", format!("must be 1 to {MAX_CHARGE_AMOUNT}")));
+        return Err(ApiError::invalid(
+            "amount",
+            format!("must be 1 to {MAX_CHARGE_AMOUNT}"),
+        ));
     }
     let id = request_id(&headers, user_id, "POST /v1/users/balance/charge")?;
-    submit(&state, id, Request::ChargeBalance(ChargeBalance { user_id, amount: body.amount })).await
+    submit(
+        &state,
+        id,
+        Request::ChargeBalance(ChargeBalance {
+            user_id,
+            amount: body.amount,
+        }),
+    )
+    .await
 }
 
-async fn show(State(state): State<AppState>, caller: Caller, ApiPath(user_id): ApiPath<i64>) -> ApiResult<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(user_id): ApiPath<i64>,
+) -> ApiResult<Json<Value>> {
     caller.require_access(user_id)?;
-    let row: (i64, DateTime<Utc>) = sqlx::query_as("SELECT balance, updated_at FROM balances WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::NotFound("user"))?;
-    Ok(Json(json!({"user_id": user_id, "balance": row.0, "updated_at": row.1})))
+    let row: (i64, DateTime<Utc>) =
+        sqlx::query_as("SELECT balance, updated_at FROM balances WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+    Ok(Json(
+        json!({"user_id": user_id, "balance": row.0, "updated_at": row.1}),
+    ))
 }
 
 async fn history(
@@ -66,7 +84,15 @@ async fn history(
     caller.require_access(user_id)?;
     let (limit, offset) = page.bounds();
     #[allow(clippy::type_complexity)]
-    let rows: Vec<(i64, String, i64, i64, Option<String>, Option<i64>, DateTime<Utc>)> = sqlx::query_as(
+    let rows: Vec<(
+        i64,
+        String,
+        i64,
+        i64,
+        Option<String>,
+        Option<i64>,
+        DateTime<Utc>,
+    )> = sqlx::query_as(
         "SELECT id, type, amount, balance_after, reason, payment_id, created_at
          FROM balance_histories WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
     )
@@ -77,10 +103,12 @@ async fn history(
     .await?;
     let items: Vec<Value> = rows
         .into_iter()
-        .map(|(id, kind, amount, balance_after, reason, payment_id, created_at)| {
-            json!({"id": id, "type": kind, "amount": amount, "balance_after": balance_after,
+        .map(
+            |(id, kind, amount, balance_after, reason, payment_id, created_at)| {
+                json!({"id": id, "type": kind, "amount": amount, "balance_after": balance_after,
                    "reason": reason, "payment_id": payment_id, "created_at": created_at})
-        })
+            },
+        )
         .collect();
     Ok(Json(json!({"items": items})))
 }

@@ -32,7 +32,10 @@ pub struct Availability {
     available: bool,
 }
 
-async fn list_concerts(State(state): State<AppState>, ApiQuery(page): ApiQuery<Page>) -> ApiResult<Json<Value>> {
+async fn list_concerts(
+    State(state): State<AppState>,
+    ApiQuery(page): ApiQuery<Page>,
+) -> ApiResult<Json<Value>> {
     let (limit, offset) = page.bounds();
     let rows: Vec<(i64, String, DateTime<Utc>)> =
         sqlx::query_as("SELECT id, title, created_at FROM concerts ORDER BY id LIMIT $1 OFFSET $2")
@@ -85,10 +88,11 @@ async fn list_seats(
     ApiPath(schedule_id): ApiPath<i64>,
     ApiQuery(filter): ApiQuery<Availability>,
 ) -> ApiResult<Json<Value>> {
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM concert_schedules WHERE id = $1)")
-        .bind(schedule_id)
-        .fetch_one(&state.pool)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM concert_schedules WHERE id = $1)")
+            .bind(schedule_id)
+            .fetch_one(&state.pool)
+            .await?;
     if !exists {
         return Err(ApiError::NotFound("schedule"));
     }
@@ -145,7 +149,10 @@ async fn create_concert(
         return Err(ApiError::invalid("title", "must be 1 to 255 characters"));
     }
     if body.schedules.is_empty() || body.schedules.len() > 100 {
-        return Err(ApiError::invalid("schedules", "must hold 1 to 100 schedules"));
+        return Err(ApiError::invalid(
+            "schedules",
+            "must hold 1 to 100 schedules",
+        ));
     }
     for schedule in &body.schedules {
         if !(1..=MAX_SEATS_PER_SCHEDULE).contains(&schedule.seat_count) {
@@ -155,14 +162,18 @@ async fn create_concert(
             ));
         }
         if !(0..=100_000_000).contains(&schedule.price) {
-            return Err(ApiError::invalid("schedules.price", "must be 0 to 100000000"));
+            return Err(ApiError::invalid(
+                "schedules.price",
+                "must be 0 to 100000000",
+            ));
         }
     }
     let mut tx = state.pool.begin().await?;
-    let concert_id: i64 = sqlx::query_scalar("INSERT INTO concerts (title) VALUES ($1) RETURNING id")
-        .bind(title)
-        .fetch_one(&mut *tx)
-        .await?;
+    let concert_id: i64 =
+        sqlx::query_scalar("INSERT INTO concerts (title) VALUES ($1) RETURNING id")
+            .bind(title)
+            .fetch_one(&mut *tx)
+            .await?;
     let mut schedules = Vec::with_capacity(body.schedules.len());
     for schedule in &body.schedules {
         let schedule_id: i64 = sqlx::query_scalar(

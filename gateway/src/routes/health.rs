@@ -15,7 +15,10 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(|| async { platform::observability::metrics_handle().render() }))
+        .route(
+            "/metrics",
+            get(|| async { platform::observability::metrics_handle().render() }),
+        )
 }
 
 /// Ready when both Postgres and Kafka answer.

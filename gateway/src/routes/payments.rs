@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::auth::{AuthUser, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::publish::{request_id, submit};
+use crate::publish::{replay, request_id, submit};
 use crate::routes::queue::require_active_token;
 use crate::routes::{reservations, Page};
 use crate::state::AppState;
@@ -41,10 +41,14 @@ async fn pay(
     if body.reservation_id <= 0 {
         return Err(ApiError::invalid("reservation_id", "must be positive"));
     }
+    let id = request_id(&headers, user.0, "POST /v1/payments")?;
+    if let Some(response) = replay(&state, id).await? {
+        return Ok(response);
+    }
     let reservation = reservations::find(&state, body.reservation_id).await?;
     user.require_self(reservation.owner())?;
-    let queue_token = require_active_token(&state, &headers, user.0, reservation.schedule_id()).await?;
-    let id = request_id(&headers, user.0, "POST /v1/payments")?;
+    let queue_token =
+        require_active_token(&state, &headers, user.0, reservation.schedule_id()).await?;
     let request = Request::PayReservation(PayReservation {
         reservation_id: body.reservation_id,
         user_id: user.0,
@@ -62,16 +66,24 @@ async fn list_for_user(
     caller.require_access(user_id)?;
     let (limit, offset) = page.bounds();
     #[allow(clippy::type_complexity)]
-    let rows: Vec<(i64, Option<i64>, i64, String, String, Option<DateTime<Utc>>, Option<DateTime<Utc>>, DateTime<Utc>)> =
-        sqlx::query_as(
-            "SELECT id, reservation_id, amount, method, status, paid_at, refunded_at, created_at
+    let rows: Vec<(
+        i64,
+        Option<i64>,
+        i64,
+        String,
+        String,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        DateTime<Utc>,
+    )> = sqlx::query_as(
+        "SELECT id, reservation_id, amount, method, status, paid_at, refunded_at, created_at
              FROM payments WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
-        )
-        .bind(user_id)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&state.pool)
-        .await?;
+    )
+    .bind(user_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&state.pool)
+    .await?;
     let items: Vec<Value> = rows
         .into_iter()
         .map(|(id, reservation_id, amount, method, status, paid_at, refunded_at, created_at)| {

@@ -76,10 +76,11 @@ async fn join(
     if body.schedule_id <= 0 {
         return Err(ApiError::invalid("schedule_id", "must be positive"));
     }
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM concert_schedules WHERE id = $1)")
-        .bind(body.schedule_id)
-        .fetch_one(&state.pool)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM concert_schedules WHERE id = $1)")
+            .bind(body.schedule_id)
+            .fetch_one(&state.pool)
+            .await?;
     if !exists {
         return Err(ApiError::NotFound("schedule"));
     }
@@ -122,11 +123,13 @@ async fn status(
     ApiPath(token): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
     let token = Uuid::parse_str(&token).map_err(|_| ApiError::NotFound("queue token"))?;
-    let row: TokenRow = sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} FROM reservation_queue WHERE token = $1"))
-        .bind(token)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::NotFound("queue token"))?;
+    let row: TokenRow = sqlx::query_as(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM reservation_queue WHERE token = $1"
+    ))
+    .bind(token)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound("queue token"))?;
     if row.user_id != user_id {
         return Err(ApiError::Forbidden("another user's queue token"));
     }
@@ -146,12 +149,15 @@ pub async fn require_active_token(
         .ok_or(ApiError::QueueTokenRequired)?
         .to_str()
         .map_err(|_| ApiError::QueueTokenInvalid("malformed"))?;
-    let token = Uuid::parse_str(raw.trim()).map_err(|_| ApiError::QueueTokenInvalid("malformed"))?;
-    let row: TokenRow = sqlx::query_as(&format!("SELECT {TOKEN_COLUMNS} FROM reservation_queue WHERE token = $1"))
-        .bind(token)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::QueueTokenInvalid("unknown token"))?;
+    let token =
+        Uuid::parse_str(raw.trim()).map_err(|_| ApiError::QueueTokenInvalid("malformed"))?;
+    let row: TokenRow = sqlx::query_as(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM reservation_queue WHERE token = $1"
+    ))
+    .bind(token)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::QueueTokenInvalid("unknown token"))?;
     if row.user_id != user_id {
         return Err(ApiError::QueueTokenInvalid("another user's token"));
     }

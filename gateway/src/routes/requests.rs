@@ -45,12 +45,26 @@ async fn load(state: &AppState, id: Uuid) -> ApiResult<Option<RequestRow>> {
     .await?)
 }
 
+fn authorize(caller: Caller, row: &RequestRow) -> ApiResult<()> {
+    match row.user_id {
+        Some(owner) => caller.require_access(owner),
+        None if matches!(caller, Caller::Admin) => Ok(()),
+        None => Err(ApiError::Forbidden("system request")),
+    }
+}
+
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(wait): ApiQuery<Wait>,
 ) -> ApiResult<Json<Value>> {
+    // Check access before waiting, so nobody can hold a connection open on
+    // someone else's (or an unknown) request.
+    let first = load(&state, id)
+        .await?
+        .ok_or(ApiError::NotFound("request"))?;
+    authorize(caller, &first)?;
     let wait = Duration::from_millis(wait.wait_ms.unwrap_or(0)).min(state.max_wait);
     let deadline = tokio::time::Instant::now() + wait;
     let notify = state.waiter.subscribe(id);
@@ -74,11 +88,6 @@ async fn show(
     };
     state.waiter.forget(id, notify);
     let row = row?.ok_or(ApiError::NotFound("request"))?;
-    if let Some(owner) = row.user_id {
-        caller.require_access(owner)?;
-    } else if !matches!(caller, Caller::Admin) {
-        return Err(ApiError::Forbidden("system request"));
-    }
     let mut body = json!({"request_id": row.id, "type": row.r#type, "status": row.status});
     if let Some(result) = row.result {
         body["result"] = result;

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::auth::{AuthUser, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::publish::{request_id, submit};
+use crate::publish::{replay, request_id, submit};
 use crate::routes::queue::require_active_token;
 use crate::routes::Page;
 use crate::state::AppState;
@@ -43,13 +43,17 @@ async fn hold(
     if body.seat_id <= 0 {
         return Err(ApiError::invalid("seat_id", "must be positive"));
     }
-    let schedule_id: i64 = sqlx::query_scalar("SELECT concert_schedule_id FROM seats WHERE id = $1")
-        .bind(body.seat_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::NotFound("seat"))?;
-    let queue_token = require_active_token(&state, &headers, user_id, schedule_id).await?;
     let id = request_id(&headers, user_id, "POST /v1/reservations")?;
+    if let Some(response) = replay(&state, id).await? {
+        return Ok(response);
+    }
+    let schedule_id: i64 =
+        sqlx::query_scalar("SELECT concert_schedule_id FROM seats WHERE id = $1")
+            .bind(body.seat_id)
+            .fetch_optional(&state.pool)
+            .await?
+            .ok_or(ApiError::NotFound("seat"))?;
+    let queue_token = require_active_token(&state, &headers, user_id, schedule_id).await?;
     let request = Request::HoldSeat(HoldSeat {
         seat_id: body.seat_id,
         user_id,
@@ -73,7 +77,8 @@ pub(crate) struct ReservationRow {
     created_at: DateTime<Utc>,
 }
 
-const RESERVATION_COLUMNS: &str = "id, user_id, concert_schedule_id, seat_id, status, total_amount, \
+const RESERVATION_COLUMNS: &str =
+    "id, user_id, concert_schedule_id, seat_id, status, total_amount, \
      expires_at, confirmed_at, cancelled_at, created_at";
 
 impl ReservationRow {
@@ -89,11 +94,13 @@ impl ReservationRow {
 }
 
 pub(crate) async fn find(state: &AppState, id: i64) -> ApiResult<ReservationRow> {
-    sqlx::query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::NotFound("reservation"))
+    sqlx::query_as(&format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::NotFound("reservation"))
 }
 
 impl ReservationRow {
@@ -105,7 +112,11 @@ impl ReservationRow {
     }
 }
 
-async fn show(State(state): State<AppState>, caller: Caller, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Value>> {
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Value>> {
     let row = find(&state, id).await?;
     caller.require_access(row.user_id)?;
     Ok(Json(row.to_json()))
@@ -117,9 +128,16 @@ async fn cancel(
     headers: HeaderMap,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
+    let request_id = request_id(
+        &headers,
+        user.0,
+        &format!("POST /v1/reservations/{id}/cancel"),
+    )?;
+    if let Some(response) = replay(&state, request_id).await? {
+        return Ok(response);
+    }
     let row = find(&state, id).await?;
     user.require_self(row.user_id)?;
-    let request_id = request_id(&headers, user.0, &format!("POST /v1/reservations/{id}/cancel"))?;
     let request = Request::CancelReservation(CancelReservation {
         reservation_id: id,
         seat_id: row.seat_id,
@@ -144,5 +162,7 @@ async fn list_for_user(
     .bind(offset)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(json!({"items": rows.iter().map(ReservationRow::to_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"items": rows.iter().map(ReservationRow::to_json).collect::<Vec<_>>()}),
+    ))
 }

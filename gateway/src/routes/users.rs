@@ -30,11 +30,14 @@ fn validate(user: &NewUser) -> ApiResult<()> {
     }
     let email = user.email.trim();
     let well_formed = email.len() <= 255
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace));
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
+        });
     if !well_formed {
-        return Err(ApiError::invalid("email", "must be an email address of at most 255 characters"));
+        return Err(ApiError::invalid(
+            "email",
+            "must be an email address of at most 255 characters",
+        ));
     }
     Ok(())
 }
@@ -47,21 +50,22 @@ async fn create_user(
     let email = body.email.trim().to_lowercase();
     let name = body.name.trim().to_owned();
     let mut tx = state.pool.begin().await?;
-    let id: i64 = sqlx::query_scalar("INSERT INTO users (email, name) VALUES ($1, $2) RETURNING id")
-        .bind(&email)
-        .bind(&name)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| {
-            if platform::db::is_unique_violation(&e, "users_email_key") {
-                ApiError::Conflict {
-                    code: "EMAIL_TAKEN",
-                    message: "a user with this email exists".into(),
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO users (email, name) VALUES ($1, $2) RETURNING id")
+            .bind(&email)
+            .bind(&name)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                if platform::db::is_unique_violation(&e, "users_email_key") {
+                    ApiError::Conflict {
+                        code: "EMAIL_TAKEN",
+                        message: "a user with this email exists".into(),
+                    }
+                } else {
+                    e.into()
                 }
-            } else {
-                e.into()
-            }
-        })?;
+            })?;
     sqlx::query("INSERT INTO balances (user_id, balance) VALUES ($1, 0)")
         .bind(id)
         .execute(&mut *tx)

@@ -73,10 +73,18 @@ impl<L: Lane> PartitionWorker<L> {
         // the seek offset arrives again.
         let mut resync_at: Option<i64> = None;
         let mut accept_gap_at: Option<i64> = None;
-        while let Some(batch) = collect(&mut rx, &cancel, self.settings.batch_max, self.settings.batch_wait).await {
+        while let Some(batch) = collect(
+            &mut rx,
+            &cancel,
+            self.settings.batch_max,
+            self.settings.batch_wait,
+        )
+        .await
+        {
             let batch: Vec<OwnedMessage> = match resync_at {
                 Some(at) => {
-                    let kept: Vec<OwnedMessage> = batch.into_iter().skip_while(|m| m.offset() != at).collect();
+                    let kept: Vec<OwnedMessage> =
+                        batch.into_iter().skip_while(|m| m.offset() != at).collect();
                     if kept.is_empty() {
                         continue;
                     }
@@ -89,14 +97,28 @@ impl<L: Lane> PartitionWorker<L> {
             let last = batch[batch.len() - 1].offset();
             let span = tracing::info_span!("batch", lane = self.lane.name(), topic = %self.topic,
                 partition = self.partition, first_offset = first, last_offset = last);
-            match self.process(&batch, &cancel, accept_gap_at).instrument(span).await {
+            match self
+                .process(&batch, &cancel, accept_gap_at)
+                .instrument(span)
+                .await
+            {
                 Flow::Next => accept_gap_at = None,
                 Flow::Stop => break,
                 Flow::Seek(stored) => {
-                    tracing::warn!(lane = self.lane.name(), partition = self.partition, stored, first,
-                        "stored offset is behind the batch; re-reading from it");
+                    tracing::warn!(
+                        lane = self.lane.name(),
+                        partition = self.partition,
+                        stored,
+                        first,
+                        "stored offset is behind the batch; re-reading from it"
+                    );
                     let seek = tokio::task::block_in_place(|| {
-                        self.consumer.seek(&self.topic, self.partition, Offset::Offset(stored), Duration::from_secs(10))
+                        self.consumer.seek(
+                            &self.topic,
+                            self.partition,
+                            Offset::Offset(stored),
+                            Duration::from_secs(10),
+                        )
                     });
                     if let Err(error) = seek {
                         tracing::error!(%error, "seek failed; the partition will be re-read after the next rebalance");
@@ -111,7 +133,12 @@ impl<L: Lane> PartitionWorker<L> {
         }
     }
 
-    async fn process(&self, batch: &[OwnedMessage], cancel: &CancellationToken, accept_gap_at: Option<i64>) -> Flow {
+    async fn process(
+        &self,
+        batch: &[OwnedMessage],
+        cancel: &CancellationToken,
+        accept_gap_at: Option<i64>,
+    ) -> Flow {
         let topic = self.lane.topic();
         let items: Vec<Item> = batch
             .iter()
@@ -166,7 +193,13 @@ impl<L: Lane> PartitionWorker<L> {
 
     /// Applies each record in its own transaction, so one bad record fails
     /// alone (recorded FAILED and dead-lettered) and the rest go through.
-    async fn isolate(&self, batch: &[OwnedMessage], items: &[Item], cancel: &CancellationToken, accept_gap_at: Option<i64>) -> Flow {
+    async fn isolate(
+        &self,
+        batch: &[OwnedMessage],
+        items: &[Item],
+        cancel: &CancellationToken,
+        accept_gap_at: Option<i64>,
+    ) -> Flow {
         for (message, item) in batch.iter().zip(items) {
             let single = std::slice::from_ref(item);
             let mut failed: Option<String> = None;
@@ -213,15 +246,22 @@ impl<L: Lane> PartitionWorker<L> {
 
     /// The batch transaction. With `failed` set, no request is applied: each
     /// is recorded FAILED with that reason.
-    async fn apply(&self, items: &[Item], failed: Option<&str>, accept_gap_at: Option<i64>) -> Result<(), BatchError> {
+    async fn apply(
+        &self,
+        items: &[Item],
+        failed: Option<&str>,
+        accept_gap_at: Option<i64>,
+    ) -> Result<(), BatchError> {
         let started = Instant::now();
         let first = items[0].offset;
         let last = items[items.len() - 1].offset;
         let mut tx = self.pool.begin().await?;
-        let stored = store::lock_offset(&mut tx, &self.group, &self.topic, self.partition, first).await?;
+        let stored =
+            store::lock_offset(&mut tx, &self.group, &self.topic, self.partition, first).await?;
         if stored > last {
             // Applied before (a replay after a crash or rebalance).
-            metrics::counter!("lane_replayed_records_total", "lane" => self.lane.name()).increment(items.len() as u64);
+            metrics::counter!("lane_replayed_records_total", "lane" => self.lane.name())
+                .increment(items.len() as u64);
             return Ok(());
         }
         if stored < first && accept_gap_at != Some(stored) {
@@ -260,7 +300,12 @@ impl<L: Lane> PartitionWorker<L> {
                         metrics::counter!("lane_duplicate_requests_total", "lane" => self.lane.name()).increment(1);
                         continue;
                     }
-                    let mut outcome = row(env.request_id, env.request.type_name(), env.request.user_id(), item);
+                    let mut outcome = row(
+                        env.request_id,
+                        env.request.type_name(),
+                        env.request.user_id(),
+                        item,
+                    );
                     if let Some(reason) = failed {
                         outcome.error_code = Some(ErrorCode::Internal);
                         outcome.error_message = Some(reason.to_owned());
@@ -305,29 +350,43 @@ impl<L: Lane> PartitionWorker<L> {
         store::enqueue_events(&mut tx, &events).await?;
         store::store_offset(&mut tx, &self.group, &self.topic, self.partition, last + 1).await?;
         tx.commit().await?;
-        metrics::histogram!("lane_batch_size", "lane" => self.lane.name()).record(items.len() as f64);
-        metrics::histogram!("lane_batch_seconds", "lane" => self.lane.name()).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("lane_batch_size", "lane" => self.lane.name())
+            .record(items.len() as f64);
+        metrics::histogram!("lane_batch_seconds", "lane" => self.lane.name())
+            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
     /// Publishes `message` to the dead-letter topic with `reason`, retrying
     /// until the broker takes it. False if shutdown came first.
-    async fn dead_letter(&self, message: &OwnedMessage, reason: &str, cancel: &CancellationToken) -> bool {
-        let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let key = message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
         let record = OutgoingRecord {
             topic: self.dlq_topic.clone(),
             key,
             payload: message.payload().unwrap_or_default().to_vec(),
             headers: vec![
                 (schemas::HEADER_DLQ_REASON, reason.to_owned()),
-                (schemas::HEADER_DLQ_ORIGIN, format!("{}/{}/{}", self.topic, self.partition, message.offset())),
+                (
+                    schemas::HEADER_DLQ_ORIGIN,
+                    format!("{}/{}/{}", self.topic, self.partition, message.offset()),
+                ),
             ],
         };
         let mut backoff = Backoff::new();
         loop {
             match kafka::produce(&self.producer, &record, self.settings.produce_timeout).await {
                 Ok(_) => {
-                    metrics::counter!("lane_dead_letters_total", "lane" => self.lane.name()).increment(1);
+                    metrics::counter!("lane_dead_letters_total", "lane" => self.lane.name())
+                        .increment(1);
                     tracing::warn!(offset = message.offset(), reason, dlq = %self.dlq_topic, "record dead-lettered");
                     return true;
                 }

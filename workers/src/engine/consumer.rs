@@ -75,7 +75,12 @@ impl LaneContext {
 }
 
 impl ConsumerContext for LaneContext {
-    fn rebalance(&self, base_consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         let partitions: Vec<(String, i32)> = tpl
             .elements()
             .iter()
@@ -92,7 +97,9 @@ impl ConsumerContext for LaneContext {
                     for partition in ids {
                         // Never consumed: start at the beginning. Otherwise
                         // resume exactly where the last commit left off.
-                        let offset = stored.get(&partition).map_or(Offset::Beginning, |n| Offset::Offset(*n));
+                        let offset = stored
+                            .get(&partition)
+                            .map_or(Offset::Beginning, |n| Offset::Offset(*n));
                         if let Err(error) = tpl.set_partition_offset(topic, partition, offset) {
                             tracing::error!(%error, topic, partition, "cannot set start offset");
                         }
@@ -105,9 +112,9 @@ impl ConsumerContext for LaneContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(group = %self.group, ?partitions, "partitions revoked");
-                let _ = self
-                    .events
-                    .send(Rebalanced::Revoked(partitions.iter().map(|(_, p)| *p).collect()));
+                let _ = self.events.send(Rebalanced::Revoked(
+                    partitions.iter().map(|(_, p)| *p).collect(),
+                ));
                 if let Err(error) = base_consumer.unassign() {
                     tracing::error!(%error, group = %self.group, "unassign failed");
                 }
@@ -149,9 +156,8 @@ pub async fn run_lane<L: Lane>(
         events: events_tx,
         runtime: tokio::runtime::Handle::current(),
     };
-    let consumer: Arc<StreamConsumer<LaneContext>> = Arc::new(
-        platform::kafka::consumer_config(common, &group).create_with_context(context)?,
-    );
+    let consumer: Arc<StreamConsumer<LaneContext>> =
+        Arc::new(platform::kafka::consumer_config(common, &group).create_with_context(context)?);
     consumer.subscribe(&[&topic])?;
     tracing::info!(lane = lane.name(), %topic, %group, "lane started");
 
@@ -212,8 +218,15 @@ pub async fn run_lane<L: Lane>(
     for handle in partitions.values() {
         handle.cancel.cancel();
     }
-    let tasks: Vec<JoinHandle<()>> = partitions.into_values().map(|h| h.task).chain(retired).collect();
-    if tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(tasks)).await.is_err() {
+    let tasks: Vec<JoinHandle<()>> = partitions
+        .into_values()
+        .map(|h| h.task)
+        .chain(retired)
+        .collect();
+    if tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(tasks))
+        .await
+        .is_err()
+    {
         tracing::warn!(lane = lane.name(), "partition tasks did not finish in time");
     }
     consumer.unsubscribe();

@@ -22,7 +22,11 @@ pub fn decode(message: &OwnedMessage, topic: Topic) -> Result<RequestEnvelope, P
             let request_id = Some(envelope.request_id);
             if envelope.request.topic() != topic {
                 return Err(Poison {
-                    reason: format!("{} does not belong on {}", envelope.request.type_name(), topic.base_name()),
+                    reason: format!(
+                        "{} does not belong on {}",
+                        envelope.request.type_name(),
+                        topic.base_name()
+                    ),
                     request_id,
                 });
             }

@@ -96,10 +96,11 @@ pub async fn decided(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashSet<Uuid
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let rows: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM requests WHERE id = ANY($1) AND status <> 'PENDING'")
-        .bind(ids)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM requests WHERE id = ANY($1) AND status <> 'PENDING'")
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
     Ok(rows.into_iter().collect())
 }
 
@@ -130,7 +131,10 @@ pub struct OutcomeRow {
 
 /// Writes final outcomes in one statement. A request already decided keeps
 /// its first outcome.
-pub async fn record_outcomes(tx: &mut PgConnection, rows: &[OutcomeRow]) -> Result<(), sqlx::Error> {
+pub async fn record_outcomes(
+    tx: &mut PgConnection,
+    rows: &[OutcomeRow],
+) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -139,7 +143,10 @@ pub async fn record_outcomes(tx: &mut PgConnection, rows: &[OutcomeRow]) -> Resu
     let users: Vec<Option<i64>> = rows.iter().map(|r| r.user_id).collect();
     let statuses: Vec<&str> = rows.iter().map(|r| r.status).collect();
     let results: Vec<Option<serde_json::Value>> = rows.iter().map(|r| r.result.clone()).collect();
-    let codes: Vec<Option<&str>> = rows.iter().map(|r| r.error_code.map(|c| c.as_str())).collect();
+    let codes: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.error_code.map(|c| c.as_str()))
+        .collect();
     let messages: Vec<Option<&str>> = rows.iter().map(|r| r.error_message.as_deref()).collect();
     let topics: Vec<&str> = rows.iter().map(|r| r.topic.as_str()).collect();
     let partitions: Vec<i32> = rows.iter().map(|r| r.partition).collect();
@@ -182,7 +189,13 @@ async fn notify_outcomes(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx
     // fit 200 to a chunk.
     let payloads: Vec<String> = ids
         .chunks(200)
-        .map(|chunk| chunk.iter().map(Uuid::to_string).collect::<Vec<_>>().join(","))
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .collect();
     sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
         .bind(OUTCOME_CHANNEL)
@@ -193,7 +206,10 @@ async fn notify_outcomes(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx
 }
 
 /// Writes events to the outbox in order and wakes the relay.
-pub async fn enqueue_events(tx: &mut PgConnection, events: &[EventEnvelope]) -> Result<(), sqlx::Error> {
+pub async fn enqueue_events(
+    tx: &mut PgConnection,
+    events: &[EventEnvelope],
+) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }

@@ -25,7 +25,12 @@ impl Lane for ChargeLane {
         Topic::ChargeRequests
     }
 
-    async fn apply(&self, tx: &mut PgConnection, _batch: &mut (), envelope: &RequestEnvelope) -> Result<Applied, sqlx::Error> {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        _batch: &mut (),
+        envelope: &RequestEnvelope,
+    ) -> Result<Applied, sqlx::Error> {
         let Request::ChargeBalance(charge) = &envelope.request else {
             return Ok(Applied::rejected(ErrorCode::InvalidRequest, "not a charge"));
         };

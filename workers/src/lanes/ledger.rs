@@ -20,12 +20,20 @@ pub struct LockedBalance {
 }
 
 /// Locks `user_id`'s balance row (None if the user has none).
-pub async fn lock(tx: &mut PgConnection, user_id: i64) -> Result<Option<LockedBalance>, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as("SELECT id, balance FROM balances WHERE user_id = $1 FOR UPDATE")
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    Ok(row.map(|(id, balance)| LockedBalance { id, user_id, balance }))
+pub async fn lock(
+    tx: &mut PgConnection,
+    user_id: i64,
+) -> Result<Option<LockedBalance>, sqlx::Error> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT id, balance FROM balances WHERE user_id = $1 FOR UPDATE")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(row.map(|(id, balance)| LockedBalance {
+        id,
+        user_id,
+        balance,
+    }))
 }
 
 /// Applies a change of `amount` (positive) to a locked balance and writes

@@ -19,25 +19,52 @@ use crate::engine::{Applied, Lane};
 pub struct PaymentLane;
 
 impl PaymentLane {
-    async fn pay(&self, tx: &mut PgConnection, pay: &PayReservation, request_id: Uuid) -> Result<Applied, sqlx::Error> {
+    async fn pay(
+        &self,
+        tx: &mut PgConnection,
+        pay: &PayReservation,
+        request_id: Uuid,
+    ) -> Result<Applied, sqlx::Error> {
         // Lock order everywhere: reservation, then payment, then balance.
         let Some(reservation) = lock_reservation(tx, pay.reservation_id).await? else {
-            return Ok(Applied::rejected(ErrorCode::NotFound, "reservation not found"));
+            return Ok(Applied::rejected(
+                ErrorCode::NotFound,
+                "reservation not found",
+            ));
         };
         if reservation.user_id != pay.user_id {
-            return Ok(Applied::rejected(ErrorCode::Forbidden, "another user's reservation"));
+            return Ok(Applied::rejected(
+                ErrorCode::Forbidden,
+                "another user's reservation",
+            ));
         }
         match reservation.status.as_str() {
             "PENDING" if reservation.expires_at > Utc::now() => {}
             "PENDING" | "EXPIRED" => {
-                return Ok(Applied::rejected(ErrorCode::HoldExpired, "the hold expired before payment"))
+                return Ok(Applied::rejected(
+                    ErrorCode::HoldExpired,
+                    "the hold expired before payment",
+                ))
             }
-            "CONFIRMED" => return Ok(Applied::rejected(ErrorCode::InvalidState, "the reservation is already paid")),
-            other => return Ok(Applied::rejected(ErrorCode::InvalidState, format!("the reservation is {other}"))),
+            "CONFIRMED" => {
+                return Ok(Applied::rejected(
+                    ErrorCode::InvalidState,
+                    "the reservation is already paid",
+                ))
+            }
+            other => {
+                return Ok(Applied::rejected(
+                    ErrorCode::InvalidState,
+                    format!("the reservation is {other}"),
+                ))
+            }
         }
         let amount = reservation.total_amount;
         let Some(balance) = ledger::lock(tx, pay.user_id).await? else {
-            return Ok(Applied::rejected(ErrorCode::NotFound, "user has no balance"));
+            return Ok(Applied::rejected(
+                ErrorCode::NotFound,
+                "user has no balance",
+            ));
         };
         if balance.balance < amount {
             return Ok(Applied::rejected(
@@ -110,10 +137,18 @@ impl Lane for PaymentLane {
         Topic::PaymentRequests
     }
 
-    async fn apply(&self, tx: &mut PgConnection, _batch: &mut (), envelope: &RequestEnvelope) -> Result<Applied, sqlx::Error> {
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        _batch: &mut (),
+        envelope: &RequestEnvelope,
+    ) -> Result<Applied, sqlx::Error> {
         match &envelope.request {
             Request::PayReservation(pay) => self.pay(tx, pay, envelope.request_id).await,
-            _ => Ok(Applied::rejected(ErrorCode::InvalidRequest, "not a payment request")),
+            _ => Ok(Applied::rejected(
+                ErrorCode::InvalidRequest,
+                "not a payment request",
+            )),
         }
     }
 }

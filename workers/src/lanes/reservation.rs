@@ -64,11 +64,16 @@ impl ReservationRow {
 const COLUMNS: &str = "id, user_id, concert_schedule_id, seat_id, status, total_amount, expires_at";
 
 /// Locks reservation `id`.
-pub async fn lock_reservation(tx: &mut PgConnection, id: i64) -> Result<Option<ReservationRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM reservations WHERE id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
+pub async fn lock_reservation(
+    tx: &mut PgConnection,
+    id: i64,
+) -> Result<Option<ReservationRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM reservations WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
 }
 
 /// Moves a live reservation to `status` and frees its seat.
@@ -120,7 +125,10 @@ impl ReservationLane {
         if let Some(live) = live {
             let lapsed = live.status == "PENDING" && live.expires_at <= Utc::now();
             if !lapsed {
-                return Ok(Applied::rejected(ErrorCode::SeatTaken, "the seat is held or sold"));
+                return Ok(Applied::rejected(
+                    ErrorCode::SeatTaken,
+                    "the seat is held or sold",
+                ));
             }
             // The hold ran out but its expire request has not arrived yet:
             // release it here so the seat is sold to this request.
@@ -161,17 +169,25 @@ impl ReservationLane {
         request_id: Uuid,
     ) -> Result<Applied, sqlx::Error> {
         let Some(reservation) = lock_reservation(tx, cancel.reservation_id).await? else {
-            return Ok(Applied::rejected(ErrorCode::NotFound, "reservation not found"));
+            return Ok(Applied::rejected(
+                ErrorCode::NotFound,
+                "reservation not found",
+            ));
         };
         if reservation.user_id != cancel.user_id {
-            return Ok(Applied::rejected(ErrorCode::Forbidden, "another user's reservation"));
+            return Ok(Applied::rejected(
+                ErrorCode::Forbidden,
+                "another user's reservation",
+            ));
         }
         match reservation.status.as_str() {
             "PENDING" => {
                 release(tx, deltas, &reservation, "CANCELLED").await?;
                 Ok(Applied::succeeded(
                     json!({"reservation_id": reservation.id, "status": "CANCELLED", "refunded": 0}),
-                    vec![Event::ReservationCancelled(reservation.changed("CANCELLED"))],
+                    vec![Event::ReservationCancelled(
+                        reservation.changed("CANCELLED"),
+                    )],
                 ))
             }
             "CONFIRMED" => {
@@ -185,10 +201,16 @@ impl ReservationLane {
                 let mut refunded = 0;
                 if let Some((payment_id, amount)) = payment {
                     let Some(balance) = ledger::lock(tx, reservation.user_id).await? else {
-                        return Ok(Applied::rejected(ErrorCode::NotFound, "user has no balance"));
+                        return Ok(Applied::rejected(
+                            ErrorCode::NotFound,
+                            "user has no balance",
+                        ));
                     };
                     if balance.balance > ledger::MAX_BALANCE - amount {
-                        return Ok(Applied::rejected(ErrorCode::BalanceLimitExceeded, "refund would exceed the balance limit"));
+                        return Ok(Applied::rejected(
+                            ErrorCode::BalanceLimitExceeded,
+                            "refund would exceed the balance limit",
+                        ));
                     }
                     let paid_at: DateTime<Utc> = sqlx::query_scalar(
                         "UPDATE payments SET status = 'REFUNDED', refunded_at = now(), version = version + 1,
@@ -220,7 +242,10 @@ impl ReservationLane {
                     events.push(Event::BalanceChanged(changed));
                 }
                 release(tx, deltas, &reservation, "CANCELLED").await?;
-                events.insert(0, Event::ReservationCancelled(reservation.changed("CANCELLED")));
+                events.insert(
+                    0,
+                    Event::ReservationCancelled(reservation.changed("CANCELLED")),
+                );
                 Ok(Applied::succeeded(
                     json!({"reservation_id": reservation.id, "status": "CANCELLED", "refunded": refunded}),
                     events,
@@ -240,7 +265,10 @@ impl ReservationLane {
         expire: &ExpireHold,
     ) -> Result<Applied, sqlx::Error> {
         let Some(reservation) = lock_reservation(tx, expire.reservation_id).await? else {
-            return Ok(Applied::rejected(ErrorCode::NotFound, "reservation not found"));
+            return Ok(Applied::rejected(
+                ErrorCode::NotFound,
+                "reservation not found",
+            ));
         };
         if reservation.status != "PENDING" || reservation.expires_at > Utc::now() {
             // Paid, cancelled, already expired, or not due: nothing to do.
@@ -277,14 +305,20 @@ impl Lane for ReservationLane {
     ) -> Result<Applied, sqlx::Error> {
         match &envelope.request {
             Request::HoldSeat(hold) => self.hold(tx, deltas, hold).await,
-            Request::CancelReservation(cancel) => self.cancel(tx, deltas, cancel, envelope.request_id).await,
+            Request::CancelReservation(cancel) => {
+                self.cancel(tx, deltas, cancel, envelope.request_id).await
+            }
             Request::ExpireHold(expire) => self.expire(tx, deltas, expire).await,
-            _ => Ok(Applied::rejected(ErrorCode::InvalidRequest, "not a reservation request")),
+            _ => Ok(Applied::rejected(
+                ErrorCode::InvalidRequest,
+                "not a reservation request",
+            )),
         }
     }
 
     async fn finish(&self, tx: &mut PgConnection, deltas: SeatDeltas) -> Result<(), sqlx::Error> {
-        let (ids, changes): (Vec<i64>, Vec<i32>) = deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
+        let (ids, changes): (Vec<i64>, Vec<i32>) =
+            deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
         if ids.is_empty() {
             return Ok(());
         }
@@ -294,10 +328,12 @@ impl Lane for ReservationLane {
         // not conflict with the KEY SHARE locks that inserting reservations
         // of the same schedule take in other batches; FOR UPDATE would, and
         // two batches would deadlock on their own foreign keys.
-        sqlx::query("SELECT id FROM concert_schedules WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "SELECT id FROM concert_schedules WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE concert_schedules s
              SET available_seats_count = s.available_seats_count + d.delta,

@@ -56,7 +56,10 @@ pub async fn publish_due(
                 payload: serde_json::to_vec(&envelope)?,
                 headers: vec![
                     (schemas::HEADER_REQUEST_ID, request_id.to_string()),
-                    (schemas::HEADER_TRACEPARENT, schemas::traceparent_for(request_id)),
+                    (
+                        schemas::HEADER_TRACEPARENT,
+                        schemas::traceparent_for(request_id),
+                    ),
                 ],
             };
             kafka::produce(producer, &record, produce_timeout).await?;

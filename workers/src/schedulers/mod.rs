@@ -12,8 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs `tick` every `interval` until `cancel` fires; failures are logged
 /// and the next tick tries again.
-pub async fn every<F, Fut>(name: &'static str, interval: Duration, cancel: CancellationToken, mut tick: F)
-where
+pub async fn every<F, Fut>(
+    name: &'static str,
+    interval: Duration,
+    cancel: CancellationToken,
+    mut tick: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {

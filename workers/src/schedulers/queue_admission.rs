@@ -9,7 +9,11 @@ use sqlx::PgPool;
 const ADMISSION_LOCK: i64 = 0x0b00_c0de_0001;
 
 /// One admission round. Returns how many tokens were admitted.
-pub async fn admit(pool: &PgPool, active_limit: i64, active_ttl: Duration) -> Result<u64, sqlx::Error> {
+pub async fn admit(
+    pool: &PgPool,
+    active_limit: i64,
+    active_ttl: Duration,
+) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
         .bind(ADMISSION_LOCK)

@@ -51,7 +51,8 @@ impl Stack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let cancel = CancellationToken::new();
-        let gateway = tokio::spawn(Gateway::build(&gateway_config)?.serve(listener, cancel.clone()));
+        let gateway =
+            tokio::spawn(Gateway::build(&gateway_config)?.serve(listener, cancel.clone()));
 
         let mut workers_config = WorkersConfig::local();
         workers_config.common = env.common.clone();
@@ -114,5 +115,7 @@ impl Stack {
 
 /// Scalar query on the test database.
 pub async fn scalar(stack: &Stack, sql: &str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar::<_, i64>(sql).fetch_one(&stack.env.pool).await?)
+    Ok(sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(&stack.env.pool)
+        .await?)
 }
