@@ -6,6 +6,7 @@
 //! Postgres server and one broker.
 
 pub mod api;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::time::Duration;

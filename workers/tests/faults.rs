@@ -14,6 +14,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
+use sqlx::ConnectOptions;
 use testkit::api::User;
 use uuid::Uuid;
 
@@ -301,5 +302,87 @@ async fn poison_records_go_to_the_dlq_and_the_lane_moves_on() -> anyhow::Result<
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].contains("undecodable"), "{reasons:?}");
     assert!(reasons[1].contains("amount"), "{reasons:?}");
+    stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn database_outage_pauses_the_lanes_and_loses_nothing() -> anyhow::Result<()> {
+    let mut stack = Stack::start(Options {
+        in_process_workers: false,
+        ..Options::default()
+    })
+    .await?;
+    // The workers reach Postgres through a proxy the test can cut; the
+    // gateway keeps its direct connection, so requests are still accepted.
+    let options: sqlx::postgres::PgConnectOptions =
+        stack.workers_config.common.database_url.parse()?;
+    let upstream = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no address for the database"))?;
+    let proxy = testkit::proxy::TcpProxy::start(upstream).await?;
+    let through_proxy = options.host("127.0.0.1").port(proxy.addr().port());
+    stack.workers_config.common.database_url = through_proxy.to_url_lossy().to_string();
+    stack.start_workers();
+
+    let user = stack.api.create_user("patient").await?;
+    let first = stack.api.charge(&user, 1).await?;
+    assert_eq!(
+        stack.api.outcome(&user.token, first).await?["status"],
+        "SUCCEEDED"
+    );
+
+    proxy.down();
+    let api = &stack.api;
+    let during: Vec<Uuid> = stream::iter(0..50)
+        .map(|_| api.charge(&user, 100))
+        .buffer_unordered(10)
+        .try_collect()
+        .await?;
+    // Wait until the charge lane has met the outage, then check that it
+    // decided nothing while the database was away.
+    testkit::eventually(
+        "the charge lane to back off",
+        Duration::from_secs(30),
+        || async {
+            let metrics = platform::observability::metrics_handle().render();
+            Ok(metrics
+                .lines()
+                .any(|l| {
+                    l.starts_with("lane_retries_total")
+                        && l.contains("lane=\"charge\"")
+                        && l.contains("unavailable")
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
+    let decided: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM requests WHERE id = ANY($1) AND status <> 'PENDING'",
+    )
+    .bind(&during)
+    .fetch_one(&stack.env.pool)
+    .await?;
+    assert_eq!(decided, 0);
+
+    proxy.up();
+    for id in &during {
+        assert_eq!(
+            stack.api.outcome(&user.token, *id).await?["status"],
+            "SUCCEEDED"
+        );
+    }
+    assert_eq!(stack.api.balance(&user).await?, 1 + 50 * 100);
+    assert_eq!(
+        scalar(
+            &stack,
+            &format!(
+                "SELECT count(*) FROM balance_histories WHERE user_id = {}",
+                user.id
+            )
+        )
+        .await?,
+        51
+    );
     stack.stop().await
 }
