@@ -28,20 +28,58 @@ pub struct TestEnv {
     pub pool: PgPool,
     /// Name of the fresh database.
     pub database: String,
+    /// Containers started for this test (none when the services come from
+    /// the environment); dropping them stops them.
+    _containers: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
-/// Base connection settings from the environment.
-pub fn services() -> CommonConfig {
+/// Whether a Docker engine answers on its socket (or `DOCKER_HOST` names one).
+fn docker_reachable() -> bool {
+    if std::env::var_os("DOCKER_HOST").is_some() {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok()
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// The services of a test run: from `DATABASE_URL` / `KAFKA_BROKERS` when
+/// either is set (CI, `./dev test`); otherwise from Postgres and Apache Kafka
+/// containers when a Docker engine is reachable; otherwise the local stack's
+/// default addresses.
+async fn services() -> anyhow::Result<(CommonConfig, Vec<Box<dyn std::any::Any + Send + Sync>>)> {
     let mut common = CommonConfig::local();
-    if let Ok(url) = std::env::var("DATABASE_URL") {
+    common.log_format = "pretty".into();
+    // Several tests run at once against one server (100 connections by
+    // default): keep each stack's pools small.
+    common.database_max_connections = 8;
+    let database_url = std::env::var("DATABASE_URL").ok();
+    let brokers = std::env::var("KAFKA_BROKERS").ok();
+    if database_url.is_none() && brokers.is_none() && docker_reachable() {
+        use testcontainers_modules::kafka::apache::{Kafka, KAFKA_PORT};
+        use testcontainers_modules::postgres::Postgres;
+        use testcontainers_modules::testcontainers::runners::AsyncRunner;
+        let postgres = Postgres::default().start().await?;
+        let kafka = Kafka::default().start().await?;
+        common.database_url = format!(
+            "postgres://postgres:postgres@127.0.0.1:{}/postgres",
+            postgres.get_host_port_ipv4(5432).await?
+        );
+        common.kafka_brokers = format!("127.0.0.1:{}", kafka.get_host_port_ipv4(KAFKA_PORT).await?);
+        return Ok((common, vec![Box::new(postgres), Box::new(kafka)]));
+    }
+    if let Some(url) = database_url {
         common.database_url = url;
     }
-    if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
+    if let Some(brokers) = brokers {
         common.kafka_brokers = brokers;
     }
-    common.log_format = "pretty".into();
-    common.database_max_connections = 12;
-    common
+    Ok((common, Vec::new()))
 }
 
 impl TestEnv {
@@ -49,7 +87,7 @@ impl TestEnv {
     /// the topics behind a fresh prefix.
     pub async fn new() -> anyhow::Result<Self> {
         init_test_tracing();
-        let mut common = services();
+        let (mut common, containers) = services().await?;
         let id = Uuid::new_v4().simple().to_string();
         let database = format!("booking_test_{}", &id[..12]);
         let server: PgConnectOptions = common.database_url.parse()?;
@@ -60,13 +98,14 @@ impl TestEnv {
         admin.close().await?;
         common.database_url = server.database(&database).to_url_lossy().to_string();
         common.topic_prefix = format!("t{}-", &id[..12]);
-        let pool = platform::db::pool(&common.database_url, 8)?;
+        let pool = platform::db::pool(&common.database_url, 3)?;
         platform::db::migrate(&pool).await?;
         platform::kafka::create_topics(&common, &common.topics()).await?;
         Ok(Self {
             common,
             pool,
             database,
+            _containers: containers,
         })
     }
 

@@ -48,6 +48,7 @@ impl Stack {
         let admin_token = format!("admin-{}", uuid::Uuid::new_v4().simple());
         let mut gateway_config = GatewayConfig::local(&admin_token, "test-secret");
         gateway_config.common = env.common.clone();
+        gateway_config.common.database_max_connections = 6;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let cancel = CancellationToken::new();
@@ -95,6 +96,10 @@ impl Stack {
         vec![
             ("DATABASE_URL", c.common.database_url.clone()),
             ("KAFKA_BROKERS", c.common.kafka_brokers.clone()),
+            (
+                "DATABASE_MAX_CONNECTIONS",
+                c.common.database_max_connections.to_string(),
+            ),
             ("TOPIC_PREFIX", c.common.topic_prefix.clone()),
             ("RESERVATION_HOLD_SECS", c.reservation_hold_secs.to_string()),
             ("QUEUE_ACTIVE_LIMIT", c.queue_active_limit.to_string()),
