@@ -386,3 +386,88 @@ async fn database_outage_pauses_the_lanes_and_loses_nothing() -> anyhow::Result<
     );
     stack.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_worker_processes_share_lanes_and_schedulers_safely() -> anyhow::Result<()> {
+    let mut stack = Stack::start(Options {
+        active_limit: 10,
+        ..Options::default()
+    })
+    .await?;
+    stack.start_extra_workers();
+    let api = &stack.api;
+    let schedule_id = api.create_schedule(20, 1_000).await?;
+    let seats = api.seat_ids(schedule_id).await?;
+
+    // 30 users queue for a schedule that admits 10 at a time; two admission
+    // schedulers run, yet never more than 10 are ACTIVE.
+    let mut users: Vec<(User, String)> = Vec::new();
+    for i in 0..30 {
+        // Joined one after the other, so the vector is the queue order.
+        let user = api.create_user(&format!("q{i}")).await?;
+        let token = api.join_queue(&user, schedule_id).await?;
+        users.push((user, token));
+    }
+    let active_now = || async {
+        scalar(&stack, &format!(
+            "SELECT count(*) FROM reservation_queue WHERE concert_schedule_id = {schedule_id} AND status = 'ACTIVE'"
+        ))
+        .await
+    };
+    testkit::eventually(
+        "10 tokens to be admitted",
+        Duration::from_secs(30),
+        || async {
+            let active = active_now().await?;
+            assert!(active <= 10, "{active} ACTIVE tokens with a limit of 10");
+            Ok((active == 10).then_some(()))
+        },
+    )
+    .await?;
+    // Admission follows join order.
+    let first_ten: Vec<String> = users[..10].iter().map(|(_, t)| t.clone()).collect();
+    for (user, token) in &users[..10] {
+        api.wait_active(user, token).await?;
+    }
+    assert_eq!(
+        api.queue_status(&users[10].0, &users[10].1).await?["status"],
+        "WAITING"
+    );
+    assert_eq!(first_ten.len(), 10);
+
+    // The ten admitted users race for every seat while both workers share
+    // the reservation partitions: each seat is won at most once.
+    let admitted = &users[..10];
+    let seats = &seats;
+    let requests: Vec<(usize, Uuid)> =
+        stream::iter((0..seats.len()).flat_map(|s| (0..admitted.len()).map(move |u| (s, u))))
+            .map(|(s, u)| async move {
+                let (user, token) = &admitted[u];
+                anyhow::Ok((u, api.hold(user, token, seats[s]).await?))
+            })
+            .buffer_unordered(32)
+            .try_collect()
+            .await?;
+    let outcomes: Vec<Value> = stream::iter(requests.iter())
+        .map(|(u, id)| api.outcome(&admitted[*u].0.token, *id))
+        .buffered(64)
+        .try_collect()
+        .await?;
+    let won = outcomes
+        .iter()
+        .filter(|o| o["status"] == "SUCCEEDED")
+        .count();
+    assert_eq!(won, seats.len(), "every seat is sold exactly once");
+    assert!(outcomes
+        .iter()
+        .all(|o| o["status"] == "SUCCEEDED" || o["error"]["code"] == "SEAT_TAKEN"));
+    assert_eq!(
+        scalar(&stack, "SELECT count(*) FROM reservations").await?,
+        seats.len() as i64
+    );
+    assert_eq!(
+        scalar(&stack, &format!("SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}")).await?,
+        0
+    );
+    stack.stop().await
+}

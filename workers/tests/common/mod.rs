@@ -40,6 +40,7 @@ pub struct Stack {
     cancel: CancellationToken,
     gateway: JoinHandle<anyhow::Result<()>>,
     workers: Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    extra_workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl Stack {
@@ -67,6 +68,7 @@ impl Stack {
             cancel,
             gateway,
             workers: None,
+            extra_workers: Vec::new(),
         };
         if options.in_process_workers {
             stack.start_workers();
@@ -81,9 +83,22 @@ impl Stack {
         self.workers = Some((cancel, task));
     }
 
+    /// Starts one more workers instance in-process, as a second worker
+    /// process would: it joins the same consumer groups.
+    pub fn start_extra_workers(&mut self) {
+        let cancel = self.cancel.child_token();
+        let task = tokio::spawn(workers::run(self.workers_config.clone(), cancel.clone()));
+        self.extra_workers.push((cancel, task));
+    }
+
     /// Stops the in-process workers gracefully.
     pub async fn stop_workers(&mut self) -> anyhow::Result<()> {
-        if let Some((cancel, task)) = self.workers.take() {
+        for (cancel, task) in self
+            .workers
+            .take()
+            .into_iter()
+            .chain(self.extra_workers.drain(..))
+        {
             cancel.cancel();
             tokio::time::timeout(Duration::from_secs(60), task).await???;
         }
