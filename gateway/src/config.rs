@@ -32,6 +32,10 @@ pub struct GatewayConfig {
     #[arg(long, env = "REQUEST_WAIT_MAX_MS", default_value_t = 30_000)]
     pub request_wait_max_ms: u64,
 
+    /// IANA time zone whose midnight separates the days of product stats.
+    #[arg(long, env = "BUSINESS_TZ", default_value = "Asia/Seoul")]
+    pub business_tz: String,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -47,6 +51,7 @@ impl GatewayConfig {
             admin_token: admin_token.to_owned(),
             auth_secret: auth_secret.to_owned(),
             request_wait_max_ms: 30_000,
+            business_tz: "Asia/Seoul".into(),
             max_body_bytes: 16 * 1024,
         }
     }

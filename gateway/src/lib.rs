@@ -59,6 +59,7 @@ impl Gateway {
             waiter: waiter::OutcomeWaiter::default(),
             produce_timeout: Duration::from_millis(config.common.kafka_produce_timeout_ms),
             max_wait: Duration::from_millis(config.request_wait_max_ms),
+            business_tz: Arc::from(config.business_tz.as_str()),
         };
         Ok(Self {
             state,

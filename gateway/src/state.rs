@@ -29,4 +29,6 @@ pub struct AppState {
     pub produce_timeout: Duration,
     /// Longest long-poll a client may ask for.
     pub max_wait: Duration,
+    /// Time zone of business days (product stats).
+    pub business_tz: Arc<str>,
 }

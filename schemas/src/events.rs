@@ -89,6 +89,60 @@ pub enum Event {
     /// A balance changed.
     #[serde(rename = "balance.changed")]
     BalanceChanged(BalanceChanged),
+    /// An order was paid: the feed of the external data platform and of the
+    /// stats lane.
+    #[serde(rename = "order.paid")]
+    OrderPaid(OrderPaid),
+    /// A product's totals for one business day changed.
+    #[serde(rename = "product.daily_stats")]
+    ProductDailyStats(ProductDailyStats),
+}
+
+/// One line of a paid order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPaidItem {
+    /// The product.
+    pub product_id: i64,
+    /// The product stock (product and size).
+    pub product_stock_id: i64,
+    /// The size.
+    pub size: String,
+    /// How many.
+    pub quantity: i32,
+    /// Price of one, in won, at the time of the order.
+    pub unit_price: i64,
+}
+
+/// Payload of `order.paid`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderPaid {
+    /// The order.
+    pub order_id: i64,
+    /// The buyer.
+    pub user_id: i64,
+    /// The payment.
+    pub payment_id: i64,
+    /// The lines.
+    pub items: Vec<OrderPaidItem>,
+    /// Sum of quantity times unit price, in won.
+    pub total_amount: i64,
+    /// When the order was paid.
+    pub paid_at: DateTime<Utc>,
+}
+
+/// Payload of `product.daily_stats`: the totals after the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ProductDailyStats {
+    /// The product.
+    pub product_id: i64,
+    /// The business day (in the configured business time zone).
+    pub date: chrono::NaiveDate,
+    /// Paid orders that contained the product that day.
+    pub total_orders: i64,
+    /// Units sold that day.
+    pub total_quantity: i64,
+    /// Won taken for the product that day.
+    pub total_sales_amount: i64,
 }
 
 /// Payload of the `reservation.*` events.
@@ -156,6 +210,8 @@ impl Event {
             | Event::ReservationExpired(_) => Topic::ReservationEvents,
             Event::PaymentSucceeded(_) | Event::PaymentRefunded(_) => Topic::PaymentEvents,
             Event::BalanceChanged(_) => Topic::BalanceEvents,
+            Event::OrderPaid(_) => Topic::OrderEvents,
+            Event::ProductDailyStats(_) => Topic::ProductDailyStats,
         }
     }
 
@@ -168,6 +224,8 @@ impl Event {
             | Event::ReservationExpired(r) => r.seat_id.to_string(),
             Event::PaymentSucceeded(p) | Event::PaymentRefunded(p) => p.user_id.to_string(),
             Event::BalanceChanged(b) => b.user_id.to_string(),
+            Event::OrderPaid(o) => o.user_id.to_string(),
+            Event::ProductDailyStats(s) => s.product_id.to_string(),
         }
     }
 }

@@ -59,6 +59,61 @@ pub enum Request {
     /// Add money to a balance (charge lane, key: user id).
     #[serde(rename = "balance.charge")]
     ChargeBalance(ChargeBalance),
+    /// Order items paid from the balance (order lane, key: user id).
+    #[serde(rename = "order.place")]
+    PlaceOrder(PlaceOrder),
+}
+
+/// Most distinct items one order may hold.
+pub const MAX_ORDER_ITEMS: usize = 50;
+/// Largest quantity of one item in one order.
+pub const MAX_ITEM_QUANTITY: i32 = 1_000;
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderLine {
+    /// The product stock (product and size).
+    pub product_stock_id: i64,
+    /// How many: 1 ..= [`MAX_ITEM_QUANTITY`].
+    pub quantity: i32,
+}
+
+/// Payload of `order.place`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlaceOrder {
+    /// The buyer.
+    pub user_id: i64,
+    /// 1 ..= [`MAX_ORDER_ITEMS`] lines with distinct stocks.
+    pub items: Vec<OrderLine>,
+    /// Whether the order checks out the user's cart: on success the ordered
+    /// lines leave the cart.
+    #[serde(default)]
+    pub from_cart: bool,
+}
+
+impl PlaceOrder {
+    /// Checks counts, quantities and distinct stocks.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.user_id <= 0 {
+            return Err("user_id must be positive".into());
+        }
+        if self.items.is_empty() || self.items.len() > MAX_ORDER_ITEMS {
+            return Err(format!("items must hold 1 to {MAX_ORDER_ITEMS} lines"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for line in &self.items {
+            if line.product_stock_id <= 0 {
+                return Err("items.product_stock_id must be positive".into());
+            }
+            if !(1..=MAX_ITEM_QUANTITY).contains(&line.quantity) {
+                return Err(format!("items.quantity must be 1 to {MAX_ITEM_QUANTITY}"));
+            }
+            if !seen.insert(line.product_stock_id) {
+                return Err(format!("items names stock {} twice", line.product_stock_id));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Payload of `reservation.hold`.
@@ -121,6 +176,7 @@ impl Request {
             }
             Request::PayReservation(_) => Topic::PaymentRequests,
             Request::ChargeBalance(_) => Topic::ChargeRequests,
+            Request::PlaceOrder(_) => Topic::OrderRequests,
         }
     }
 
@@ -133,6 +189,7 @@ impl Request {
             Request::ExpireHold(r) => r.seat_id.to_string(),
             Request::PayReservation(r) => r.user_id.to_string(),
             Request::ChargeBalance(r) => r.user_id.to_string(),
+            Request::PlaceOrder(r) => r.user_id.to_string(),
         }
     }
 
@@ -144,6 +201,7 @@ impl Request {
             Request::ExpireHold(_) => "reservation.expire",
             Request::PayReservation(_) => "payment.pay",
             Request::ChargeBalance(_) => "balance.charge",
+            Request::PlaceOrder(_) => "order.place",
         }
     }
 
@@ -155,6 +213,7 @@ impl Request {
             Request::ExpireHold(_) => None,
             Request::PayReservation(r) => Some(r.user_id),
             Request::ChargeBalance(r) => Some(r.user_id),
+            Request::PlaceOrder(r) => Some(r.user_id),
         }
     }
 
@@ -194,6 +253,7 @@ impl Request {
                 }
                 Ok(())
             }
+            Request::PlaceOrder(r) => r.validate(),
         }
     }
 }
@@ -230,6 +290,29 @@ mod tests {
         assert!(charge(-5).validate().is_err());
         assert!(charge(MAX_CHARGE_AMOUNT + 1).validate().is_err());
         assert!(charge(MAX_CHARGE_AMOUNT).validate().is_ok());
+    }
+
+    #[test]
+    fn orders_need_distinct_bounded_lines() {
+        let order = |items: Vec<(i64, i32)>| {
+            Request::PlaceOrder(PlaceOrder {
+                user_id: 1,
+                items: items
+                    .into_iter()
+                    .map(|(product_stock_id, quantity)| OrderLine {
+                        product_stock_id,
+                        quantity,
+                    })
+                    .collect(),
+                from_cart: false,
+            })
+        };
+        assert!(order(vec![(1, 2), (2, 1)]).validate().is_ok());
+        assert!(order(vec![]).validate().is_err());
+        assert!(order(vec![(1, 0)]).validate().is_err());
+        assert!(order(vec![(1, MAX_ITEM_QUANTITY + 1)]).validate().is_err());
+        assert!(order(vec![(1, 1), (1, 2)]).validate().is_err());
+        assert!(order(vec![(-1, 1)]).validate().is_err());
     }
 
     #[test]

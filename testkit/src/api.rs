@@ -268,6 +268,49 @@ impl Api {
         }
     }
 
+    /// Creates a product with `(size, quantity)` stocks; returns the product
+    /// id and the stock ids in the given order.
+    pub async fn create_product(
+        &self,
+        name: &str,
+        category: &str,
+        price: i64,
+        stocks: &[(&str, i32)],
+    ) -> anyhow::Result<(i64, Vec<i64>)> {
+        let stocks: Vec<Value> = stocks
+            .iter()
+            .map(|(size, quantity)| json!({"size": size, "quantity": quantity}))
+            .collect();
+        let response = self
+            .http
+            .post(self.url("/v1/admin/products"))
+            .bearer_auth(&self.admin_token)
+            .json(&json!({"name": name, "category": category, "price": price, "stocks": stocks}))
+            .send()
+            .await?;
+        let (status, body) = Self::read(response).await?;
+        if status != StatusCode::CREATED {
+            bail!("create product: {status} {body}");
+        }
+        let ids = body["stocks"]
+            .as_array()
+            .context("stocks")?
+            .iter()
+            .filter_map(|s| s["id"].as_i64())
+            .collect();
+        Ok((body["id"].as_i64().context("id")?, ids))
+    }
+
+    /// Orders `(stock id, quantity)` lines for `user`; returns the request id.
+    pub async fn order(&self, user: &User, lines: &[(i64, i32)]) -> anyhow::Result<Uuid> {
+        let items: Vec<Value> = lines
+            .iter()
+            .map(|(stock, quantity)| json!({"product_stock_id": stock, "quantity": quantity}))
+            .collect();
+        self.submit("/v1/orders", &user.token, &[], &json!({"items": items}))
+            .await
+    }
+
     /// Balance of `user`.
     pub async fn balance(&self, user: &User) -> anyhow::Result<i64> {
         let (status, body) = self

@@ -43,6 +43,10 @@ pub struct WorkersConfig {
     #[arg(long, env = "SCHEDULER_INTERVAL_MS", default_value_t = 500)]
     pub scheduler_interval_ms: u64,
 
+    /// IANA time zone whose midnight separates the days of product stats.
+    #[arg(long, env = "BUSINESS_TZ", default_value = "Asia/Seoul")]
+    pub business_tz: String,
+
     /// Address of the workers' health and metrics endpoints.
     #[arg(long, env = "WORKERS_ADDR", default_value = "127.0.0.1:9091")]
     pub addr: SocketAddr,
@@ -59,6 +63,7 @@ impl WorkersConfig {
             batch_max: 256,
             batch_wait_ms: 5,
             scheduler_interval_ms: 500,
+            business_tz: "Asia/Seoul".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
         }
     }

@@ -39,38 +39,28 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
     let interval = Duration::from_millis(config.scheduler_interval_ms.max(10));
 
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
-    {
-        let lane = Arc::new(lanes::ReservationLane {
+    let lane_env = LaneEnv {
+        common: common.clone(),
+        settings,
+        pool: pool.clone(),
+        producer: producer.clone(),
+        cancel: cancel.clone(),
+    };
+    lane_env.spawn(
+        &mut tasks,
+        lanes::ReservationLane {
             hold: config.hold(),
-        });
-        let (common, pool, producer, cancel) = (
-            common.clone(),
-            pool.clone(),
-            producer.clone(),
-            cancel.clone(),
-        );
-        tasks.spawn(async move { run_lane(lane, &common, settings, pool, producer, cancel).await });
-    }
-    {
-        let lane = Arc::new(lanes::PaymentLane);
-        let (common, pool, producer, cancel) = (
-            common.clone(),
-            pool.clone(),
-            producer.clone(),
-            cancel.clone(),
-        );
-        tasks.spawn(async move { run_lane(lane, &common, settings, pool, producer, cancel).await });
-    }
-    {
-        let lane = Arc::new(lanes::ChargeLane);
-        let (common, pool, producer, cancel) = (
-            common.clone(),
-            pool.clone(),
-            producer.clone(),
-            cancel.clone(),
-        );
-        tasks.spawn(async move { run_lane(lane, &common, settings, pool, producer, cancel).await });
-    }
+        },
+    );
+    lane_env.spawn(&mut tasks, lanes::PaymentLane);
+    lane_env.spawn(&mut tasks, lanes::ChargeLane);
+    lane_env.spawn(&mut tasks, lanes::OrderLane);
+    lane_env.spawn(
+        &mut tasks,
+        lanes::StatsLane {
+            business_tz: config.business_tz.clone(),
+        },
+    );
     {
         let (pool, producer, topics, cancel) = (
             pool.clone(),
@@ -132,6 +122,28 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
     match first_error {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// What every lane task is started with.
+struct LaneEnv {
+    common: platform::CommonConfig,
+    settings: LaneSettings,
+    pool: PgPool,
+    producer: rdkafka::producer::FutureProducer,
+    cancel: CancellationToken,
+}
+
+impl LaneEnv {
+    fn spawn<L: engine::Lane>(&self, tasks: &mut JoinSet<anyhow::Result<()>>, lane: L) {
+        let lane = Arc::new(lane);
+        let (common, settings) = (self.common.clone(), self.settings);
+        let (pool, producer, cancel) = (
+            self.pool.clone(),
+            self.producer.clone(),
+            self.cancel.clone(),
+        );
+        tasks.spawn(async move { run_lane(lane, &common, settings, pool, producer, cancel).await });
     }
 }
 

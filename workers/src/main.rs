@@ -24,6 +24,16 @@ async fn main() -> anyhow::Result<()> {
     platform::observability::init_tracing(&config.common.log_format);
     let pool = platform::db::pool(&config.common.database_url, 2)?;
     platform::db::migrate(&pool).await?;
+    sqlx::query("SELECT now() AT TIME ZONE $1")
+        .bind(&config.business_tz)
+        .execute(&pool)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "BUSINESS_TZ={} is not a time zone Postgres knows: {e}",
+                config.business_tz
+            )
+        })?;
     platform::kafka::create_topics(&config.common, &config.common.topics()).await?;
     if cli.setup_only {
         tracing::info!("migrations applied and topics created");

@@ -5,9 +5,12 @@ use axum::Router;
 use crate::state::AppState;
 
 pub mod balance;
+pub mod cart;
 pub mod concerts;
 pub mod health;
+pub mod orders;
 pub mod payments;
+pub mod products;
 pub mod queue;
 pub mod requests;
 pub mod reservations;
@@ -22,6 +25,9 @@ pub fn router() -> Router<AppState> {
         .merge(reservations::router())
         .merge(payments::router())
         .merge(balance::router())
+        .merge(products::router())
+        .merge(cart::router())
+        .merge(orders::router())
         .merge(requests::router())
         .merge(health::router())
 }

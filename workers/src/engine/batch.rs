@@ -11,21 +11,21 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::Offset;
-use schemas::{ErrorCode, EventEnvelope, RequestEnvelope};
+use schemas::{ErrorCode, EventEnvelope};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::consumer::{LaneContext, LaneSettings};
-use super::decode::{decode, Poison};
+use super::decode::{LaneInput, Poison};
 use super::store::{self, OutcomeRow};
 use super::{Lane, Outcome};
 
 /// A consumed record, decoded or not.
-struct Item {
+struct Item<I> {
     offset: i64,
-    decoded: Result<RequestEnvelope, Poison>,
+    decoded: Result<I, Poison>,
 }
 
 /// Why a batch did not commit.
@@ -140,11 +140,11 @@ impl<L: Lane> PartitionWorker<L> {
         accept_gap_at: Option<i64>,
     ) -> Flow {
         let topic = self.lane.topic();
-        let items: Vec<Item> = batch
+        let items: Vec<Item<L::Input>> = batch
             .iter()
             .map(|m| Item {
                 offset: m.offset(),
-                decoded: decode(m, topic),
+                decoded: L::Input::decode(m, topic),
             })
             .collect();
         for (message, item) in batch.iter().zip(&items) {
@@ -196,7 +196,7 @@ impl<L: Lane> PartitionWorker<L> {
     async fn isolate(
         &self,
         batch: &[OwnedMessage],
-        items: &[Item],
+        items: &[Item<L::Input>],
         cancel: &CancellationToken,
         accept_gap_at: Option<i64>,
     ) -> Flow {
@@ -248,7 +248,7 @@ impl<L: Lane> PartitionWorker<L> {
     /// is recorded FAILED with that reason.
     async fn apply(
         &self,
-        items: &[Item],
+        items: &[Item<L::Input>],
         failed: Option<&str>,
         accept_gap_at: Option<i64>,
     ) -> Result<(), BatchError> {
@@ -267,21 +267,21 @@ impl<L: Lane> PartitionWorker<L> {
         if stored < first && accept_gap_at != Some(stored) {
             return Err(BatchError::Gap { stored });
         }
-        let pending: Vec<&Item> = items.iter().filter(|i| i.offset >= stored).collect();
+        let pending: Vec<&Item<L::Input>> = items.iter().filter(|i| i.offset >= stored).collect();
 
         let ids: Vec<uuid::Uuid> = pending
             .iter()
             .filter_map(|i| match &i.decoded {
-                Ok(env) => Some(env.request_id),
+                Ok(input) => input.request().map(|r| r.id),
                 Err(poison) => poison.request_id,
             })
             .collect();
         let already = store::decided(&mut tx, &ids).await?;
         let mut seen: HashSet<uuid::Uuid> = HashSet::new();
-        let mut state = L::Batch::default();
+        // Inputs to apply: decoded, and (for requests) not decided before.
+        let mut to_apply: Vec<&Item<L::Input>> = Vec::with_capacity(pending.len());
         let mut outcomes: Vec<OutcomeRow> = Vec::with_capacity(pending.len());
-        let mut events: Vec<EventEnvelope> = Vec::new();
-        let row = |id, request_type: &str, user_id, item: &Item| OutcomeRow {
+        let row = |id, request_type: &str, user_id, item: &Item<L::Input>| OutcomeRow {
             id,
             request_type: request_type.to_owned(),
             user_id,
@@ -295,42 +295,25 @@ impl<L: Lane> PartitionWorker<L> {
         };
         for item in pending {
             match &item.decoded {
-                Ok(env) => {
-                    if already.contains(&env.request_id) || !seen.insert(env.request_id) {
-                        metrics::counter!("lane_duplicate_requests_total", "lane" => self.lane.name()).increment(1);
+                Ok(input) => {
+                    if let Some(request) = input.request() {
+                        if already.contains(&request.id) || !seen.insert(request.id) {
+                            metrics::counter!("lane_duplicate_requests_total", "lane" => self.lane.name()).increment(1);
+                            continue;
+                        }
+                        if let Some(reason) = failed {
+                            let mut outcome =
+                                row(request.id, request.type_name, request.user_id, item);
+                            outcome.error_code = Some(ErrorCode::Internal);
+                            outcome.error_message = Some(reason.to_owned());
+                            outcomes.push(outcome);
+                            continue;
+                        }
+                    } else if failed.is_some() {
+                        // An event that cannot be applied was dead-lettered.
                         continue;
                     }
-                    let mut outcome = row(
-                        env.request_id,
-                        env.request.type_name(),
-                        env.request.user_id(),
-                        item,
-                    );
-                    if let Some(reason) = failed {
-                        outcome.error_code = Some(ErrorCode::Internal);
-                        outcome.error_message = Some(reason.to_owned());
-                    } else {
-                        let applied = self.lane.apply(&mut tx, &mut state, env).await?;
-                        match applied.outcome {
-                            Outcome::Succeeded(result) => {
-                                outcome.status = "SUCCEEDED";
-                                outcome.result = Some(result);
-                            }
-                            Outcome::Rejected(code, message) => {
-                                outcome.status = "REJECTED";
-                                outcome.error_code = Some(code);
-                                outcome.error_message = Some(message);
-                            }
-                        }
-                        events.extend(
-                            applied
-                                .events
-                                .into_iter()
-                                .map(|event| EventEnvelope::new(Some(env.request_id), event)),
-                        );
-                    }
-                    metrics::counter!("lane_outcomes_total", "lane" => self.lane.name(), "status" => outcome.status).increment(1);
-                    outcomes.push(outcome);
+                    to_apply.push(item);
                 }
                 Err(poison) => {
                     if let Some(id) = poison.request_id {
@@ -345,7 +328,50 @@ impl<L: Lane> PartitionWorker<L> {
                 }
             }
         }
-        self.lane.finish(&mut tx, state).await?;
+
+        let mut state = L::Batch::default();
+        let inputs: Vec<&L::Input> = to_apply
+            .iter()
+            .filter_map(|i| i.decoded.as_ref().ok())
+            .collect();
+        let mut events: Vec<EventEnvelope> = Vec::new();
+        if !inputs.is_empty() {
+            self.lane.prepare(&mut tx, &mut state, &inputs).await?;
+        }
+        for item in to_apply {
+            let Ok(input) = &item.decoded else { continue };
+            let applied = self.lane.apply(&mut tx, &mut state, input).await?;
+            let cause = input.causation_id();
+            events.extend(
+                applied
+                    .events
+                    .into_iter()
+                    .map(|event| EventEnvelope::new(cause, event)),
+            );
+            let Some(request) = input.request() else {
+                continue;
+            };
+            let mut outcome = row(request.id, request.type_name, request.user_id, item);
+            match applied.outcome {
+                Outcome::Succeeded(result) => {
+                    outcome.status = "SUCCEEDED";
+                    outcome.result = Some(result);
+                }
+                Outcome::Rejected(code, message) => {
+                    outcome.status = "REJECTED";
+                    outcome.error_code = Some(code);
+                    outcome.error_message = Some(message);
+                }
+            }
+            metrics::counter!("lane_outcomes_total", "lane" => self.lane.name(), "status" => outcome.status).increment(1);
+            outcomes.push(outcome);
+        }
+        let finished = self.lane.finish(&mut tx, state).await?;
+        events.extend(
+            finished
+                .into_iter()
+                .map(|event| EventEnvelope::new(None, event)),
+        );
         store::record_outcomes(&mut tx, &outcomes).await?;
         store::enqueue_events(&mut tx, &events).await?;
         store::store_offset(&mut tx, &self.group, &self.topic, self.partition, last + 1).await?;

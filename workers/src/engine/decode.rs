@@ -2,8 +2,74 @@
 //! dead-letter it.
 
 use rdkafka::message::{Message, OwnedMessage};
-use schemas::{RequestEnvelope, Topic};
+use schemas::{EventEnvelope, RequestEnvelope, Topic};
 use uuid::Uuid;
+
+/// Who a request is, for its outcome row.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestMeta<'a> {
+    /// Request id.
+    pub id: Uuid,
+    /// Request type.
+    pub type_name: &'a str,
+    /// The user it acts for.
+    pub user_id: Option<i64>,
+}
+
+/// Something a lane consumes.
+pub trait LaneInput: Sized + Send + Sync + 'static {
+    /// Decodes and validates a record of `topic`.
+    fn decode(message: &OwnedMessage, topic: Topic) -> Result<Self, Poison>;
+
+    /// The request whose outcome the engine records; None for events.
+    fn request(&self) -> Option<RequestMeta<'_>>;
+
+    /// The id events caused by this input carry as `request_id`.
+    fn causation_id(&self) -> Option<Uuid>;
+}
+
+impl LaneInput for RequestEnvelope {
+    fn decode(message: &OwnedMessage, topic: Topic) -> Result<Self, Poison> {
+        decode(message, topic)
+    }
+
+    fn request(&self) -> Option<RequestMeta<'_>> {
+        Some(RequestMeta {
+            id: self.request_id,
+            type_name: self.request.type_name(),
+            user_id: self.request.user_id(),
+        })
+    }
+
+    fn causation_id(&self) -> Option<Uuid> {
+        Some(self.request_id)
+    }
+}
+
+impl LaneInput for EventEnvelope {
+    fn decode(message: &OwnedMessage, topic: Topic) -> Result<Self, Poison> {
+        let envelope: EventEnvelope = serde_json::from_slice(message.payload().unwrap_or_default())
+            .map_err(|error| Poison {
+                reason: format!("undecodable event: {error}"),
+                request_id: None,
+            })?;
+        if envelope.event.topic() != topic {
+            return Err(Poison {
+                reason: format!("event does not belong on {}", topic.base_name()),
+                request_id: None,
+            });
+        }
+        Ok(envelope)
+    }
+
+    fn request(&self) -> Option<RequestMeta<'_>> {
+        None
+    }
+
+    fn causation_id(&self) -> Option<Uuid> {
+        self.request_id
+    }
+}
 
 /// A record the lane cannot apply.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,10 +16,11 @@ mod decode;
 pub mod store;
 
 use async_trait::async_trait;
-use schemas::{ErrorCode, Event, RequestEnvelope, Topic};
+use schemas::{ErrorCode, Event, Topic};
 use sqlx::PgConnection;
 
 pub use consumer::{run_lane, LaneSettings};
+pub use decode::{LaneInput, Poison, RequestMeta};
 
 /// What applying one request decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +61,9 @@ impl Applied {
 /// A lane's business step.
 #[async_trait]
 pub trait Lane: Send + Sync + 'static {
+    /// What the lane consumes: requests (with an outcome each) or events.
+    type Input: LaneInput;
+
     /// Per-batch scratch state (for example deltas applied once at the end).
     type Batch: Default + Send;
 
@@ -69,18 +73,36 @@ pub trait Lane: Send + Sync + 'static {
     /// The request topic the lane consumes.
     fn topic(&self) -> Topic;
 
-    /// Applies one request inside the batch transaction. A business refusal
+    /// Runs once per batch before any input is applied, with every input
+    /// that will be (for example to take row locks in one global order, so
+    /// batches on different partitions cannot deadlock).
+    async fn prepare(
+        &self,
+        _tx: &mut PgConnection,
+        _batch: &mut Self::Batch,
+        _inputs: &[&Self::Input],
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    /// Applies one input inside the batch transaction. A business refusal
     /// is an `Ok` rejection and must leave no writes behind; an `Err` aborts
-    /// the batch (it is retried or isolated by the engine).
+    /// the batch (it is retried or isolated by the engine). For event inputs
+    /// the outcome is not recorded.
     async fn apply(
         &self,
         tx: &mut PgConnection,
         batch: &mut Self::Batch,
-        request: &RequestEnvelope,
+        input: &Self::Input,
     ) -> Result<Applied, sqlx::Error>;
 
-    /// Runs once per batch after every request, before the commit.
-    async fn finish(&self, _tx: &mut PgConnection, _batch: Self::Batch) -> Result<(), sqlx::Error> {
-        Ok(())
+    /// Runs once per batch after every input, before the commit; returns
+    /// events to publish.
+    async fn finish(
+        &self,
+        _tx: &mut PgConnection,
+        _batch: Self::Batch,
+    ) -> Result<Vec<Event>, sqlx::Error> {
+        Ok(Vec::new())
     }
 }

@@ -15,6 +15,7 @@ pub struct ChargeLane;
 
 #[async_trait]
 impl Lane for ChargeLane {
+    type Input = RequestEnvelope;
     type Batch = ();
 
     fn name(&self) -> &'static str {

@@ -127,6 +127,7 @@ impl PaymentLane {
 
 #[async_trait]
 impl Lane for PaymentLane {
+    type Input = RequestEnvelope;
     type Batch = ();
 
     fn name(&self) -> &'static str {

@@ -287,6 +287,7 @@ impl ReservationLane {
 
 #[async_trait]
 impl Lane for ReservationLane {
+    type Input = RequestEnvelope;
     type Batch = SeatDeltas;
 
     fn name(&self) -> &'static str {
@@ -316,11 +317,15 @@ impl Lane for ReservationLane {
         }
     }
 
-    async fn finish(&self, tx: &mut PgConnection, deltas: SeatDeltas) -> Result<(), sqlx::Error> {
+    async fn finish(
+        &self,
+        tx: &mut PgConnection,
+        deltas: SeatDeltas,
+    ) -> Result<Vec<Event>, sqlx::Error> {
         let (ids, changes): (Vec<i64>, Vec<i32>) =
             deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // Lock in id order first: an UPDATE ... FROM join does not promise
         // an order, and two batches locking schedules in different orders
@@ -345,6 +350,6 @@ impl Lane for ReservationLane {
         .bind(&changes)
         .execute(&mut *tx)
         .await?;
-        Ok(())
+        Ok(Vec::new())
     }
 }

@@ -1,0 +1,235 @@
+//! Order lane (key: user id): every line's stock is taken only if all lines
+//! are available; the balance pays; order, items, payment and history rows
+//! are written; `order.paid` goes to the outbox.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use schemas::events::{BalanceChangeKind, OrderPaid, OrderPaidItem};
+use schemas::requests::PlaceOrder;
+use schemas::{ErrorCode, Event, Request, RequestEnvelope, Topic};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::ledger;
+use crate::engine::{Applied, Lane};
+
+/// Applies `order.place`.
+#[derive(Debug, Default)]
+pub struct OrderLane;
+
+#[derive(Debug, sqlx::FromRow)]
+struct StockRow {
+    id: i64,
+    product_id: i64,
+    size: String,
+    quantity: i32,
+    price: i64,
+}
+
+impl OrderLane {
+    async fn place(
+        &self,
+        tx: &mut PgConnection,
+        order: &PlaceOrder,
+        request_id: Uuid,
+    ) -> Result<Applied, sqlx::Error> {
+        let ids: Vec<i64> = order.items.iter().map(|l| l.product_stock_id).collect();
+        // Already locked by `prepare`, in id order; this re-reads them.
+        let stocks: Vec<StockRow> = sqlx::query_as(
+            "SELECT s.id, s.product_id, s.size, s.quantity, p.price
+             FROM product_stocks s JOIN products p ON p.id = s.product_id
+             WHERE s.id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut lines = Vec::with_capacity(order.items.len());
+        for line in &order.items {
+            let Some(stock) = stocks.iter().find(|s| s.id == line.product_stock_id) else {
+                return Ok(Applied::rejected(
+                    ErrorCode::NotFound,
+                    format!("product stock {} not found", line.product_stock_id),
+                ));
+            };
+            if stock.quantity < line.quantity {
+                return Ok(Applied::rejected(
+                    ErrorCode::OutOfStock,
+                    format!(
+                        "product stock {} (product {}, size {}) has {} left, {} ordered",
+                        stock.id, stock.product_id, stock.size, stock.quantity, line.quantity
+                    ),
+                ));
+            }
+            lines.push((stock, line.quantity));
+        }
+        let total: i64 = lines.iter().map(|(s, q)| s.price * i64::from(*q)).sum();
+        let Some(balance) = ledger::lock(tx, order.user_id).await? else {
+            return Ok(Applied::rejected(
+                ErrorCode::NotFound,
+                "user has no balance",
+            ));
+        };
+        if balance.balance < total {
+            return Ok(Applied::rejected(
+                ErrorCode::InsufficientBalance,
+                format!("balance {} is less than {total}", balance.balance),
+            ));
+        }
+
+        let quantities: Vec<i32> = lines.iter().map(|(_, q)| *q).collect();
+        let stock_ids: Vec<i64> = lines.iter().map(|(s, _)| s.id).collect();
+        sqlx::query(
+            "UPDATE product_stocks s SET quantity = s.quantity - d.q, version = s.version + 1, updated_at = now()
+             FROM UNNEST($1::int8[], $2::int4[]) AS d(id, q) WHERE s.id = d.id",
+        )
+        .bind(&stock_ids)
+        .bind(&quantities)
+        .execute(&mut *tx)
+        .await?;
+        let (order_id, paid_at): (i64, DateTime<Utc>) = sqlx::query_as(
+            "INSERT INTO orders (user_id, status, total_amount, order_date, request_id)
+             VALUES ($1, 'PAID', $2, now(), $3) RETURNING id, order_date",
+        )
+        .bind(order.user_id)
+        .bind(total)
+        .bind(request_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let product_ids: Vec<i64> = lines.iter().map(|(s, _)| s.product_id).collect();
+        let sizes: Vec<&str> = lines.iter().map(|(s, _)| s.size.as_str()).collect();
+        let prices: Vec<i64> = lines.iter().map(|(s, _)| s.price).collect();
+        sqlx::query(
+            "INSERT INTO order_items (order_id, product_stock_id, product_id, size, quantity, unit_price)
+             SELECT $1, * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::int4[], $6::int8[])",
+        )
+        .bind(order_id)
+        .bind(&stock_ids)
+        .bind(&product_ids)
+        .bind(&sizes)
+        .bind(&quantities)
+        .bind(&prices)
+        .execute(&mut *tx)
+        .await?;
+        let payment_id: i64 = sqlx::query_scalar(
+            "INSERT INTO payments (order_id, user_id, amount, method, status, paid_at)
+             VALUES ($1, $2, $3, 'BALANCE', 'SUCCESS', $4) RETURNING id",
+        )
+        .bind(order_id)
+        .bind(order.user_id)
+        .bind(total)
+        .bind(paid_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut events = Vec::with_capacity(2);
+        let mut balance_after = balance.balance;
+        if total > 0 {
+            let changed = ledger::change(
+                tx,
+                balance,
+                BalanceChangeKind::Use,
+                total,
+                Some(payment_id),
+                Some("order payment"),
+                request_id,
+            )
+            .await?;
+            balance_after = changed.balance_after;
+            events.push(Event::BalanceChanged(changed));
+        }
+        if order.from_cart {
+            sqlx::query("DELETE FROM user_carts WHERE user_id = $1 AND product_stock_id = ANY($2)")
+                .bind(order.user_id)
+                .bind(&stock_ids)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let items: Vec<OrderPaidItem> = lines
+            .iter()
+            .map(|(s, q)| OrderPaidItem {
+                product_id: s.product_id,
+                product_stock_id: s.id,
+                size: s.size.clone(),
+                quantity: *q,
+                unit_price: s.price,
+            })
+            .collect();
+        events.insert(
+            0,
+            Event::OrderPaid(OrderPaid {
+                order_id,
+                user_id: order.user_id,
+                payment_id,
+                items,
+                total_amount: total,
+                paid_at,
+            }),
+        );
+        Ok(Applied::succeeded(
+            json!({"order_id": order_id, "payment_id": payment_id, "total_amount": total, "balance": balance_after}),
+            events,
+        ))
+    }
+}
+
+#[async_trait]
+impl Lane for OrderLane {
+    type Input = RequestEnvelope;
+    type Batch = ();
+
+    fn name(&self) -> &'static str {
+        "order"
+    }
+
+    fn topic(&self) -> Topic {
+        Topic::OrderRequests
+    }
+
+    /// Locks every stock the batch touches in ascending id order, so order
+    /// batches on different partitions cannot deadlock on stock rows. NO KEY
+    /// UPDATE does not conflict with the KEY SHARE locks that inserting
+    /// order items takes.
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        _batch: &mut (),
+        inputs: &[&RequestEnvelope],
+    ) -> Result<(), sqlx::Error> {
+        let ids: BTreeSet<i64> = inputs
+            .iter()
+            .filter_map(|input| match &input.request {
+                Request::PlaceOrder(order) => Some(order.items.iter().map(|l| l.product_stock_id)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = ids.into_iter().collect();
+        sqlx::query(
+            "SELECT id FROM product_stocks WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        _batch: &mut (),
+        envelope: &RequestEnvelope,
+    ) -> Result<Applied, sqlx::Error> {
+        match &envelope.request {
+            Request::PlaceOrder(order) => self.place(tx, order, envelope.request_id).await,
+            _ => Ok(Applied::rejected(
+                ErrorCode::InvalidRequest,
+                "not an order request",
+            )),
+        }
+    }
+}
