@@ -588,55 +588,185 @@ async fn shop_bad_input_gets_a_stable_code_and_publishes_nothing() -> anyhow::Re
     let h = Harness::start().await?;
     let alice = h.api.create_user("alice").await?;
     let bob = h.api.create_user("bob").await?;
-    let (product_id, stocks) = h.api.create_product("Tee", "tops", 9_000, &[("S", 3), ("M", 0)]).await?;
+    let (product_id, stocks) = h
+        .api
+        .create_product("Tee", "tops", 9_000, &[("S", 3), ("M", 0)])
+        .await?;
     let order = |items: Value| json!({ "items": items });
 
     for (items, why) in [
         (json!([]), "empty"),
-        (json!([{"product_stock_id": stocks[0], "quantity": 0}]), "zero quantity"),
-        (json!([{"product_stock_id": stocks[0], "quantity": -2}]), "negative quantity"),
-        (json!([{"product_stock_id": stocks[0], "quantity": 1}, {"product_stock_id": stocks[0], "quantity": 1}]), "same stock twice"),
+        (
+            json!([{"product_stock_id": stocks[0], "quantity": 0}]),
+            "zero quantity",
+        ),
+        (
+            json!([{"product_stock_id": stocks[0], "quantity": -2}]),
+            "negative quantity",
+        ),
+        (
+            json!([{"product_stock_id": stocks[0], "quantity": 1}, {"product_stock_id": stocks[0], "quantity": 1}]),
+            "same stock twice",
+        ),
     ] {
-        let (status, reply) = h.api.post("/v1/orders", Some(&alice.token), &[], &order(items)).await?;
-        assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{why}: {reply}");
+        let (status, reply) = h
+            .api
+            .post("/v1/orders", Some(&alice.token), &[], &order(items))
+            .await?;
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+            "{why}: {reply}"
+        );
     }
-    let (status, reply) = h.api.post("/v1/orders", Some(&alice.token), &[], &order(json!([{"product_stock_id": 99_999, "quantity": 1}]))).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{reply}");
-    let (status, reply) = h.api.post("/v1/orders", None, &[], &order(json!([{"product_stock_id": stocks[0], "quantity": 1}]))).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/orders",
+            Some(&alice.token),
+            &[],
+            &order(json!([{"product_stock_id": 99_999, "quantity": 1}])),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        "{reply}"
+    );
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/orders",
+            None,
+            &[],
+            &order(json!([{"product_stock_id": stocks[0], "quantity": 1}])),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+        "{reply}"
+    );
 
     let cart_item = format!("/v1/users/{}/cart/items/{}", alice.id, stocks[0]);
-    let put = |bearer: &str, body: Value| h.api.http.put(h.api.url(&cart_item)).bearer_auth(bearer.to_owned()).json(&body).send();
+    let put = |bearer: &str, body: Value| {
+        h.api
+            .http
+            .put(h.api.url(&cart_item))
+            .bearer_auth(bearer.to_owned())
+            .json(&body)
+            .send()
+    };
     let (status, reply) = Api::read(put(&bob.token, json!({"quantity": 1})).await?).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"), "{reply}");
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        "{reply}"
+    );
     let (status, reply) = Api::read(put(&alice.token, json!({"quantity": 1001})).await?).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
-    let missing = h.api.http.put(h.api.url(&format!("/v1/users/{}/cart/items/424242", alice.id)))
-        .bearer_auth(&alice.token).json(&json!({"quantity": 1})).send().await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
+    let missing = h
+        .api
+        .http
+        .put(
+            h.api
+                .url(&format!("/v1/users/{}/cart/items/424242", alice.id)),
+        )
+        .bearer_auth(&alice.token)
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await?;
     let (status, reply) = Api::read(missing).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::NOT_FOUND, "NOT_FOUND"), "{reply}");
-    let (status, reply) = h.api.post(&format!("/v1/users/{}/cart/checkout", alice.id), Some(&alice.token), &[], &json!({})).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "empty cart: {reply}");
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        "{reply}"
+    );
+    let (status, reply) = h
+        .api
+        .post(
+            &format!("/v1/users/{}/cart/checkout", alice.id),
+            Some(&alice.token),
+            &[],
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "empty cart: {reply}"
+    );
     assert_eq!(reply["error"]["field"], "cart");
 
     let bad_product = json!({"name": "X", "category": "c", "price": -1, "stocks": [{"size": "S", "quantity": 1}]});
-    let (status, reply) = h.api.post("/v1/admin/products", Some("admin-secret-token"), &[], &bad_product).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/admin/products",
+            Some("admin-secret-token"),
+            &[],
+            &bad_product,
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
     let dup_sizes = json!({"name": "X", "category": "c", "price": 1, "stocks": [{"size": "S", "quantity": 1}, {"size": "S", "quantity": 2}]});
-    let (status, reply) = h.api.post("/v1/admin/products", Some("admin-secret-token"), &[], &dup_sizes).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/admin/products",
+            Some("admin-secret-token"),
+            &[],
+            &dup_sizes,
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
 
     // Reads: the product with stock per size, category filter, paging.
-    let (status, product) = h.api.get(&format!("/v1/products/{product_id}"), &alice.token).await?;
+    let (status, product) = h
+        .api
+        .get(&format!("/v1/products/{product_id}"), &alice.token)
+        .await?;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(product["stocks"], json!([{"id": stocks[0], "size": "S", "quantity": 3}, {"id": stocks[1], "size": "M", "quantity": 0}]));
-    let (_, listed) = h.api.get("/v1/products?category=tops", &alice.token).await?;
+    assert_eq!(
+        product["stocks"],
+        json!([{"id": stocks[0], "size": "S", "quantity": 3}, {"id": stocks[1], "size": "M", "quantity": 0}])
+    );
+    let (_, listed) = h
+        .api
+        .get("/v1/products?category=tops", &alice.token)
+        .await?;
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
-    let (_, listed) = h.api.get("/v1/products?category=shoes", &alice.token).await?;
+    let (_, listed) = h
+        .api
+        .get("/v1/products?category=shoes", &alice.token)
+        .await?;
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(0));
-    let (status, reply) = h.api.get("/v1/stats/products/daily?date=yesterday", &alice.token).await?;
-    assert_eq!((status, code(&reply)), (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"), "{reply}");
+    let (status, reply) = h
+        .api
+        .get("/v1/stats/products/daily?date=yesterday", &alice.token)
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+        "{reply}"
+    );
 
-    assert_eq!(h.env.total_records()?, 0, "bad shop input publishes nothing");
+    assert_eq!(
+        h.env.total_records()?,
+        0,
+        "bad shop input publishes nothing"
+    );
     Ok(())
 }

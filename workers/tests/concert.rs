@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{scalar, Options, Stack};
+use common::{codes, outcomes, scalar, Options, Stack};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use testkit::api::User;
@@ -32,27 +31,6 @@ async fn admitted_users(
         api.wait_active(user, token).await?;
     }
     Ok(users)
-}
-
-async fn outcomes(stack: &Stack, requests: &[(String, Uuid)]) -> anyhow::Result<Vec<Value>> {
-    let api = &stack.api;
-    stream::iter(requests.iter().cloned())
-        .map(|(bearer, id)| async move { api.outcome(&bearer, id).await })
-        .buffer_unordered(64)
-        .try_collect()
-        .await
-}
-
-fn codes(outcomes: &[Value]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for outcome in outcomes {
-        let key = match outcome["status"].as_str() {
-            Some("SUCCEEDED") => "SUCCEEDED".to_owned(),
-            _ => outcome["error"]["code"].as_str().unwrap_or("?").to_owned(),
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-    counts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,10 +4,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{scalar, Options, Stack};
+use common::{scalar, spawn_workers_process, Options, Stack};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -17,21 +17,6 @@ use serde_json::{json, Value};
 use sqlx::ConnectOptions;
 use testkit::api::User;
 use uuid::Uuid;
-
-fn spawn_workers(stack: &Stack) -> anyhow::Result<Child> {
-    let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{}workers.log", stack.env.common.topic_prefix));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_workers"));
-    command
-        .envs(stack.workers_env())
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log));
-    Ok(command.spawn()?)
-}
 
 /// Small deterministic generator, so a failing run can be replayed.
 struct Lcg(u64);
@@ -59,7 +44,7 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         ..Options::default()
     })
     .await?;
-    let mut worker = spawn_workers(&stack)?;
+    let mut worker = spawn_workers_process(&stack)?;
     let api = &stack.api;
     let schedule_id = api.create_schedule(150, 1_000).await?;
     let seats = api.seat_ids(schedule_id).await?;
@@ -131,7 +116,7 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         "SELECT count(*) FROM requests WHERE status <> 'PENDING'",
     )
     .await?;
-    let mut worker = spawn_workers(&stack)?;
+    let mut worker = spawn_workers_process(&stack)?;
     let second_half: Vec<(Call, Uuid)> = stream::iter(calls[1000..].to_vec())
         .map(submit)
         .buffer_unordered(32)
@@ -150,8 +135,14 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         .buffered(64)
         .try_collect()
         .await?;
-    worker.kill()?;
-    worker.wait()?;
+    // Stop the second worker the polite way: SIGTERM must drain and exit 0.
+    let terminated = Command::new("kill")
+        .arg("-TERM")
+        .arg(worker.id().to_string())
+        .status()?;
+    assert!(terminated.success());
+    let exit = tokio::task::spawn_blocking(move || worker.wait()).await??;
+    assert!(exit.success(), "graceful shutdown exits cleanly: {exit:?}");
     assert!(
         decided_at_kill < 2000,
         "the kill happened mid-load ({decided_at_kill} decided)"

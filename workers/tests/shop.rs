@@ -3,13 +3,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{scalar, Options, Stack};
+use common::{codes, outcomes, scalar, spawn_workers_process, Options, Stack};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use testkit::api::User;
 use uuid::Uuid;
 
@@ -26,27 +24,6 @@ async fn buyers(stack: &Stack, n: usize, balance: i64) -> anyhow::Result<Vec<Use
         .buffer_unordered(32)
         .try_collect()
         .await
-}
-
-async fn outcomes(stack: &Stack, requests: &[(String, Uuid)]) -> anyhow::Result<Vec<Value>> {
-    let api = &stack.api;
-    stream::iter(requests.iter().cloned())
-        .map(|(bearer, id)| async move { api.outcome(&bearer, id).await })
-        .buffered(64)
-        .try_collect()
-        .await
-}
-
-fn codes(outcomes: &[Value]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for outcome in outcomes {
-        let key = match outcome["status"].as_str() {
-            Some("SUCCEEDED") => "SUCCEEDED".to_owned(),
-            _ => outcome["error"]["code"].as_str().unwrap_or("?").to_owned(),
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-    counts
 }
 
 async fn stock_left(stack: &Stack, stock_id: i64) -> anyhow::Result<i64> {
@@ -424,21 +401,6 @@ async fn top_products_rank_by_units_then_sales_then_id() -> anyhow::Result<()> {
     stack.stop().await
 }
 
-fn spawn_workers(stack: &Stack) -> anyhow::Result<Child> {
-    let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{}workers.log", stack.env.common.topic_prefix));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)?;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_workers"));
-    command
-        .envs(stack.workers_env())
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log));
-    Ok(command.spawn()?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stats_survive_a_killed_worker_without_double_counting() -> anyhow::Result<()> {
     let stack = Stack::start(Options {
@@ -446,7 +408,7 @@ async fn stats_survive_a_killed_worker_without_double_counting() -> anyhow::Resu
         ..Options::default()
     })
     .await?;
-    let mut worker = spawn_workers(&stack)?;
+    let mut worker = spawn_workers_process(&stack)?;
     let api = &stack.api;
     let (a, a_stocks) = api
         .create_product("A", "k", 1_000, &[("F", 100_000)])
@@ -483,7 +445,7 @@ async fn stats_survive_a_killed_worker_without_double_counting() -> anyhow::Resu
     .await?;
     worker.kill()?;
     worker.wait()?;
-    let mut worker = spawn_workers(&stack)?;
+    let mut worker = spawn_workers_process(&stack)?;
     let more: Vec<(String, Uuid)> = stream::iter(300..600)
         .map(submit)
         .buffer_unordered(32)

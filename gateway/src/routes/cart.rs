@@ -165,5 +165,6 @@ async fn checkout(
             .collect(),
         from_cart: true,
     };
+    order.validate().map_err(|message| ApiError::invalid("cart", message))?;
     submit(&state, id, Request::PlaceOrder(order)).await
 }

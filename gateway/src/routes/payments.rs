@@ -69,6 +69,7 @@ async fn list_for_user(
     let rows: Vec<(
         i64,
         Option<i64>,
+        Option<i64>,
         i64,
         String,
         String,
@@ -76,7 +77,7 @@ async fn list_for_user(
         Option<DateTime<Utc>>,
         DateTime<Utc>,
     )> = sqlx::query_as(
-        "SELECT id, reservation_id, amount, method, status, paid_at, refunded_at, created_at
+        "SELECT id, reservation_id, order_id, amount, method, status, paid_at, refunded_at, created_at
              FROM payments WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3",
     )
     .bind(user_id)
@@ -86,8 +87,9 @@ async fn list_for_user(
     .await?;
     let items: Vec<Value> = rows
         .into_iter()
-        .map(|(id, reservation_id, amount, method, status, paid_at, refunded_at, created_at)| {
-            json!({"id": id, "user_id": user_id, "reservation_id": reservation_id, "amount": amount,
+        .map(|(id, reservation_id, order_id, amount, method, status, paid_at, refunded_at, created_at)| {
+            json!({"id": id, "user_id": user_id, "reservation_id": reservation_id, "order_id": order_id,
+                   "amount": amount,
                    "method": method, "status": status, "paid_at": paid_at,
                    "refunded_at": refunded_at, "created_at": created_at})
         })

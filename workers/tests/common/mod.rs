@@ -3,7 +3,13 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::Value;
+use uuid::Uuid;
 
 use gateway::{Gateway, GatewayConfig};
 use testkit::{Api, TestEnv};
@@ -138,4 +144,44 @@ pub async fn scalar(stack: &Stack, sql: &str) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(&stack.env.pool)
         .await?)
+}
+
+/// Starts the workers binary for `stack`, logging to a file under the
+/// target's temporary directory.
+pub fn spawn_workers_process(stack: &Stack) -> anyhow::Result<Child> {
+    let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{}workers.log", stack.env.common.topic_prefix));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_workers"));
+    command
+        .envs(stack.workers_env())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    Ok(command.spawn()?)
+}
+
+/// Final outcomes of `(bearer, request id)` pairs, in order.
+pub async fn outcomes(stack: &Stack, requests: &[(String, Uuid)]) -> anyhow::Result<Vec<Value>> {
+    let api = &stack.api;
+    stream::iter(requests.iter().cloned())
+        .map(|(bearer, id)| async move { api.outcome(&bearer, id).await })
+        .buffered(64)
+        .try_collect()
+        .await
+}
+
+/// Outcomes counted by `SUCCEEDED` or their error code.
+pub fn codes(outcomes: &[Value]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for outcome in outcomes {
+        let key = match outcome["status"].as_str() {
+            Some("SUCCEEDED") => "SUCCEEDED".to_owned(),
+            _ => outcome["error"]["code"].as_str().unwrap_or("?").to_owned(),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
 }
