@@ -165,6 +165,8 @@ async fn checkout(
             .collect(),
         from_cart: true,
     };
-    order.validate().map_err(|message| ApiError::invalid("cart", message))?;
+    order
+        .validate()
+        .map_err(|message| ApiError::invalid("cart", message))?;
     submit(&state, id, Request::PlaceOrder(order)).await
 }

@@ -1,0 +1,165 @@
+//! `loadgen`: drives the gateway over HTTP with many concurrent clients and
+//! follows every request to its outcome. See `loadgen --help`.
+
+mod checks;
+mod report;
+mod scenario;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use testkit::Api;
+use tokio::sync::Semaphore;
+
+use report::{Report, Sample};
+use scenario::Scenario;
+
+/// Which workload to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioName {
+    /// Users (more than seats) race for the seats of one schedule.
+    Rush,
+    /// Balance charges spread over many users.
+    Charge,
+    /// Hold then pay, spread over many seats.
+    Booking,
+    /// Multi-item orders on a catalogue with a few hot items.
+    Shop,
+}
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load generator for the booking and shop gateway"
+)]
+pub struct Cli {
+    /// The scenario to run.
+    #[arg(long, value_enum)]
+    pub scenario: ScenarioName,
+    /// Gateway base URL.
+    #[arg(long, env = "LOADGEN_GATEWAY", default_value = "http://127.0.0.1:8080")]
+    pub gateway: String,
+    /// Admin credential of the gateway (catalogue set-up).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// Postgres of the stack, for the correctness checks after the run.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/booking"
+    )]
+    pub database_url: String,
+    /// Requests to send (for `rush`: users racing).
+    #[arg(long, default_value_t = 2_000)]
+    pub requests: u64,
+    /// Run for this many seconds instead of a fixed count.
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+    /// Open-loop target rate in requests per second; 0 sends as fast as the
+    /// concurrency allows.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Most requests in flight (POST to outcome).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Users to create (`charge`, `booking`, `shop`).
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Seats of the rush schedule.
+    #[arg(long, default_value_t = 50)]
+    pub seats: i32,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress bar (for logs).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let api = Api::new(cli.gateway.clone(), cli.admin_token.clone());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&cli.database_url)
+        .await?;
+
+    eprintln!("seeding {:?} ...", cli.scenario);
+    let scenario = Arc::new(Scenario::seed(&cli, &api).await?);
+    let total = scenario.request_count(&cli);
+    let progress = if cli.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} outcomes  {per_sec}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    let started = Instant::now();
+    let deadline = cli.duration_secs.map(|s| started + Duration::from_secs(s));
+    let permits = Arc::new(Semaphore::new(cli.concurrency.max(1)));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
+    let sender = {
+        let (api, scenario, permits, progress) = (
+            api.clone(),
+            scenario.clone(),
+            permits.clone(),
+            progress.clone(),
+        );
+        let rate = cli.rate;
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            loop {
+                if deadline.map_or(i >= total, |d| Instant::now() >= d) {
+                    break;
+                }
+                if rate > 0.0 {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let (api, scenario, tx, progress) =
+                    (api.clone(), scenario.clone(), tx.clone(), progress.clone());
+                tokio::spawn(async move {
+                    let sample = scenario.run_one(&api, i, started).await;
+                    progress.inc(1);
+                    let _ = tx.send(sample);
+                    drop(permit);
+                });
+                i += 1;
+            }
+            i
+        })
+    };
+    let sent = sender.await?;
+    let mut samples = Vec::with_capacity(sent as usize);
+    while samples.len() < sent as usize {
+        match rx.recv().await {
+            Some(sample) => samples.push(sample),
+            None => break,
+        }
+    }
+    progress.finish_and_clear();
+
+    let checks = checks::run(&pool, &cli, &scenario).await?;
+    let report = Report::build(&cli, &samples, started, checks);
+    println!("{}", report.human());
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    if !report.correct {
+        anyhow::bail!("correctness checks failed");
+    }
+    Ok(())
+}
