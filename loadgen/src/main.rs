@@ -66,7 +66,8 @@ pub struct Cli {
     /// Most requests in flight (POST to outcome).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Users to create (`charge`, `booking`, `shop`).
+    /// Users to create (`charge`, `shop`; `booking` uses one per request,
+    /// because a payment expires the user's queue token).
     #[arg(long, default_value_t = 200)]
     pub users: usize,
     /// Seats of the rush schedule.
