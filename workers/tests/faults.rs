@@ -110,7 +110,6 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
     )
     .await?;
     worker.kill()?;
-    worker.wait()?;
     let decided_at_kill = scalar(
         &stack,
         "SELECT count(*) FROM requests WHERE status <> 'PENDING'",

@@ -444,7 +444,6 @@ async fn stats_survive_a_killed_worker_without_double_counting() -> anyhow::Resu
     )
     .await?;
     worker.kill()?;
-    worker.wait()?;
     let mut worker = spawn_workers_process(&stack)?;
     let more: Vec<(String, Uuid)> = stream::iter(300..600)
         .map(submit)
@@ -490,6 +489,5 @@ async fn stats_survive_a_killed_worker_without_double_counting() -> anyhow::Resu
     )
     .await?;
     worker.kill()?;
-    worker.wait()?;
     stack.stop().await
 }

@@ -146,9 +146,38 @@ pub async fn scalar(stack: &Stack, sql: &str) -> anyhow::Result<i64> {
         .await?)
 }
 
+/// A workers process that is killed when the test ends, even when it fails.
+pub struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.0.kill()?;
+        self.0.wait()?;
+        Ok(())
+    }
+
+    /// Process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the workers binary for `stack`, logging to a file under the
 /// target's temporary directory.
-pub fn spawn_workers_process(stack: &Stack) -> anyhow::Result<Child> {
+pub fn spawn_workers_process(stack: &Stack) -> anyhow::Result<WorkerProcess> {
     let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{}workers.log", stack.env.common.topic_prefix));
     let log = std::fs::OpenOptions::new()
@@ -160,7 +189,7 @@ pub fn spawn_workers_process(stack: &Stack) -> anyhow::Result<Child> {
         .envs(stack.workers_env())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log));
-    Ok(command.spawn()?)
+    Ok(WorkerProcess(command.spawn()?))
 }
 
 /// Final outcomes of `(bearer, request id)` pairs, in order.
