@@ -38,6 +38,11 @@ pub struct CommonConfig {
     #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 1)]
     pub kafka_linger_ms: u64,
 
+    /// Longest a consumer fetch waits at the broker for new records, in
+    /// milliseconds. Lower favours latency, higher saves broker work.
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 100)]
+    pub kafka_fetch_wait_ms: u64,
+
     /// Log format: `json` for machines, `pretty` for people.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
@@ -54,6 +59,7 @@ impl CommonConfig {
             topic_prefix: String::new(),
             kafka_produce_timeout_ms: 5_000,
             kafka_linger_ms: 1,
+            kafka_fetch_wait_ms: 100,
             log_format: "json".into(),
         }
     }

@@ -82,7 +82,7 @@ pub fn consumer_config(config: &CommonConfig, group: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", config.kafka_fetch_wait_ms.to_string())
         .set("fetch.min.bytes", "1")
         .set("enable.partition.eof", "false");
     cc
