@@ -85,9 +85,10 @@ impl Scenario {
                 let seats = i32::try_from(cli.requests.min(10_000)).unwrap_or(10_000);
                 scenario.schedule_id = api.create_schedule(seats, 1_000).await?;
                 scenario.seats = api.seat_ids(scenario.schedule_id).await?;
-                let per_user = (cli.requests as i64 / cli.users.max(1) as i64 + 1) * 1_000;
+                // A payment expires its queue token, so every hold-then-pay
+                // pair gets its own user and token.
                 scenario.users =
-                    users(api, cli.users, per_user, Some(scenario.schedule_id)).await?;
+                    users(api, scenario.seats.len(), 1_000, Some(scenario.schedule_id)).await?;
             }
             ScenarioName::Shop => {
                 for i in 0..3 {
