@@ -50,26 +50,11 @@ pub async fn replay(state: &AppState, request_id: Uuid) -> ApiResult<Option<Resp
     Ok(already.map(|status| accepted(request_id, &status)))
 }
 
-/// Publishes `request` under `request_id` and answers 202.
+/// Publishes `request` under `request_id` and answers 202. Callers look
+/// for an earlier acceptance with [`replay`] first.
 pub async fn submit(state: &AppState, request_id: Uuid, request: Request) -> ApiResult<Response> {
-    if let Some(response) = replay(state, request_id).await? {
-        return Ok(response);
-    }
-
     let envelope = RequestEnvelope::new(request_id, request);
-    let payload = serde_json::to_vec(&envelope).map_err(anyhow::Error::from)?;
-    let record = OutgoingRecord {
-        topic: state.topics.name(envelope.request.topic()),
-        key: envelope.request.key(),
-        payload,
-        headers: vec![
-            (schemas::HEADER_REQUEST_ID, request_id.to_string()),
-            (
-                schemas::HEADER_TRACEPARENT,
-                schemas::traceparent_for(request_id),
-            ),
-        ],
-    };
+    let record = OutgoingRecord::request(&state.topics, &envelope).map_err(anyhow::Error::from)?;
     let delivered = kafka::produce(&state.producer, &record, state.produce_timeout)
         .await
         .map_err(|e| {

@@ -11,8 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Channel the lanes notify on; the payload is a comma-separated id list.
-pub const OUTCOME_CHANNEL: &str = "request_outcomes";
+pub use platform::db::OUTCOME_CHANNEL;
 
 /// Registry of clients waiting for outcomes.
 #[derive(Clone, Default)]

@@ -542,7 +542,8 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
             .bind(request_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("SELECT pg_notify('request_outcomes', $1)")
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(gateway::waiter::OUTCOME_CHANNEL)
             .bind(request_id.to_string())
             .execute(&mut *tx)
             .await?;

@@ -154,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
     progress.finish_and_clear();
 
     let checks = checks::run(&pool, &cli, &scenario).await?;
-    let report = Report::build(&cli, &samples, started, checks);
+    let report = Report::build(&cli, &samples, checks);
     println!("{}", report.human());
     if let Some(path) = &cli.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -112,12 +112,7 @@ pub struct Report {
 
 impl Report {
     /// Aggregates `samples`.
-    pub fn build(
-        cli: &Cli,
-        samples: &[Sample],
-        _started: Instant,
-        checks: BTreeMap<String, bool>,
-    ) -> Self {
+    pub fn build(cli: &Cli, samples: &[Sample], checks: BTreeMap<String, bool>) -> Self {
         let accepted: Vec<&Sample> = samples.iter().filter(|s| s.accept.is_some()).collect();
         let completed: Vec<&Sample> = samples.iter().filter(|s| s.outcome.is_some()).collect();
         let last_accept = accepted

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use schemas::requests::MAX_CHARGE_AMOUNT;
 use serde_json::{json, Value};
 use testkit::api::User;
 use testkit::Api;
@@ -38,7 +39,7 @@ async fn users(
         .map(|i| async move {
             let user = api.create_user(&format!("load{i}")).await?;
             if balance > 0 {
-                let id = api.charge(&user, balance.min(schemas_max_charge())).await?;
+                let id = api.charge(&user, balance.min(MAX_CHARGE_AMOUNT)).await?;
                 api.outcome(&user.token, id).await?;
             }
             let token = match schedule {
@@ -54,10 +55,6 @@ async fn users(
         .buffer_unordered(64)
         .try_collect()
         .await
-}
-
-fn schemas_max_charge() -> i64 {
-    10_000_000
 }
 
 impl Scenario {
@@ -135,19 +132,15 @@ impl Scenario {
                 )
                 .await
             }
-            ScenarioName::Rush => {
-                let seat = self.seats[(i as usize * 7919) % self.seats.len()];
-                call(
-                    api,
-                    "/v1/reservations",
-                    user,
-                    Some(token),
-                    json!({"seat_id": seat}),
-                )
-                .await
-            }
-            ScenarioName::Booking => {
-                let seat = self.seats[i as usize % self.seats.len()];
+            ScenarioName::Rush | ScenarioName::Booking => {
+                // A rush scatters users over few seats; a booking takes the
+                // seats in turn, one per pair.
+                let stride = if self.name == ScenarioName::Rush {
+                    7919
+                } else {
+                    1
+                };
+                let seat = self.seats[(i as usize * stride) % self.seats.len()];
                 call(
                     api,
                     "/v1/reservations",

@@ -6,6 +6,12 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+/// Channel the lanes `NOTIFY` after deciding requests; the payload is a
+/// comma-separated id list. The gateway listens to wake long-polls.
+pub const OUTCOME_CHANNEL: &str = "request_outcomes";
+/// Channel the lanes `NOTIFY` after writing outbox rows; wakes the relay.
+pub const OUTBOX_CHANNEL: &str = "outbox_ready";
+
 /// Migrations of the whole system, embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

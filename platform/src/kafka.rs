@@ -10,7 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use schemas::TopicNames;
+use schemas::{RequestEnvelope, TopicNames};
 
 use crate::CommonConfig;
 
@@ -45,6 +45,26 @@ pub struct OutgoingRecord {
     pub payload: Vec<u8>,
     /// Header name/value pairs.
     pub headers: Vec<(&'static str, String)>,
+}
+
+impl OutgoingRecord {
+    /// The record of a request: its topic and key, the envelope as JSON, and
+    /// the request id as `request-id` and W3C `traceparent` headers.
+    pub fn request(
+        topics: &TopicNames,
+        envelope: &RequestEnvelope,
+    ) -> Result<Self, serde_json::Error> {
+        let id = envelope.request_id;
+        Ok(Self {
+            topic: topics.name(envelope.request.topic()),
+            key: envelope.request.key(),
+            payload: serde_json::to_vec(envelope)?,
+            headers: vec![
+                (schemas::HEADER_REQUEST_ID, id.to_string()),
+                (schemas::HEADER_TRACEPARENT, schemas::traceparent_for(id)),
+            ],
+        })
+    }
 }
 
 /// Base client settings.

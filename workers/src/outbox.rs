@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::store::OUTBOX_CHANNEL;
+use platform::db::OUTBOX_CHANNEL;
 
 /// Advisory lock key of the relay.
 const RELAY_LOCK: i64 = 0x0b00_c0de_0002;

@@ -336,12 +336,13 @@ async fn top_products_rank_by_units_then_sales_then_id() -> anyhow::Result<()> {
     let stack = Stack::start(Options::default()).await?;
     let api = &stack.api;
     let mut products = Vec::new();
+    let mut stocks = Vec::new();
     for name in ["P1", "P2", "P3", "P4", "P5", "P6"] {
-        products.push(
-            api.create_product(name, "rank", 1_000, &[("F", 100)])
-                .await?
-                .0,
-        );
+        let (product, stock_ids) = api
+            .create_product(name, "rank", 1_000, &[("F", 100)])
+            .await?;
+        products.push(product);
+        stocks.push(stock_ids[0]);
     }
     // Earlier days come straight into the stats table; today's from orders.
     let seed = |product: i64, days_ago: i32, quantity: i64, amount: i64| {
@@ -362,14 +363,7 @@ async fn top_products_rank_by_units_then_sales_then_id() -> anyhow::Result<()> {
     seed(products[4], 1, 3, 3_000).await?; // P5: ties with P6 ...
     seed(products[5], 2, 3, 3_000).await?; // P6: ... broken by id
     let user = buyers(&stack, 1, 100_000).await?.remove(0);
-    let (_, p3_stocks) = (
-        products[2],
-        sqlx::query_scalar::<_, i64>("SELECT id FROM product_stocks WHERE product_id = $1")
-            .bind(products[2])
-            .fetch_one(&stack.env.pool)
-            .await?,
-    );
-    let id = api.order(&user, &[(p3_stocks, 2)]).await?;
+    let id = api.order(&user, &[(stocks[2], 2)]).await?;
     assert_eq!(api.outcome(&user.token, id).await?["status"], "SUCCEEDED");
     stats_reach(&stack, products[2], 1).await?; // today's real order
 

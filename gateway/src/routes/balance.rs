@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::auth::{AuthUser, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::publish::{request_id, submit};
+use crate::publish::{replay, request_id, submit};
 use crate::routes::Page;
 use crate::state::AppState;
 
@@ -47,6 +47,9 @@ async fn charge(
         ));
     }
     let id = request_id(&headers, user_id, "POST /v1/users/balance/charge")?;
+    if let Some(response) = replay(&state, id).await? {
+        return Ok(response);
+    }
     submit(
         &state,
         id,

@@ -8,7 +8,6 @@ use std::time::Duration;
 use platform::CommonConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
@@ -125,8 +124,6 @@ impl ConsumerContext for LaneContext {
             }
         }
     }
-
-    fn commit_callback(&self, _result: KafkaResult<()>, _offsets: &TopicPartitionList) {}
 }
 
 struct PartitionHandle {

@@ -7,10 +7,7 @@ use schemas::{ErrorCode, EventEnvelope};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Channel that wakes the gateway's long-polls (payload: comma-separated ids).
-pub const OUTCOME_CHANNEL: &str = "request_outcomes";
-/// Channel that wakes the outbox relay.
-pub const OUTBOX_CHANNEL: &str = "outbox_ready";
+use platform::db::{OUTBOX_CHANNEL, OUTCOME_CHANNEL};
 
 /// Stored next offsets of `group` for `partitions` of `topic`.
 pub async fn load_offsets(

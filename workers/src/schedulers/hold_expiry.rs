@@ -50,18 +50,7 @@ pub async fn publish_due(
         });
         let envelope = RequestEnvelope::new(request_id, request);
         async move {
-            let record = OutgoingRecord {
-                topic: topics.name(envelope.request.topic()),
-                key: envelope.request.key(),
-                payload: serde_json::to_vec(&envelope)?,
-                headers: vec![
-                    (schemas::HEADER_REQUEST_ID, request_id.to_string()),
-                    (
-                        schemas::HEADER_TRACEPARENT,
-                        schemas::traceparent_for(request_id),
-                    ),
-                ],
-            };
+            let record = OutgoingRecord::request(topics, &envelope)?;
             kafka::produce(producer, &record, produce_timeout).await?;
             anyhow::Ok(())
         }
