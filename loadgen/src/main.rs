@@ -30,6 +30,20 @@ pub enum ScenarioName {
     Shop,
 }
 
+/// How a client follows its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Follow {
+    /// A client holds its slot for the POST only and follows the outcome
+    /// with a long-poll on the side, as a browser does after a 202: the
+    /// concurrency bounds requests being submitted, `--outstanding` bounds
+    /// those submitted and not yet decided.
+    Detached,
+    /// Closed loop: a client holds its slot from the POST until the
+    /// outcome, one request at a time (what a pgbench client does).
+    Inline,
+}
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -63,9 +77,17 @@ pub struct Cli {
     /// concurrency allows.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Most requests in flight (POST to outcome).
+    /// Clients: most POSTs in flight (with `--follow inline`, most requests
+    /// between POST and outcome).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// How clients follow their requests to the outcome.
+    #[arg(long, value_enum, default_value_t = Follow::Detached)]
+    pub follow: Follow,
+    /// With `--follow detached`: most requests accepted and not yet decided;
+    /// a client waits for a slot here before its next POST.
+    #[arg(long, default_value_t = 2_000)]
+    pub outstanding: usize,
     /// Users to create (`charge`, `shop`; `booking` uses one per request,
     /// because a payment expires the user's queue token).
     #[arg(long, default_value_t = 200)]
@@ -107,15 +129,22 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let deadline = cli.duration_secs.map(|s| started + Duration::from_secs(s));
-    let permits = Arc::new(Semaphore::new(cli.concurrency.max(1)));
+    // `undecided` bounds requests between POST and outcome, `posting` the
+    // POSTs in flight.
+    let undecided = Arc::new(Semaphore::new(match cli.follow {
+        Follow::Inline => cli.concurrency.max(1),
+        Follow::Detached => cli.outstanding.max(cli.concurrency).max(1),
+    }));
+    let posting = Arc::new(Semaphore::new(cli.concurrency.max(1)));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sample>();
     let sender = {
-        let (api, scenario, permits, progress) = (
+        let (api, scenario, undecided, progress) = (
             api.clone(),
             scenario.clone(),
-            permits.clone(),
+            undecided.clone(),
             progress.clone(),
         );
+        let posting = posting.clone();
         let rate = cli.rate;
         tokio::spawn(async move {
             let mut i = 0u64;
@@ -123,17 +152,28 @@ async fn main() -> anyhow::Result<()> {
                 if deadline.map_or(i >= total, |d| Instant::now() >= d) {
                     break;
                 }
-                if rate > 0.0 {
+                // Open loop: latency counts from when the request was due,
+                // so a stalled system cannot hide its queue (no coordinated
+                // omission).
+                let due = if rate > 0.0 {
                     let due = started + Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
-                }
-                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    Some(due)
+                } else {
+                    None
+                };
+                let Ok(permit) = undecided.clone().acquire_owned().await else {
                     break;
                 };
-                let (api, scenario, tx, progress) =
-                    (api.clone(), scenario.clone(), tx.clone(), progress.clone());
+                let (api, scenario, tx, progress, posting) = (
+                    api.clone(),
+                    scenario.clone(),
+                    tx.clone(),
+                    progress.clone(),
+                    posting.clone(),
+                );
                 tokio::spawn(async move {
-                    let sample = scenario.run_one(&api, i, started).await;
+                    let sample = scenario.run_one(&api, &posting, i, started, due).await;
                     progress.inc(1);
                     let _ = tx.send(sample);
                     drop(permit);

@@ -106,8 +106,10 @@ pub struct Report {
     pub correct: bool,
     /// Target rate (0 = as fast as possible) and concurrency.
     pub rate: f64,
-    /// Most requests in flight.
+    /// Clients (most POSTs in flight).
     pub concurrency: usize,
+    /// How clients followed their requests.
+    pub follow: crate::Follow,
 }
 
 impl Report {
@@ -152,6 +154,7 @@ impl Report {
             correct,
             rate: cli.rate,
             concurrency: cli.concurrency,
+            follow: cli.follow,
         }
     }
 
@@ -159,7 +162,7 @@ impl Report {
     pub fn human(&self) -> String {
         let mut out = format!(
             "scenario {}: {} requests, {} accepted, {} completed\n\
-             throughput: {:.0} accepted/s, {:.0} completed/s (rate {}, concurrency {})\n\
+             throughput: {:.0} accepted/s, {:.0} completed/s (rate {}, concurrency {}, follow {:?})\n\
              accept  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}\n\
              outcome latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}\n\
              last accept -> last outcome: {:.0} ms\n",
@@ -175,6 +178,7 @@ impl Report {
                 "max".into()
             },
             self.concurrency,
+            self.follow,
             self.accept_ms.p50,
             self.accept_ms.p90,
             self.accept_ms.p99,

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+
 use futures::stream::{self, StreamExt, TryStreamExt};
 use schemas::requests::MAX_CHARGE_AMOUNT;
 use serde_json::{json, Value};
@@ -116,11 +118,23 @@ impl Scenario {
         }
     }
 
-    /// Sends request `i` and follows it to its outcome.
-    pub async fn run_one(&self, api: &Api, i: u64, started: Instant) -> Sample {
+    /// Sends request `i` and follows it to its outcome. Each POST takes a
+    /// slot of `posting` until its answer; latencies count from `due` (open
+    /// loop) or from when the first POST got its slot.
+    pub async fn run_one(
+        &self,
+        api: &Api,
+        posting: &Semaphore,
+        i: u64,
+        started: Instant,
+        due: Option<Instant>,
+    ) -> Sample {
         let n = self.users.len().max(1);
         let (user, token) = &self.users[i as usize % n];
-        let sent = Instant::now();
+        let Ok(slot) = posting.acquire().await else {
+            return Sample::failed("ERROR");
+        };
+        let sent = due.unwrap_or_else(Instant::now);
         let first = match self.name {
             ScenarioName::Charge => {
                 call(
@@ -158,6 +172,7 @@ impl Scenario {
                 call(api, "/v1/orders", user, None, json!({"items": items})).await
             }
         };
+        drop(slot);
         let (accepted, id) = match first {
             Ok(accepted) => accepted,
             Err(code) => return Sample::failed(code),
@@ -169,15 +184,19 @@ impl Scenario {
         if self.name == ScenarioName::Booking && outcome["status"] == "SUCCEEDED" {
             // Hold won: pay for it; the pair completes with the payment.
             let reservation = outcome["result"]["reservation_id"].clone();
-            let paid = match call(
+            let Ok(slot) = posting.acquire().await else {
+                return Sample::failed("ERROR");
+            };
+            let paid = call(
                 api,
                 "/v1/payments",
                 user,
                 Some(token),
                 json!({"reservation_id": reservation}),
             )
-            .await
-            {
+            .await;
+            drop(slot);
+            let paid = match paid {
                 Ok((_, id)) => follow(api, user, id).await,
                 Err(code) => return Sample::failed(code),
             };

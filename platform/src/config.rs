@@ -34,14 +34,21 @@ pub struct CommonConfig {
     pub kafka_produce_timeout_ms: u64,
 
     /// Producer linger: how long the producer waits to fill a batch, in
-    /// milliseconds. Small values favour latency.
-    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 1)]
+    /// milliseconds. Small values favour latency at low load; at 1 ms
+    /// librdkafka's broker thread wakes so often that it costs the gateway
+    /// twice the CPU of 5 ms (see bench/REPORT.md).
+    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 5)]
     pub kafka_linger_ms: u64,
 
     /// Longest a consumer fetch waits at the broker for new records, in
     /// milliseconds. Lower favours latency, higher saves broker work.
     #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 100)]
     pub kafka_fetch_wait_ms: u64,
+
+    /// Partitions of each request topic, used when the topics are created
+    /// (an existing topic keeps its count). One partition is one lane task.
+    #[arg(long, env = "KAFKA_REQUEST_PARTITIONS", default_value_t = schemas::topics::DEFAULT_REQUEST_PARTITIONS)]
+    pub kafka_request_partitions: i32,
 
     /// Log format: `json` for machines, `pretty` for people.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
@@ -58,8 +65,9 @@ impl CommonConfig {
             kafka_brokers: "127.0.0.1:9092".into(),
             topic_prefix: String::new(),
             kafka_produce_timeout_ms: 5_000,
-            kafka_linger_ms: 1,
+            kafka_linger_ms: 5,
             kafka_fetch_wait_ms: 100,
+            kafka_request_partitions: schemas::topics::DEFAULT_REQUEST_PARTITIONS,
             log_format: "json".into(),
         }
     }
@@ -67,5 +75,6 @@ impl CommonConfig {
     /// Topic names of this deployment.
     pub fn topics(&self) -> TopicNames {
         TopicNames::new(self.topic_prefix.clone())
+            .with_request_partitions(self.kafka_request_partitions)
     }
 }

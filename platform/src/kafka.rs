@@ -73,7 +73,10 @@ pub fn client_config(config: &CommonConfig) -> ClientConfig {
     cc.set("bootstrap.servers", &config.kafka_brokers)
         .set("client.id", "booking")
         .set("broker.address.family", "v4")
-        .set("socket.keepalive.enable", "true");
+        .set("socket.keepalive.enable", "true")
+        // Small requests must not wait for Nagle's algorithm (tens of ms
+        // against delayed ACKs on loopback).
+        .set("socket.nagle.disable", "true");
     cc
 }
 

@@ -55,14 +55,15 @@ impl Topic {
         }
     }
 
-    /// Partition count the topic is created with. Request topics get enough
-    /// partitions for the lanes to run in parallel on a small machine.
+    /// Default partition count the topic is created with. Request topics
+    /// get [`DEFAULT_REQUEST_PARTITIONS`] (a deployment may choose another
+    /// count, see [`TopicNames::with_request_partitions`]).
     pub const fn partitions(self) -> i32 {
         match self {
             Topic::ReservationRequests
             | Topic::PaymentRequests
             | Topic::ChargeRequests
-            | Topic::OrderRequests => 8,
+            | Topic::OrderRequests => DEFAULT_REQUEST_PARTITIONS,
             Topic::ReservationEvents
             | Topic::PaymentEvents
             | Topic::BalanceEvents
@@ -88,11 +89,25 @@ impl Topic {
     }
 }
 
+/// Partitions of each request topic unless the deployment says otherwise.
+/// Each partition is one lane task and one batch transaction at a time; two
+/// keep both cores of a small machine busy, and every partition costs the
+/// broker a read per consumer poll, so more only pay with more cores or
+/// more worker processes.
+pub const DEFAULT_REQUEST_PARTITIONS: i32 = 2;
+
 /// Resolves topic names for one deployment. A prefix lets several stacks (or
 /// parallel tests) share one broker without seeing each other's records.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicNames {
     prefix: String,
+    request_partitions: i32,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        Self::new("")
+    }
 }
 
 impl TopicNames {
@@ -100,7 +115,15 @@ impl TopicNames {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            request_partitions: DEFAULT_REQUEST_PARTITIONS,
         }
+    }
+
+    /// The same names, with request topics created with `partitions`
+    /// partitions (at least one).
+    pub fn with_request_partitions(mut self, partitions: i32) -> Self {
+        self.request_partitions = partitions.max(1);
+        self
     }
 
     /// The deployment prefix.
@@ -123,7 +146,14 @@ impl TopicNames {
     pub fn all_with_partitions(&self) -> Vec<(String, i32)> {
         let mut all: Vec<(String, i32)> = Topic::ALL
             .iter()
-            .map(|t| (self.name(*t), t.partitions()))
+            .map(|t| {
+                let partitions = if t.is_request_topic() {
+                    self.request_partitions
+                } else {
+                    t.partitions()
+                };
+                (self.name(*t), partitions)
+            })
             .collect();
         all.extend(
             Topic::ALL

@@ -459,3 +459,76 @@ async fn two_worker_processes_share_lanes_and_schedulers_safely() -> anyhow::Res
     );
     stack.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recreated_topic_is_consumed_from_its_start_not_skipped() -> anyhow::Result<()> {
+    // The charge lane has stored offsets; then the topic is deleted and
+    // created again (broker storage wiped), so offsets restart at 0. New
+    // records must be applied, not mistaken for records applied before.
+    let mut stack = Stack::start(Options::default()).await?;
+    let user = stack.api.create_user("reset").await?;
+    let api = &stack.api;
+    let before: Vec<Uuid> = stream::iter(0..20)
+        .map(|_| api.charge(&user, 10))
+        .buffer_unordered(10)
+        .try_collect()
+        .await?;
+    for id in &before {
+        assert_eq!(
+            stack.api.outcome(&user.token, *id).await?["status"],
+            "SUCCEEDED"
+        );
+    }
+    stack.stop_workers().await?;
+
+    let topic = stack
+        .env
+        .common
+        .topics()
+        .name(schemas::Topic::ChargeRequests);
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        platform::kafka::client_config(&stack.env.common).create()?;
+    let options =
+        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(&[&topic], &options).await? {
+        result.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
+    }
+    // Recreate it (the broker may need a moment to forget the old one).
+    testkit::eventually(
+        "the topic to be recreated",
+        Duration::from_secs(30),
+        || async {
+            platform::kafka::create_topics(&stack.env.common, &stack.env.common.topics()).await?;
+            let consumer: BaseConsumer =
+                platform::kafka::client_config(&stack.env.common).create()?;
+            let (_, high) = consumer.fetch_watermarks(
+                &topic,
+                0,
+                rdkafka::util::Timeout::After(Duration::from_secs(5)),
+            )?;
+            Ok((high == 0).then_some(()))
+        },
+    )
+    .await?;
+
+    // A fresh producer: the gateway's idempotent producer has sequence
+    // numbers for the old log, which the broker refuses for the new one.
+    let after = Uuid::new_v4();
+    let envelope = schemas::RequestEnvelope::new(
+        after,
+        schemas::Request::ChargeBalance(schemas::requests::ChargeBalance {
+            user_id: user.id,
+            amount: 1_000,
+        }),
+    );
+    let producer = platform::kafka::producer(&stack.env.common)?;
+    let record = platform::kafka::OutgoingRecord::request(&stack.env.common.topics(), &envelope)?;
+    platform::kafka::produce(&producer, &record, Duration::from_secs(10)).await?;
+    stack.start_workers();
+    assert_eq!(
+        stack.api.outcome(&user.token, after).await?["status"],
+        "SUCCEEDED"
+    );
+    assert_eq!(stack.api.balance(&user).await?, 20 * 10 + 1_000);
+    stack.stop().await
+}

@@ -73,6 +73,48 @@ impl LaneContext {
     }
 }
 
+impl LaneContext {
+    /// When the stored next offset lies beyond the end of the partition's
+    /// log, the log was recreated (topic deleted, broker storage wiped):
+    /// offsets restarted, and every new record would look applied already.
+    /// Moves the stored offset to the log's start and returns it; request
+    /// ids (and the stats lane's counted orders) keep records that were
+    /// applied before from applying twice.
+    fn log_reset(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        topic: &str,
+        partition: i32,
+        next: i64,
+    ) -> Option<i64> {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map_err(|error| tracing::warn!(%error, topic, partition, "cannot read watermarks"))
+            .ok()?;
+        if next <= high {
+            return None;
+        }
+        let start = low.max(0);
+        tracing::error!(
+            group = %self.group, topic, partition, stored = next, high_watermark = high,
+            "stored offset is beyond the end of the log (topic recreated?); resuming from its start"
+        );
+        metrics::counter!("lane_log_resets_total").increment(1);
+        let reset = store::reset_offset(&self.pool, &self.group, topic, partition, start);
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(reset)),
+            Err(_) => self.runtime.block_on(reset),
+        };
+        match result {
+            Ok(()) => Some(start),
+            Err(error) => {
+                tracing::error!(%error, "cannot move the stored offset; the partition stays where it was");
+                None
+            }
+        }
+    }
+}
+
 impl ConsumerContext for LaneContext {
     fn rebalance(
         &self,
@@ -92,8 +134,15 @@ impl ConsumerContext for LaneContext {
                     by_topic.entry(topic).or_default().push(*partition);
                 }
                 for (topic, ids) in by_topic {
-                    let stored = self.stored_offsets(topic, &ids).unwrap_or_default();
+                    let mut stored = self.stored_offsets(topic, &ids).unwrap_or_default();
                     for partition in ids {
+                        if let Some(next) = stored.get(&partition).copied() {
+                            if let Some(start) =
+                                self.log_reset(base_consumer, topic, partition, next)
+                            {
+                                stored.insert(partition, start);
+                            }
+                        }
                         // Never consumed: start at the beginning. Otherwise
                         // resume exactly where the last commit left off.
                         let offset = stored

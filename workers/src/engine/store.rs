@@ -67,6 +67,19 @@ pub async fn lock_offset(
         .await
 }
 
+/// Sets the partition's stored next offset outside a batch (the log was
+/// recreated and its offsets restarted).
+pub async fn reset_offset(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    next_offset: i64,
+) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    store_offset(&mut conn, group, topic, partition, next_offset).await
+}
+
 /// Advances the partition's stored next offset.
 pub async fn store_offset(
     tx: &mut PgConnection,

@@ -1,4 +1,7 @@
-//! Charge lane (key: user id): adds money to a balance.
+//! Charge lane (key: user id): adds money to a balance. The whole batch is
+//! one group commit: its balances are locked with one statement, every
+//! charge is applied in memory, and the balances and history rows are
+//! written with one statement each.
 
 use async_trait::async_trait;
 use schemas::events::BalanceChangeKind;
@@ -6,7 +9,7 @@ use schemas::{ErrorCode, Event, Request, RequestEnvelope, Topic};
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::ledger::{self, MAX_BALANCE};
+use super::ledger::{Ledger, MAX_BALANCE};
 use crate::engine::{Applied, Lane};
 
 /// Applies `balance.charge`.
@@ -16,7 +19,7 @@ pub struct ChargeLane;
 #[async_trait]
 impl Lane for ChargeLane {
     type Input = RequestEnvelope;
-    type Batch = ();
+    type Batch = Ledger;
 
     fn name(&self) -> &'static str {
         "charge"
@@ -26,37 +29,66 @@ impl Lane for ChargeLane {
         Topic::ChargeRequests
     }
 
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        ledger: &mut Ledger,
+        inputs: &[&RequestEnvelope],
+    ) -> Result<(), sqlx::Error> {
+        let users: Vec<i64> = inputs
+            .iter()
+            .filter_map(|input| match &input.request {
+                Request::ChargeBalance(charge) => Some(charge.user_id),
+                _ => None,
+            })
+            .collect();
+        ledger.lock(tx, &users, users.len()).await
+    }
+
     async fn apply(
         &self,
         tx: &mut PgConnection,
-        _batch: &mut (),
+        ledger: &mut Ledger,
         envelope: &RequestEnvelope,
     ) -> Result<Applied, sqlx::Error> {
         let Request::ChargeBalance(charge) = &envelope.request else {
             return Ok(Applied::rejected(ErrorCode::InvalidRequest, "not a charge"));
         };
-        let Some(balance) = ledger::lock(tx, charge.user_id).await? else {
+        let Some(balance) = ledger.balance(tx, charge.user_id).await? else {
             return Ok(Applied::rejected(ErrorCode::NotFound, "user not found"));
         };
-        if balance.balance > MAX_BALANCE - charge.amount {
+        if balance > MAX_BALANCE - charge.amount {
             return Ok(Applied::rejected(
                 ErrorCode::BalanceLimitExceeded,
                 format!("a balance may not exceed {MAX_BALANCE}"),
             ));
         }
-        let changed = ledger::change(
-            tx,
-            balance,
-            BalanceChangeKind::Charge,
-            charge.amount,
-            None,
-            Some("charge"),
-            envelope.request_id,
-        )
-        .await?;
+        let Some(changed) = ledger
+            .change(
+                tx,
+                charge.user_id,
+                BalanceChangeKind::Charge,
+                charge.amount,
+                None,
+                Some("charge"),
+                envelope.request_id,
+            )
+            .await?
+        else {
+            return Ok(Applied::rejected(ErrorCode::NotFound, "user not found"));
+        };
         Ok(Applied::succeeded(
             json!({"user_id": charge.user_id, "balance": changed.balance_after, "history_id": changed.history_id}),
             vec![Event::BalanceChanged(changed)],
         ))
+    }
+
+    async fn finish(
+        &self,
+        tx: &mut PgConnection,
+        ledger: Ledger,
+    ) -> Result<Vec<Event>, sqlx::Error> {
+        ledger.flush(tx).await?;
+        Ok(Vec::new())
     }
 }

@@ -1,5 +1,14 @@
-//! Balance changes with their history row, shared by every lane that moves
+//! Balance changes with their history rows, shared by every lane that moves
 //! money. A balance always equals the sum of its history.
+//!
+//! A [`Ledger`] lives for one batch transaction (group commit): it locks the
+//! batch's balances with one statement in balance id order, applies changes
+//! in memory, and writes every changed balance and every history row with
+//! one multi-row statement each in [`Ledger::flush`]. History ids are taken
+//! from the sequence after the locks, so one user's history stays in id
+//! order across concurrent batches.
+
+use std::collections::{HashMap, VecDeque};
 
 use schemas::events::{BalanceChangeKind, BalanceChanged};
 use sqlx::PgConnection;
@@ -8,78 +17,194 @@ use uuid::Uuid;
 /// Upper bound of any balance, in won.
 pub const MAX_BALANCE: i64 = 1_000_000_000_000;
 
-/// A balance row locked for this transaction.
+/// A locked balance and its pending change.
 #[derive(Debug, Clone, Copy)]
-pub struct LockedBalance {
+struct Account {
     /// `balances.id`.
-    pub id: i64,
-    /// The user.
-    pub user_id: i64,
-    /// Current balance.
-    pub balance: i64,
+    id: i64,
+    /// Balance with this batch's changes applied.
+    balance: i64,
+    /// How many changes this batch made.
+    changes: i64,
 }
 
-/// Locks `user_id`'s balance row (None if the user has none).
-pub async fn lock(
-    tx: &mut PgConnection,
-    user_id: i64,
-) -> Result<Option<LockedBalance>, sqlx::Error> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT id, balance FROM balances WHERE user_id = $1 FOR UPDATE")
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    Ok(row.map(|(id, balance)| LockedBalance {
-        id,
-        user_id,
-        balance,
-    }))
-}
-
-/// Applies a change of `amount` (positive) to a locked balance and writes
-/// its history row. The caller has checked that the result stays within
-/// 0 ..= [`MAX_BALANCE`].
-pub async fn change(
-    tx: &mut PgConnection,
-    balance: LockedBalance,
-    kind: BalanceChangeKind,
-    amount: i64,
-    payment_id: Option<i64>,
-    reason: Option<&str>,
+/// One history row to write.
+#[derive(Debug, Clone)]
+struct HistoryRow {
+    id: i64,
+    balance_id: i64,
+    change: BalanceChanged,
+    reason: Option<&'static str>,
     request_id: Uuid,
-) -> Result<BalanceChanged, sqlx::Error> {
-    let delta = match kind {
-        BalanceChangeKind::Use => -amount,
-        BalanceChangeKind::Charge | BalanceChangeKind::Refund => amount,
-    };
-    let balance_after: i64 = sqlx::query_scalar(
-        "UPDATE balances SET balance = balance + $2, version = version + 1, updated_at = now()
-         WHERE id = $1 RETURNING balance",
-    )
-    .bind(balance.id)
-    .bind(delta)
-    .fetch_one(&mut *tx)
-    .await?;
-    let history_id: i64 = sqlx::query_scalar(
-        "INSERT INTO balance_histories (balance_id, user_id, type, amount, balance_after, reason, payment_id, request_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-    )
-    .bind(balance.id)
-    .bind(balance.user_id)
-    .bind(kind.as_str())
-    .bind(amount)
-    .bind(balance_after)
-    .bind(reason)
-    .bind(payment_id)
-    .bind(request_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(BalanceChanged {
-        user_id: balance.user_id,
-        history_id,
-        kind,
-        amount,
-        balance_after,
-        payment_id,
-    })
+}
+
+/// The balances one batch transaction has locked, with its staged changes.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    accounts: HashMap<i64, Account>,
+    history: Vec<HistoryRow>,
+    history_ids: VecDeque<i64>,
+}
+
+impl Ledger {
+    /// Locks the balances of `user_ids` (any order, duplicates allowed) in
+    /// balance id order, and reserves `expected_changes` history ids.
+    /// Users without a balance row are simply not locked.
+    pub async fn lock(
+        &mut self,
+        tx: &mut PgConnection,
+        user_ids: &[i64],
+        expected_changes: usize,
+    ) -> Result<(), sqlx::Error> {
+        let wanted: Vec<i64> = user_ids
+            .iter()
+            .copied()
+            .filter(|u| !self.accounts.contains_key(u))
+            .collect();
+        if !wanted.is_empty() {
+            let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                "SELECT id, user_id, balance FROM balances WHERE user_id = ANY($1)
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(&wanted)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, user_id, balance) in rows {
+                self.accounts.insert(
+                    user_id,
+                    Account {
+                        id,
+                        balance,
+                        changes: 0,
+                    },
+                );
+            }
+            // Ids taken before these locks could order this batch's rows for
+            // the new users before rows another batch committed first.
+            self.history_ids.clear();
+        }
+        self.reserve_ids(tx, expected_changes).await
+    }
+
+    /// The current balance of `user_id` within this batch, locking it first
+    /// if the batch has not. None if the user has no balance.
+    pub async fn balance(
+        &mut self,
+        tx: &mut PgConnection,
+        user_id: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        if !self.accounts.contains_key(&user_id) {
+            self.lock(tx, &[user_id], 0).await?;
+        }
+        Ok(self.accounts.get(&user_id).map(|a| a.balance))
+    }
+
+    /// Applies a change of `amount` (positive) to `user_id`'s balance, which
+    /// [`Ledger::balance`] or [`Ledger::lock`] has locked, and stages its
+    /// history row. The caller has checked that the result stays within
+    /// 0 ..= [`MAX_BALANCE`]. None if the user's balance is not locked.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn change(
+        &mut self,
+        tx: &mut PgConnection,
+        user_id: i64,
+        kind: BalanceChangeKind,
+        amount: i64,
+        payment_id: Option<i64>,
+        reason: Option<&'static str>,
+        request_id: Uuid,
+    ) -> Result<Option<BalanceChanged>, sqlx::Error> {
+        if self.history_ids.is_empty() {
+            self.reserve_ids(tx, 1).await?;
+        }
+        let Some(account) = self.accounts.get_mut(&user_id) else {
+            return Ok(None);
+        };
+        let Some(history_id) = self.history_ids.pop_front() else {
+            return Err(sqlx::Error::Protocol("no history id reserved".into()));
+        };
+        account.balance += match kind {
+            BalanceChangeKind::Use => -amount,
+            BalanceChangeKind::Charge | BalanceChangeKind::Refund => amount,
+        };
+        account.changes += 1;
+        let change = BalanceChanged {
+            user_id,
+            history_id,
+            kind,
+            amount,
+            balance_after: account.balance,
+            payment_id,
+        };
+        self.history.push(HistoryRow {
+            id: history_id,
+            balance_id: account.id,
+            change: change.clone(),
+            reason,
+            request_id,
+        });
+        Ok(Some(change))
+    }
+
+    /// Writes the changed balances and the history rows: two statements
+    /// whatever the batch size.
+    pub async fn flush(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.history.is_empty() {
+            return Ok(());
+        }
+        let (mut ids, mut balances, mut versions) = (Vec::new(), Vec::new(), Vec::new());
+        for account in self.accounts.values().filter(|a| a.changes > 0) {
+            ids.push(account.id);
+            balances.push(account.balance);
+            versions.push(account.changes);
+        }
+        sqlx::query(
+            "UPDATE balances b SET balance = d.balance, version = b.version + d.changes,
+                    updated_at = now()
+             FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS d(id, balance, changes)
+             WHERE b.id = d.id",
+        )
+        .bind(&ids)
+        .bind(&balances)
+        .bind(&versions)
+        .execute(&mut *tx)
+        .await?;
+        let rows = &self.history;
+        sqlx::query(
+            "INSERT INTO balance_histories
+                 (id, balance_id, user_id, type, amount, balance_after, reason, payment_id, request_id)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[], $5::int8[],
+                                  $6::int8[], $7::text[], $8::int8[], $9::uuid[])",
+        )
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.balance_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.user_id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.change.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.change.amount).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.change.balance_after)
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.reason).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.change.payment_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.request_id).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn reserve_ids(
+        &mut self,
+        tx: &mut PgConnection,
+        count: usize,
+    ) -> Result<(), sqlx::Error> {
+        let ids = super::next_ids(tx, "balance_histories", count).await?;
+        self.history_ids.extend(ids);
+        Ok(())
+    }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::ledger;
+use super::ledger::Ledger;
 use crate::engine::{Applied, Lane};
 
 /// Applies `order.place`.
@@ -33,6 +33,7 @@ impl OrderLane {
     async fn place(
         &self,
         tx: &mut PgConnection,
+        ledger: &mut Ledger,
         order: &PlaceOrder,
         request_id: Uuid,
     ) -> Result<Applied, sqlx::Error> {
@@ -66,16 +67,16 @@ impl OrderLane {
             lines.push((stock, line.quantity));
         }
         let total: i64 = lines.iter().map(|(s, q)| s.price * i64::from(*q)).sum();
-        let Some(balance) = ledger::lock(tx, order.user_id).await? else {
+        let Some(balance) = ledger.balance(tx, order.user_id).await? else {
             return Ok(Applied::rejected(
                 ErrorCode::NotFound,
                 "user has no balance",
             ));
         };
-        if balance.balance < total {
+        if balance < total {
             return Ok(Applied::rejected(
                 ErrorCode::InsufficientBalance,
-                format!("balance {} is less than {total}", balance.balance),
+                format!("balance {balance} is less than {total}"),
             ));
         }
 
@@ -124,20 +125,23 @@ impl OrderLane {
         .fetch_one(&mut *tx)
         .await?;
         let mut events = Vec::with_capacity(2);
-        let mut balance_after = balance.balance;
+        let mut balance_after = balance;
         if total > 0 {
-            let changed = ledger::change(
-                tx,
-                balance,
-                BalanceChangeKind::Use,
-                total,
-                Some(payment_id),
-                Some("order payment"),
-                request_id,
-            )
-            .await?;
-            balance_after = changed.balance_after;
-            events.push(Event::BalanceChanged(changed));
+            let changed = ledger
+                .change(
+                    tx,
+                    order.user_id,
+                    BalanceChangeKind::Use,
+                    total,
+                    Some(payment_id),
+                    Some("order payment"),
+                    request_id,
+                )
+                .await?;
+            if let Some(changed) = changed {
+                balance_after = changed.balance_after;
+                events.push(Event::BalanceChanged(changed));
+            }
         }
         if order.from_cart {
             sqlx::query("DELETE FROM user_carts WHERE user_id = $1 AND product_stock_id = ANY($2)")
@@ -177,7 +181,7 @@ impl OrderLane {
 #[async_trait]
 impl Lane for OrderLane {
     type Input = RequestEnvelope;
-    type Batch = ();
+    type Batch = Ledger;
 
     fn name(&self) -> &'static str {
         "order"
@@ -188,13 +192,13 @@ impl Lane for OrderLane {
     }
 
     /// Locks every stock the batch touches in ascending id order, so order
-    /// batches on different partitions cannot deadlock on stock rows. NO KEY
+    /// batches on different partitions cannot deadlock on stock rows (NO KEY
     /// UPDATE does not conflict with the KEY SHARE locks that inserting
-    /// order items takes.
+    /// order items takes), then the batch's balances.
     async fn prepare(
         &self,
         tx: &mut PgConnection,
-        _batch: &mut (),
+        ledger: &mut Ledger,
         inputs: &[&RequestEnvelope],
     ) -> Result<(), sqlx::Error> {
         let ids: BTreeSet<i64> = inputs
@@ -215,21 +219,37 @@ impl Lane for OrderLane {
         .bind(&ids)
         .execute(&mut *tx)
         .await?;
-        Ok(())
+        let users: Vec<i64> = inputs
+            .iter()
+            .filter_map(|input| match &input.request {
+                Request::PlaceOrder(order) => Some(order.user_id),
+                _ => None,
+            })
+            .collect();
+        ledger.lock(tx, &users, users.len()).await
     }
 
     async fn apply(
         &self,
         tx: &mut PgConnection,
-        _batch: &mut (),
+        ledger: &mut Ledger,
         envelope: &RequestEnvelope,
     ) -> Result<Applied, sqlx::Error> {
         match &envelope.request {
-            Request::PlaceOrder(order) => self.place(tx, order, envelope.request_id).await,
+            Request::PlaceOrder(order) => self.place(tx, ledger, order, envelope.request_id).await,
             _ => Ok(Applied::rejected(
                 ErrorCode::InvalidRequest,
                 "not an order request",
             )),
         }
+    }
+
+    async fn finish(
+        &self,
+        tx: &mut PgConnection,
+        ledger: Ledger,
+    ) -> Result<Vec<Event>, sqlx::Error> {
+        ledger.flush(tx).await?;
+        Ok(Vec::new())
     }
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::ledger;
+use super::ledger::{self, Ledger};
 use crate::engine::{Applied, Lane};
 
 /// Applies `reservation.hold`, `reservation.cancel` and `reservation.expire`.
@@ -26,6 +26,14 @@ pub struct ReservationLane {
 /// Seat count changes per schedule, applied once per batch in schedule id
 /// order, so concurrent batches lock schedules in the same order.
 pub type SeatDeltas = BTreeMap<i64, i32>;
+
+/// One batch's staged writes.
+#[derive(Debug, Default)]
+pub struct ReservationBatch {
+    deltas: SeatDeltas,
+    /// Refunds; balances are locked when a refund needs them.
+    ledger: Ledger,
+}
 
 /// A reservation row locked for this transaction.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -62,6 +70,19 @@ impl ReservationRow {
 }
 
 const COLUMNS: &str = "id, user_id, concert_schedule_id, seat_id, status, total_amount, expires_at";
+
+/// Locks the reservations `ids` in id order (one batch's worth).
+pub async fn lock_reservations(
+    tx: &mut PgConnection,
+    ids: &[i64],
+) -> Result<Vec<ReservationRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM reservations WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+    ))
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await
+}
 
 /// Locks reservation `id`.
 pub async fn lock_reservation(
@@ -164,7 +185,7 @@ impl ReservationLane {
     async fn cancel(
         &self,
         tx: &mut PgConnection,
-        deltas: &mut SeatDeltas,
+        batch: &mut ReservationBatch,
         cancel: &CancelReservation,
         request_id: Uuid,
     ) -> Result<Applied, sqlx::Error> {
@@ -182,7 +203,7 @@ impl ReservationLane {
         }
         match reservation.status.as_str() {
             "PENDING" => {
-                release(tx, deltas, &reservation, "CANCELLED").await?;
+                release(tx, &mut batch.deltas, &reservation, "CANCELLED").await?;
                 Ok(Applied::succeeded(
                     json!({"reservation_id": reservation.id, "status": "CANCELLED", "refunded": 0}),
                     vec![Event::ReservationCancelled(
@@ -200,13 +221,13 @@ impl ReservationLane {
                 let mut events = Vec::new();
                 let mut refunded = 0;
                 if let Some((payment_id, amount)) = payment {
-                    let Some(balance) = ledger::lock(tx, reservation.user_id).await? else {
+                    let Some(balance) = batch.ledger.balance(tx, reservation.user_id).await? else {
                         return Ok(Applied::rejected(
                             ErrorCode::NotFound,
                             "user has no balance",
                         ));
                     };
-                    if balance.balance > ledger::MAX_BALANCE - amount {
+                    if balance > ledger::MAX_BALANCE - amount {
                         return Ok(Applied::rejected(
                             ErrorCode::BalanceLimitExceeded,
                             "refund would exceed the balance limit",
@@ -220,16 +241,24 @@ impl ReservationLane {
                     .bind(payment_id)
                     .fetch_one(&mut *tx)
                     .await?;
-                    let changed = ledger::change(
-                        tx,
-                        balance,
-                        BalanceChangeKind::Refund,
-                        amount,
-                        Some(payment_id),
-                        Some("reservation cancelled"),
-                        request_id,
-                    )
-                    .await?;
+                    let Some(changed) = batch
+                        .ledger
+                        .change(
+                            tx,
+                            reservation.user_id,
+                            BalanceChangeKind::Refund,
+                            amount,
+                            Some(payment_id),
+                            Some("reservation cancelled"),
+                            request_id,
+                        )
+                        .await?
+                    else {
+                        return Ok(Applied::rejected(
+                            ErrorCode::NotFound,
+                            "user has no balance",
+                        ));
+                    };
                     refunded = amount;
                     events.push(Event::PaymentRefunded(PaymentChanged {
                         payment_id,
@@ -241,7 +270,7 @@ impl ReservationLane {
                     }));
                     events.push(Event::BalanceChanged(changed));
                 }
-                release(tx, deltas, &reservation, "CANCELLED").await?;
+                release(tx, &mut batch.deltas, &reservation, "CANCELLED").await?;
                 events.insert(
                     0,
                     Event::ReservationCancelled(reservation.changed("CANCELLED")),
@@ -288,7 +317,7 @@ impl ReservationLane {
 #[async_trait]
 impl Lane for ReservationLane {
     type Input = RequestEnvelope;
-    type Batch = SeatDeltas;
+    type Batch = ReservationBatch;
 
     fn name(&self) -> &'static str {
         "reservation"
@@ -301,15 +330,15 @@ impl Lane for ReservationLane {
     async fn apply(
         &self,
         tx: &mut PgConnection,
-        deltas: &mut SeatDeltas,
+        batch: &mut ReservationBatch,
         envelope: &RequestEnvelope,
     ) -> Result<Applied, sqlx::Error> {
         match &envelope.request {
-            Request::HoldSeat(hold) => self.hold(tx, deltas, hold).await,
+            Request::HoldSeat(hold) => self.hold(tx, &mut batch.deltas, hold).await,
             Request::CancelReservation(cancel) => {
-                self.cancel(tx, deltas, cancel, envelope.request_id).await
+                self.cancel(tx, batch, cancel, envelope.request_id).await
             }
-            Request::ExpireHold(expire) => self.expire(tx, deltas, expire).await,
+            Request::ExpireHold(expire) => self.expire(tx, &mut batch.deltas, expire).await,
             _ => Ok(Applied::rejected(
                 ErrorCode::InvalidRequest,
                 "not a reservation request",
@@ -320,10 +349,11 @@ impl Lane for ReservationLane {
     async fn finish(
         &self,
         tx: &mut PgConnection,
-        deltas: SeatDeltas,
+        batch: ReservationBatch,
     ) -> Result<Vec<Event>, sqlx::Error> {
+        batch.ledger.flush(tx).await?;
         let (ids, changes): (Vec<i64>, Vec<i32>) =
-            deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
+            batch.deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
