@@ -48,18 +48,22 @@ pub(crate) struct LaneContext {
 impl ClientContext for LaneContext {}
 
 impl LaneContext {
+    /// Runs `future` to completion from the rebalance callback, which runs
+    /// inside `recv()` on a runtime thread: blocks that thread without
+    /// stalling the runtime's other tasks.
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(future)),
+            Err(_) => self.runtime.block_on(future),
+        }
+    }
+
     fn stored_offsets(&self, topic: &str, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
         let load = tokio::time::timeout(
             Duration::from_secs(10),
             store::load_offsets(&self.pool, &self.group, topic, partitions),
         );
-        // The callback runs inside `recv()` on a runtime thread; block it
-        // without stalling the runtime's other tasks.
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(load)),
-            Err(_) => self.runtime.block_on(load),
-        };
-        match result {
+        match self.block_on(load) {
             Ok(Ok(offsets)) => Some(offsets),
             Ok(Err(error)) => {
                 tracing::warn!(%error, group = %self.group, "cannot read stored offsets; batches will reconcile");
@@ -71,9 +75,7 @@ impl LaneContext {
             }
         }
     }
-}
 
-impl LaneContext {
     /// When the stored next offset lies beyond the end of the partition's
     /// log, the log was recreated (topic deleted, broker storage wiped):
     /// offsets restarted, and every new record would look applied already.
@@ -101,11 +103,7 @@ impl LaneContext {
         );
         metrics::counter!("lane_log_resets_total").increment(1);
         let reset = store::reset_offset(&self.pool, &self.group, topic, partition, start);
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(reset)),
-            Err(_) => self.runtime.block_on(reset),
-        };
-        match result {
+        match self.block_on(reset) {
             Ok(()) => Some(start),
             Err(error) => {
                 tracing::error!(%error, "cannot move the stored offset; the partition stays where it was");

@@ -63,7 +63,7 @@ impl Lane for ChargeLane {
                 format!("a balance may not exceed {MAX_BALANCE}"),
             ));
         }
-        let Some(changed) = ledger
+        let changed = ledger
             .change(
                 tx,
                 charge.user_id,
@@ -73,10 +73,7 @@ impl Lane for ChargeLane {
                 Some("charge"),
                 envelope.request_id,
             )
-            .await?
-        else {
-            return Ok(Applied::rejected(ErrorCode::NotFound, "user not found"));
-        };
+            .await?;
         Ok(Applied::succeeded(
             json!({"user_id": charge.user_id, "balance": changed.balance_after, "history_id": changed.history_id}),
             vec![Event::BalanceChanged(changed)],

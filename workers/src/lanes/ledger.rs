@@ -102,7 +102,8 @@ impl Ledger {
     /// Applies a change of `amount` (positive) to `user_id`'s balance, which
     /// [`Ledger::balance`] or [`Ledger::lock`] has locked, and stages its
     /// history row. The caller has checked that the result stays within
-    /// 0 ..= [`MAX_BALANCE`]. None if the user's balance is not locked.
+    /// 0 ..= [`MAX_BALANCE`]. Changing a balance the batch has not locked
+    /// is a bug in the lane, and fails the batch.
     #[allow(clippy::too_many_arguments)]
     pub async fn change(
         &mut self,
@@ -113,16 +114,23 @@ impl Ledger {
         payment_id: Option<i64>,
         reason: Option<&'static str>,
         request_id: Uuid,
-    ) -> Result<Option<BalanceChanged>, sqlx::Error> {
+    ) -> Result<BalanceChanged, sqlx::Error> {
+        let unlocked = || {
+            sqlx::Error::Protocol(format!(
+                "balance of user {user_id} changed without its lock"
+            ))
+        };
+        if !self.accounts.contains_key(&user_id) {
+            return Err(unlocked());
+        }
         if self.history_ids.is_empty() {
             self.reserve_ids(tx, 1).await?;
         }
-        let Some(account) = self.accounts.get_mut(&user_id) else {
-            return Ok(None);
-        };
-        let Some(history_id) = self.history_ids.pop_front() else {
-            return Err(sqlx::Error::Protocol("no history id reserved".into()));
-        };
+        let history_id = self
+            .history_ids
+            .pop_front()
+            .ok_or_else(|| sqlx::Error::Protocol("no history id reserved".into()))?;
+        let account = self.accounts.get_mut(&user_id).ok_or_else(unlocked)?;
         account.balance += match kind {
             BalanceChangeKind::Use => -amount,
             BalanceChangeKind::Charge | BalanceChangeKind::Refund => amount,
@@ -143,7 +151,7 @@ impl Ledger {
             reason,
             request_id,
         });
-        Ok(Some(change))
+        Ok(change)
     }
 
     /// Writes the changed balances and the history rows: two statements

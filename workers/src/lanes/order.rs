@@ -138,10 +138,8 @@ impl OrderLane {
                     request_id,
                 )
                 .await?;
-            if let Some(changed) = changed {
-                balance_after = changed.balance_after;
-                events.push(Event::BalanceChanged(changed));
-            }
+            balance_after = changed.balance_after;
+            events.push(Event::BalanceChanged(changed));
         }
         if order.from_cart {
             sqlx::query("DELETE FROM user_carts WHERE user_id = $1 AND product_stock_id = ANY($2)")

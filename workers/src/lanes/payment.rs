@@ -47,7 +47,9 @@ impl PaymentLane {
         pay: &PayReservation,
         request_id: Uuid,
     ) -> Result<Applied, sqlx::Error> {
-        let Some(reservation) = batch.reservations.get(&pay.reservation_id) else {
+        // Locked by `prepare`; updated here so a second payment for it in
+        // the same batch sees it paid.
+        let Some(reservation) = batch.reservations.get_mut(&pay.reservation_id) else {
             return Ok(Applied::rejected(
                 ErrorCode::NotFound,
                 "reservation not found",
@@ -98,7 +100,7 @@ impl PaymentLane {
             Some(id) => id,
             None => next_ids(tx, "payments", 1).await?[0],
         };
-        let Some(changed) = batch
+        let changed = batch
             .ledger
             .change(
                 tx,
@@ -109,19 +111,7 @@ impl PaymentLane {
                 Some("reservation payment"),
                 request_id,
             )
-            .await?
-        else {
-            return Ok(Applied::rejected(
-                ErrorCode::NotFound,
-                "user has no balance",
-            ));
-        };
-        let Some(reservation) = batch.reservations.get_mut(&pay.reservation_id) else {
-            return Ok(Applied::rejected(
-                ErrorCode::NotFound,
-                "reservation not found",
-            ));
-        };
+            .await?;
         reservation.status = "CONFIRMED".into();
         batch
             .payments

@@ -241,7 +241,7 @@ impl ReservationLane {
                     .bind(payment_id)
                     .fetch_one(&mut *tx)
                     .await?;
-                    let Some(changed) = batch
+                    let changed = batch
                         .ledger
                         .change(
                             tx,
@@ -252,13 +252,7 @@ impl ReservationLane {
                             Some("reservation cancelled"),
                             request_id,
                         )
-                        .await?
-                    else {
-                        return Ok(Applied::rejected(
-                            ErrorCode::NotFound,
-                            "user has no balance",
-                        ));
-                    };
+                        .await?;
                     refunded = amount;
                     events.push(Event::PaymentRefunded(PaymentChanged {
                         payment_id,
