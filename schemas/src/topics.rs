@@ -181,6 +181,35 @@ mod tests {
     }
 
     #[test]
+    fn request_partitions_are_the_deployments_choice_and_at_least_one() {
+        let count = |names: &TopicNames, topic: &str| {
+            names
+                .all_with_partitions()
+                .into_iter()
+                .find(|(name, _)| name == topic)
+                .map(|(_, partitions)| partitions)
+        };
+        let default = TopicNames::default();
+        assert_eq!(
+            count(&default, "charge-requests"),
+            Some(DEFAULT_REQUEST_PARTITIONS)
+        );
+        let five = TopicNames::default().with_request_partitions(5);
+        for topic in [
+            "reservation-requests",
+            "payment-requests",
+            "charge-requests",
+            "order-requests",
+        ] {
+            assert_eq!(count(&five, topic), Some(5), "{topic}");
+        }
+        assert_eq!(count(&five, "order-events"), Some(4));
+        assert_eq!(count(&five, "charge-requests.dlq"), Some(1));
+        let zero = TopicNames::default().with_request_partitions(0);
+        assert_eq!(count(&zero, "payment-requests"), Some(1));
+    }
+
+    #[test]
     fn every_consumed_topic_has_a_dlq() {
         let all = TopicNames::default().all_with_partitions();
         for topic in [
