@@ -60,7 +60,7 @@ for name in ["charge", "booking", "rush", "shop"]:
 
 extra_rows = []
 extras = {}
-for name in ["charge-half-rate", "charge-closed-loop"]:
+for name in ["charge-half-rate", "charge-closed-loop", "charge-sqlite-broker"]:
     run = load(name)
     if run is None:
         continue
@@ -76,8 +76,12 @@ for name in ["charge-half-rate", "charge-closed-loop"]:
         "correct": run["correct"],
     }
 
+broker = (out / "broker.txt").read_text().strip() if (out / "broker.txt").exists() else "unknown"
 (bench / "report.json").write_text(
-    json.dumps({"mode": mode, "scenarios": scenarios, "charge_variants": extras}, indent=2) + "\n"
+    json.dumps(
+        {"mode": mode, "broker": broker, "scenarios": scenarios, "charge_variants": extras}, indent=2
+    )
+    + "\n"
 )
 header = (
     "| run | follow | rate | requests | accepted/s | completed/s | baseline TPS | ratio | "
@@ -93,6 +97,10 @@ report = [
     "colocated on 2 cores). The ratio is end-to-end completed/s divided by the same run's pgbench",
     "baseline TPS (the same business SQL, one transaction per request, same client count).",
     "",
+    f"Broker: nisshi, {broker} (`BENCH_BROKER_STORAGE`). The dev stack's default engine,",
+    "SQLite, compiles every statement anew and would be the bottleneck of every run; the",
+    "`charge-sqlite-broker` row below repeats the charge run with it.",
+    "",
     "`follow detached`: a client holds its slot for the POST and follows the outcome with a",
     "long-poll on the side, as a browser does after a 202 (clients = POSTs in flight).",
     "`follow inline`: closed loop, a client waits for the outcome before its next request, as a",
@@ -102,10 +110,11 @@ report = [
     rule,
     *rows,
     "",
-    "## Charge: latency at half the maximum rate, and the closed loop",
+    "## Charge: latency at half the maximum rate, the closed loop, the durable broker",
     "",
     "`charge-half-rate` is an open-loop run at half of the `charge` row's completed/s (latency counts",
-    "from when each request was due); `charge-closed-loop` is the same workload with `--follow inline`.",
+    "from when each request was due); `charge-closed-loop` is the same workload with `--follow inline`;",
+    "`charge-sqlite-broker` is the `charge` run against nisshi's SQLite engine (the dev stack's broker).",
     "",
     header,
     rule,

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod pending;
 pub mod publish;
 pub mod routes;
 pub mod state;
@@ -29,6 +30,7 @@ use state::AppState;
 /// A built gateway, ready to serve.
 pub struct Gateway {
     state: AppState,
+    pending: pending::PendingQueue,
     max_body_bytes: usize,
 }
 
@@ -50,6 +52,7 @@ impl Gateway {
             config.common.database_max_connections,
         )?;
         let producer = platform::kafka::producer(&config.common)?;
+        let (pending_writer, pending) = pending::channel();
         let state = AppState {
             pool,
             producer,
@@ -57,12 +60,14 @@ impl Gateway {
             signer: auth::Signer::new(&config.auth_secret),
             admin_token: Arc::from(config.admin_token.as_str()),
             waiter: waiter::OutcomeWaiter::default(),
+            pending: pending_writer,
             produce_timeout: Duration::from_millis(config.common.kafka_produce_timeout_ms),
             max_wait: Duration::from_millis(config.request_wait_max_ms),
             business_tz: Arc::from(config.business_tz.as_str()),
         };
         Ok(Self {
             state,
+            pending,
             max_body_bytes: config.max_body_bytes,
         })
     }
@@ -103,12 +108,14 @@ impl Gateway {
                 .clone()
                 .run(self.state.pool.clone(), cancel.clone()),
         );
+        let pending = tokio::spawn(self.pending.run(self.state.pool.clone(), cancel.clone()));
         tracing::info!(addr = %listener.local_addr()?, "gateway listening");
         axum::serve(listener, router)
             .with_graceful_shutdown(cancel.clone().cancelled_owned())
             .await?;
         cancel.cancel();
         let _ = waiter.await;
+        let _ = pending.await;
         self.state.producer_flush();
         Ok(())
     }

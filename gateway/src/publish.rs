@@ -10,6 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
+use crate::pending::PendingRow;
 use crate::state::AppState;
 
 /// Namespace of request ids derived from an `Idempotency-Key`.
@@ -103,19 +104,17 @@ pub async fn submit(
     // The record is durable in Kafka: the request is accepted whatever
     // happens next. The PENDING row only makes polling friendlier, so a
     // database hiccup here is logged, not returned.
-    let inserted = sqlx::query(
-        "INSERT INTO requests (id, type, user_id, status, topic, kafka_partition, kafka_offset)
-         VALUES ($1, $2, $3, 'PENDING', $4, $5, $6)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(request_id)
-    .bind(envelope.request.type_name())
-    .bind(envelope.request.user_id())
-    .bind(&record.topic)
-    .bind(delivered.partition)
-    .bind(delivered.offset)
-    .execute(&state.pool)
-    .await;
+    let inserted = state
+        .pending
+        .record(PendingRow {
+            id: request_id,
+            request_type: envelope.request.type_name(),
+            user_id: envelope.request.user_id(),
+            topic: record.topic.clone(),
+            partition: delivered.partition,
+            offset: delivered.offset,
+        })
+        .await;
     metrics::histogram!("gateway_pending_insert_seconds").record(published.elapsed().as_secs_f64());
     if let Err(error) = inserted {
         tracing::warn!(%request_id, %error, "could not record the accepted request as PENDING");

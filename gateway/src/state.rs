@@ -8,6 +8,7 @@ use schemas::TopicNames;
 use sqlx::PgPool;
 
 use crate::auth::Signer;
+use crate::pending::PendingWriter;
 use crate::waiter::OutcomeWaiter;
 
 /// What every handler can reach.
@@ -25,6 +26,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// Wakes long-polls when outcomes are written.
     pub waiter: OutcomeWaiter,
+    /// Records accepted requests as PENDING, many per statement.
+    pub pending: PendingWriter,
     /// How long a produce may wait for the broker.
     pub produce_timeout: Duration,
     /// Longest long-poll a client may ask for.

@@ -26,8 +26,9 @@ pub async fn run(
     );
     checks.insert(
         "balances_equal_history".into(),
-        zero(pool, "SELECT count(*) FROM balances b WHERE b.balance <> coalesce((SELECT sum(CASE h.type WHEN 'USE'
-                    THEN -h.amount ELSE h.amount END) FROM balance_histories h WHERE h.balance_id = b.id), 0)").await?,
+        zero(pool, "SELECT count(*) FROM balances b LEFT JOIN (SELECT balance_id, sum(CASE type WHEN 'USE'
+                    THEN -amount ELSE amount END) AS total FROM balance_histories GROUP BY balance_id) h
+                    ON h.balance_id = b.id WHERE b.balance <> coalesce(h.total, 0)").await?,
     );
     checks.insert(
         "confirmed_reservations_paid_once".into(),

@@ -113,7 +113,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     eprintln!("seeding {:?} ...", cli.scenario);
+    let seeding = Instant::now();
     let scenario = Arc::new(Scenario::seed(&cli, &api).await?);
+    eprintln!("seeded in {:.1} s", seeding.elapsed().as_secs_f64());
     let total = scenario.request_count(&cli);
     let progress = if cli.no_progress {
         ProgressBar::hidden()

@@ -59,35 +59,19 @@ async fn show(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(wait): ApiQuery<Wait>,
 ) -> ApiResult<Json<Value>> {
-    // Check access before waiting, so nobody can hold a connection open on
-    // someone else's (or an unknown) request.
-    let first = load(&state, id)
-        .await?
-        .ok_or(ApiError::NotFound("request"))?;
-    authorize(caller, &first)?;
     let wait = Duration::from_millis(wait.wait_ms.unwrap_or(0)).min(state.max_wait);
-    let deadline = tokio::time::Instant::now() + wait;
-    let notify = state.waiter.subscribe(id);
-    let row = loop {
-        // Register interest before reading, so an outcome written between
-        // the read and the wait still wakes us.
-        let notified = notify.notified();
-        let row = load(&state, id).await;
-        let done = match &row {
-            Ok(Some(r)) => r.status != "PENDING",
-            Ok(None) => false,
-            Err(_) => true,
-        };
-        let now = tokio::time::Instant::now();
-        if done || now >= deadline {
-            break row;
-        }
-        // Re-check at least every second in case a notification was lost.
-        let nap = (deadline - now).min(Duration::from_secs(1));
-        let _ = tokio::time::timeout(nap, notified).await;
+    let row = if wait.is_zero() {
+        let row = load(&state, id)
+            .await?
+            .ok_or(ApiError::NotFound("request"))?;
+        authorize(caller, &row)?;
+        row
+    } else {
+        let notify = state.waiter.subscribe(id);
+        let row = wait_for_outcome(&state, caller, id, &notify, wait).await;
+        state.waiter.forget(id, notify);
+        row?
     };
-    state.waiter.forget(id, notify);
-    let row = row?.ok_or(ApiError::NotFound("request"))?;
     let mut body = json!({"request_id": row.id, "type": row.r#type, "status": row.status});
     if let Some(result) = row.result {
         body["result"] = result;
@@ -96,4 +80,37 @@ async fn show(
         body["error"] = json!({"code": code, "message": row.error_message.unwrap_or_default()});
     }
     Ok(Json(body))
+}
+
+/// Reads the request until it is decided or `wait` has passed. The first
+/// read also checks access, so nobody can hold a connection open on someone
+/// else's (or an unknown) request.
+async fn wait_for_outcome(
+    state: &AppState,
+    caller: Caller,
+    id: Uuid,
+    notify: &tokio::sync::Notify,
+    wait: Duration,
+) -> ApiResult<RequestRow> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut authorized = false;
+    loop {
+        // Register interest before reading, so an outcome written between
+        // the read and the wait still wakes us.
+        let notified = notify.notified();
+        let row = load(state, id)
+            .await?
+            .ok_or(ApiError::NotFound("request"))?;
+        if !authorized {
+            authorize(caller, &row)?;
+            authorized = true;
+        }
+        let now = tokio::time::Instant::now();
+        if row.status != "PENDING" || now >= deadline {
+            return Ok(row);
+        }
+        // Re-check at least every second in case a notification was lost.
+        let nap = (deadline - now).min(Duration::from_secs(1));
+        let _ = tokio::time::timeout(nap, notified).await;
+    }
 }
