@@ -97,7 +97,7 @@ report = [
     "colocated on 2 cores). The ratio is end-to-end completed/s divided by the same run's pgbench",
     "baseline TPS (the same business SQL, one transaction per request, same client count).",
     "",
-    f"Broker: nisshi, {broker} (`BENCH_BROKER_STORAGE`). The dev stack's default engine,",
+    f"Broker: nisshi with storage `{broker}` (`BENCH_BROKER_STORAGE`). The dev stack's default engine,",
     "SQLite, compiles every statement anew and would be the bottleneck of every run; the",
     "`charge-sqlite-broker` row below repeats the charge run with it.",
     "",

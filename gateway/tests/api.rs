@@ -771,3 +771,80 @@ async fn shop_bad_input_gets_a_stable_code_and_publishes_nothing() -> anyhow::Re
     );
     Ok(())
 }
+
+/// Accepts record their PENDING rows through one writer that puts many rows
+/// in one statement: every accepted id must get its own row, with its own
+/// caller, topic and broker position, even when calls race (and a retried
+/// idempotent call in the same batch must not fail the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_accepts_each_get_their_own_pending_row() -> anyhow::Result<()> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+
+    let h = Harness::start().await?;
+    let mut users = Vec::new();
+    for name in ["ann", "ben", "cid", "dee"] {
+        users.push(h.api.create_user(name).await?);
+    }
+    let api = &h.api;
+    let users = &users;
+    let sent: Vec<(uuid::Uuid, i64)> = stream::iter(0..120usize)
+        .map(|i| async move {
+            // Every tenth call repeats one idempotent call of the first user.
+            let repeat = i % 10 == 0;
+            let user = if repeat {
+                &users[0]
+            } else {
+                &users[i % users.len()]
+            };
+            let amount = if repeat { 1 } else { 1 + i };
+            let mut call = api
+                .http
+                .post(api.url(&format!("/v1/users/{}/balance/charge", user.id)))
+                .bearer_auth(&user.token)
+                .json(&json!({ "amount": amount }));
+            if repeat {
+                call = call.header("Idempotency-Key", "same-charge");
+            }
+            let (status, body) = Api::read(call.send().await?).await?;
+            anyhow::ensure!(status == StatusCode::ACCEPTED, "{status} {body}");
+            let id = uuid::Uuid::parse_str(body["request_id"].as_str().unwrap_or(""))?;
+            anyhow::Ok((id, user.id))
+        })
+        .buffer_unordered(60)
+        .try_collect()
+        .await?;
+
+    let mut expected: std::collections::HashMap<uuid::Uuid, i64> = Default::default();
+    for (id, user) in sent {
+        assert_eq!(
+            *expected.entry(id).or_insert(user),
+            user,
+            "one id, one caller"
+        );
+    }
+    assert_eq!(expected.len(), 109, "108 fresh ids and one repeated call");
+    let rows: Vec<(uuid::Uuid, String, Option<i64>, String, String, i32, i64)> = sqlx::query_as(
+        "SELECT id, type, user_id, status, topic, kafka_partition, kafka_offset FROM requests",
+    )
+    .fetch_all(&h.env.pool)
+    .await?;
+    assert_eq!(rows.len(), expected.len(), "one row per accepted id");
+    let mut positions = std::collections::HashSet::new();
+    for (id, kind, user, status, topic, partition, offset) in rows {
+        assert_eq!(user, expected.get(&id).copied(), "row {id} has its caller");
+        assert_eq!(
+            (kind.as_str(), status.as_str()),
+            ("balance.charge", "PENDING")
+        );
+        assert!(topic.ends_with("charge-requests"), "{topic}");
+        assert!(offset >= 0);
+        positions.insert((partition, offset));
+    }
+    // Rows matched to the wrong ids would show as shared positions.
+    assert_eq!(
+        positions.len(),
+        expected.len(),
+        "each row has its own record"
+    );
+    Ok(())
+}
