@@ -823,7 +823,8 @@ async fn racing_accepts_each_get_their_own_pending_row() -> anyhow::Result<()> {
         );
     }
     assert_eq!(expected.len(), 109, "108 fresh ids and one repeated call");
-    let rows: Vec<(uuid::Uuid, String, Option<i64>, String, String, i32, i64)> = sqlx::query_as(
+    type Row = (uuid::Uuid, String, Option<i64>, String, String, i32, i64);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, type, user_id, status, topic, kafka_partition, kafka_offset FROM requests",
     )
     .fetch_all(&h.env.pool)
