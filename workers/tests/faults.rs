@@ -511,8 +511,27 @@ async fn a_recreated_topic_is_consumed_from_its_start_not_skipped() -> anyhow::R
     )
     .await?;
 
-    // A fresh producer: the gateway's idempotent producer has sequence
-    // numbers for the old log, which the broker refuses for the new one.
+    let api = &stack.api;
+    // The gateway's idempotent producer has sequence numbers for the old
+    // log, which the broker refuses for the new one: a fatal producer error.
+    // The gateway must refuse the call (never a 202 for an unpublished
+    // request) and report itself not ready, so it gets restarted.
+    let (status, body) = testkit::Api::read(
+        api.http
+            .post(api.url(&format!("/v1/users/{}/balance/charge", user.id)))
+            .bearer_auth(&user.token)
+            .json(&json!({"amount": 5}))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, ready) =
+        testkit::Api::read(api.http.get(api.url("/readyz")).send().await?).await?;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert!(ready["producer_error"].is_string(), "{ready}");
+
+    // A fresh producer publishes to the new log.
     let after = Uuid::new_v4();
     let envelope = schemas::RequestEnvelope::new(
         after,

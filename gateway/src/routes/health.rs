@@ -21,8 +21,16 @@ pub(crate) fn router() -> Router<AppState> {
         )
 }
 
-/// Ready when both Postgres and Kafka answer.
+/// Ready when both Postgres and Kafka answer and the producer has not
+/// failed for good (a fatal idempotence error, e.g. after a topic was
+/// recreated under it, refuses every later publish until a restart).
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    use rdkafka::producer::Producer;
+    let producer_error = state
+        .producer
+        .client()
+        .fatal_error()
+        .map(|(code, reason)| format!("{code:?}: {reason}"));
     let database = sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(&state.pool)
         .await
@@ -32,7 +40,8 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         platform::kafka::broker_reachable(&producer, Duration::from_secs(2))
     })
     .await
-    .unwrap_or(false);
+    .unwrap_or(false)
+        && producer_error.is_none();
     let status = if database && kafka {
         StatusCode::OK
     } else {
@@ -40,6 +49,9 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         status,
-        Json(json!({"database": database, "kafka": kafka, "ready": database && kafka})),
+        Json(
+            json!({"database": database, "kafka": kafka, "producer_error": producer_error,
+                    "ready": database && kafka}),
+        ),
     )
 }
