@@ -108,12 +108,19 @@ impl Gateway {
                 .clone()
                 .run(self.state.pool.clone(), cancel.clone()),
         );
-        let pending = tokio::spawn(self.pending.run(self.state.pool.clone(), cancel.clone()));
+        // The PENDING writer outlives the graceful shutdown: calls still in
+        // flight when `cancel` fires get their rows written.
+        let pending_stop = CancellationToken::new();
+        let pending = tokio::spawn(
+            self.pending
+                .run(self.state.pool.clone(), pending_stop.clone()),
+        );
         tracing::info!(addr = %listener.local_addr()?, "gateway listening");
         axum::serve(listener, router)
             .with_graceful_shutdown(cancel.clone().cancelled_owned())
             .await?;
         cancel.cancel();
+        pending_stop.cancel();
         let _ = waiter.await;
         let _ = pending.await;
         self.state.producer_flush();
