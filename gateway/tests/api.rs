@@ -524,6 +524,10 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
         .text()
         .await?;
     assert!(response.contains("http_requests_total"), "{response}");
+    assert!(
+        response.contains("http_request_duration_seconds_bucket{"),
+        "latencies export as histograms: {response}"
+    );
     let (status, reply) = h
         .api
         .get(&format!("/v1/requests/{request_id}"), &alice.token)

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 /// Installs the tracing subscriber once: JSON lines (or pretty text when
@@ -32,12 +32,31 @@ pub fn init_tracing_with_default(format: &str, default_filter: &str) {
     let _ = result;
 }
 
+/// Bucket bounds of latency histograms (`*_seconds`): 0.5 ms to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Bucket bounds of size histograms (`*_size`, `*_rows`): 1 to 1,000.
+pub const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+
+/// Histograms export as Prometheus histograms with fixed buckets (which a
+/// server can aggregate across processes and compute any quantile of),
+/// not as summaries, whose quantiles only move when `/metrics` is scraped.
+fn prometheus_builder() -> PrometheusBuilder {
+    // Fails only on empty bucket lists, which these are not.
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), SIZE_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_rows".into()), SIZE_BUCKETS))
+        .unwrap_or_else(|_| PrometheusBuilder::new())
+}
+
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = prometheus_builder().build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed; then ours just
             // stays empty, which is acceptable for tests.
@@ -45,4 +64,34 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_export_with_buckets_not_quantiles() {
+        let recorder = prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("test_latency_seconds").record(0.003);
+            metrics::histogram!("test_latency_seconds").record(0.2);
+            metrics::histogram!("test_batch_rows").record(7.0);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("test_latency_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("test_latency_seconds_bucket{le=\"0.25\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("test_batch_rows_bucket{le=\"10\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("quantile"), "{text}");
+    }
 }
