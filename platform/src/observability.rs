@@ -33,11 +33,11 @@ pub fn init_tracing_with_default(format: &str, default_filter: &str) {
 }
 
 /// Bucket bounds of latency histograms (`*_seconds`): 0.5 ms to 10 s.
-pub const LATENCY_BUCKETS: &[f64] = &[
+const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Bucket bounds of size histograms (`*_size`, `*_rows`): 1 to 1,000.
-pub const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
 
 /// Histograms export as Prometheus histograms with fixed buckets (which a
 /// server can aggregate across processes and compute any quantile of),

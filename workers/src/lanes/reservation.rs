@@ -89,12 +89,7 @@ pub async fn lock_reservation(
     tx: &mut PgConnection,
     id: i64,
 ) -> Result<Option<ReservationRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM reservations WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await
+    Ok(lock_reservations(tx, &[id]).await?.pop())
 }
 
 /// Moves a live reservation to `status` and frees its seat.
