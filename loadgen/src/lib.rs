@@ -1,8 +1,9 @@
 //! `loadgen`: drives the gateway over HTTP with many concurrent clients and
-//! follows every request to its outcome. See `loadgen --help`.
+//! follows every request to its outcome. See `loadgen --help`; [`run`] is
+//! the whole run, for the binary and for tests.
 
 mod checks;
-mod report;
+pub mod report;
 mod scenario;
 
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use testkit::Api;
 use tokio::sync::Semaphore;
 
-use report::{Report, Sample};
+pub use report::Report;
+use report::Sample;
 use scenario::Scenario;
 
 /// Which workload to run.
@@ -103,9 +105,10 @@ pub struct Cli {
     pub no_progress: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Seeds the scenario, runs it, checks the database, prints the summary
+/// (and writes `--json`), and returns the report; fails when a correctness
+/// check fails.
+pub async fn run(cli: Cli) -> anyhow::Result<Report> {
     let api = Api::new(cli.gateway.clone(), cli.admin_token.clone());
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
@@ -204,5 +207,5 @@ async fn main() -> anyhow::Result<()> {
     if !report.correct {
         anyhow::bail!("correctness checks failed");
     }
-    Ok(())
+    Ok(report)
 }
