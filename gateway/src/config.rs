@@ -39,6 +39,12 @@ pub struct GatewayConfig {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Requests (accepted here, or decided and notified) a long-poll can
+    /// answer from memory without reading the database; 0 turns the cache
+    /// off.
+    #[arg(long, env = "OUTCOME_CACHE_ENTRIES", default_value_t = 50_000)]
+    pub outcome_cache_entries: usize,
 }
 
 impl GatewayConfig {
@@ -53,6 +59,7 @@ impl GatewayConfig {
             request_wait_max_ms: 30_000,
             business_tz: "Asia/Seoul".into(),
             max_body_bytes: 16 * 1024,
+            outcome_cache_entries: 50_000,
         }
     }
 }

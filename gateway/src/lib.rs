@@ -59,7 +59,7 @@ impl Gateway {
             topics: config.common.topics(),
             signer: auth::Signer::new(&config.auth_secret),
             admin_token: Arc::from(config.admin_token.as_str()),
-            waiter: waiter::OutcomeWaiter::default(),
+            waiter: waiter::OutcomeWaiter::new(config.outcome_cache_entries),
             pending: pending_writer,
             produce_timeout: Duration::from_millis(config.common.kafka_produce_timeout_ms),
             max_wait: Duration::from_millis(config.request_wait_max_ms),

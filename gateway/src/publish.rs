@@ -100,6 +100,11 @@ pub async fn submit(
     );
     metrics::counter!("gateway_requests_accepted_total", "type" => envelope.request.type_name())
         .increment(1);
+    state.waiter.accepted(
+        request_id,
+        envelope.request.type_name(),
+        envelope.request.user_id(),
+    );
 
     // The record is durable in Kafka: the request is accepted whatever
     // happens next. The PENDING row only makes polling friendlier, so a

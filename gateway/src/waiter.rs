@@ -1,10 +1,17 @@
-//! Long-poll support: lanes `NOTIFY request_outcomes` with the ids they
-//! decided; one listener per gateway wakes the waiting clients.
+//! Long-poll support. Lanes `NOTIFY request_outcomes` with what they
+//! decided (the committed rows, see [`platform::db::outcome_payloads`]); one
+//! listener per gateway keeps recent outcomes, and the requests this gateway
+//! accepted, in a bounded cache and wakes the waiting clients. A long-poll
+//! on a request the cache knows needs no database read at all: the cache
+//! says whose it is, and the notification carries its outcome.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use platform::db::{parse_outcome_payload, NotifiedOutcome};
+use quick_cache::sync::Cache;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -13,13 +20,62 @@ use uuid::Uuid;
 
 pub use platform::db::OUTCOME_CHANNEL;
 
-/// Registry of clients waiting for outcomes.
-#[derive(Clone, Default)]
+/// Status of an accepted request before its outcome.
+pub const PENDING: &str = "PENDING";
+
+/// What the gateway knows of a request without reading it: a row of
+/// `requests` as accepted (status PENDING) or as notified (decided).
+pub type KnownRequest = Arc<NotifiedOutcome>;
+
+/// Registry of clients waiting for outcomes, and the cache of requests
+/// known without a read.
+#[derive(Clone)]
 pub struct OutcomeWaiter {
     waiting: Arc<Mutex<HashMap<Uuid, Arc<Notify>>>>,
+    known: Option<Arc<Cache<Uuid, KnownRequest>>>,
+}
+
+impl Default for OutcomeWaiter {
+    fn default() -> Self {
+        Self::new(0)
+    }
 }
 
 impl OutcomeWaiter {
+    /// A waiter whose cache holds up to `cache_entries` requests (none
+    /// when 0: every long-poll then reads the database).
+    pub fn new(cache_entries: usize) -> Self {
+        Self {
+            waiting: Arc::default(),
+            known: (cache_entries > 0).then(|| Arc::new(Cache::new(cache_entries))),
+        }
+    }
+
+    /// Remembers a request this gateway has just had acknowledged, so the
+    /// first long-poll on it can check access without a read. An outcome
+    /// notified already is kept.
+    pub fn accepted(&self, id: Uuid, request_type: &str, user_id: Option<i64>) {
+        if let Some(known) = &self.known {
+            let _ = known.get_or_insert_with(&id, || {
+                Ok::<_, Infallible>(Arc::new(NotifiedOutcome {
+                    request_type: request_type.to_owned(),
+                    user_id,
+                    status: PENDING.to_owned(),
+                    result: None,
+                    error_code: None,
+                    error_message: None,
+                }))
+            });
+        }
+    }
+
+    /// What the cache knows of `id`: decided (final) or accepted here and
+    /// not notified yet (PENDING, which a missed notification can make
+    /// stale: trust it only as a reason to wait).
+    pub fn known(&self, id: Uuid) -> Option<KnownRequest> {
+        self.known.as_ref()?.get(&id)
+    }
+
     /// A handle that is notified when `id` may have an outcome. Drop it with
     /// [`OutcomeWaiter::forget`] when done.
     pub fn subscribe(&self, id: Uuid) -> Arc<Notify> {
@@ -37,15 +93,21 @@ impl OutcomeWaiter {
     }
 
     fn wake(&self, payload: &str) {
+        let notices = parse_outcome_payload(payload);
+        // Cache first, then wake: a woken client finds the outcome.
+        if let Some(known) = &self.known {
+            for notice in &notices {
+                if let Some(outcome) = &notice.outcome {
+                    known.insert(notice.id, Arc::new(outcome.clone()));
+                }
+            }
+        }
         let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if waiting.is_empty() {
             return;
         }
-        for id in payload
-            .split(',')
-            .filter_map(|s| Uuid::parse_str(s.trim()).ok())
-        {
-            if let Some(notify) = waiting.get(&id) {
+        for notice in &notices {
+            if let Some(notify) = waiting.get(&notice.id) {
                 notify.notify_waiters();
             }
         }

@@ -588,6 +588,108 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends what a lane sends on `request_outcomes` for a decided request,
+/// without writing the row.
+async fn notify_outcome(
+    pool: &sqlx::PgPool,
+    request_id: uuid::Uuid,
+    user_id: i64,
+) -> anyhow::Result<()> {
+    let notices = [platform::db::OutcomeNotice {
+        id: request_id,
+        outcome: Some(platform::db::NotifiedOutcome {
+            request_type: "balance.charge".into(),
+            user_id: Some(user_id),
+            status: "SUCCEEDED".into(),
+            result: Some(json!({"from": "notification"})),
+            error_code: None,
+            error_message: None,
+        }),
+    }];
+    for payload in platform::db::outcome_payloads(&notices) {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(gateway::waiter::OUTCOME_CHANNEL)
+            .bind(payload)
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() -> anyhow::Result<()>
+{
+    let h = Harness::start().await?;
+    let alice = h.api.create_user("alice").await?;
+    let bob = h.api.create_user("bob").await?;
+
+    // 1. The outcome arrives in the notification: the long-poll answers
+    //    with it, without reading the row (which this test leaves PENDING).
+    let first = h.api.charge(&alice, 100).await?;
+    let pool = h.env.pool.clone();
+    let alice_id = alice.id;
+    let lane = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        notify_outcome(&pool, first, alice_id).await
+    });
+    let (status, reply) = h
+        .api
+        .get(&format!("/v1/requests/{first}?wait_ms=3000"), &alice.token)
+        .await?;
+    lane.await??;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["status"], "SUCCEEDED", "{reply}");
+    assert_eq!(reply["result"]["from"], "notification", "{reply}");
+    assert_eq!(reply["type"], "balance.charge");
+    // Access is checked against what the gateway knows, as against the row.
+    let (status, reply) = h
+        .api
+        .get(&format!("/v1/requests/{first}?wait_ms=3000"), &bob.token)
+        .await?;
+    assert_eq!((status, code(&reply)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
+    // A plain GET is the database's answer.
+    let (_, reply) = h
+        .api
+        .get(&format!("/v1/requests/{first}"), &alice.token)
+        .await?;
+    assert_eq!(reply["status"], "PENDING");
+
+    // 2. The notification is lost: the request is still known as accepted
+    //    here, but that is trusted only once; the long-poll reads the row
+    //    at its next check and answers well before its deadline.
+    let second = h.api.charge(&alice, 200).await?;
+    let pool = h.env.pool.clone();
+    let lane = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::query(
+            "UPDATE requests SET status = 'SUCCEEDED', result = '{\"from\": \"row\"}',
+                    completed_at = now() WHERE id = $1",
+        )
+        .bind(second)
+        .execute(&pool)
+        .await?;
+        anyhow::Ok(())
+    });
+    let started = Instant::now();
+    let (status, reply) = h
+        .api
+        .get(
+            &format!("/v1/requests/{second}?wait_ms=20000"),
+            &alice.token,
+        )
+        .await?;
+    lane.await??;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["status"], "SUCCEEDED", "{reply}");
+    assert_eq!(reply["result"]["from"], "row", "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a stale cache entry held the long-poll: {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shop_bad_input_gets_a_stable_code_and_publishes_nothing() -> anyhow::Result<()> {
     let h = Harness::start().await?;

@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
+use uuid::Uuid;
 
-/// Channel the lanes `NOTIFY` after deciding requests; the payload is a
-/// comma-separated id list. The gateway listens to wake long-polls.
+/// Channel the lanes `NOTIFY` after deciding requests; the payload is made
+/// by [`outcome_payloads`] (a JSON array of [`OutcomeNotice`]s). The gateway
+/// listens to answer long-polls.
 pub const OUTCOME_CHANNEL: &str = "request_outcomes";
 /// Channel the lanes `NOTIFY` after writing outbox rows; wakes the relay.
 pub const OUTBOX_CHANNEL: &str = "outbox_ready";
@@ -74,5 +77,144 @@ pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
             db.code().as_deref() == Some("23505") && db.constraint() == Some(constraint)
         }
         _ => false,
+    }
+}
+
+/// Largest `NOTIFY` payload Postgres accepts is 8000 bytes; stay under it.
+const NOTIFY_PAYLOAD_BYTES: usize = 7_900;
+
+/// A decided request as a lane notifies it: the committed row of
+/// `requests`, so a gateway can answer a long-poll without reading it back.
+/// An outcome too large for a notification travels as its id alone
+/// (`outcome` is `None`) and the gateway reads the row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeNotice {
+    /// Request id.
+    pub id: Uuid,
+    /// The decided row, when it fits.
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub outcome: Option<NotifiedOutcome>,
+}
+
+/// The columns of a decided `requests` row a client sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifiedOutcome {
+    /// Request type name.
+    #[serde(rename = "type")]
+    pub request_type: String,
+    /// The user the request acts for.
+    pub user_id: Option<i64>,
+    /// SUCCEEDED, REJECTED or FAILED.
+    pub status: String,
+    /// Result of a success.
+    pub result: Option<serde_json::Value>,
+    /// Code of a rejection or failure.
+    pub error_code: Option<String>,
+    /// Message of a rejection or failure.
+    pub error_message: Option<String>,
+}
+
+/// Packs `notices` into as few `NOTIFY` payloads as fit the size limit,
+/// in order. An outcome that cannot fit a payload by itself is sent as its
+/// id alone.
+pub fn outcome_payloads(notices: &[OutcomeNotice]) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut current = String::from("[");
+    for notice in notices {
+        let mut item = serde_json::to_string(notice).unwrap_or_default();
+        if item.is_empty() || item.len() + 2 > NOTIFY_PAYLOAD_BYTES {
+            item = serde_json::to_string(&OutcomeNotice {
+                id: notice.id,
+                outcome: None,
+            })
+            .unwrap_or_default();
+        }
+        if current.len() + item.len() + 2 > NOTIFY_PAYLOAD_BYTES {
+            current.push(']');
+            payloads.push(std::mem::replace(&mut current, String::from("[")));
+        }
+        if current.len() > 1 {
+            current.push(',');
+        }
+        current.push_str(&item);
+    }
+    if current.len() > 1 {
+        current.push(']');
+        payloads.push(current);
+    }
+    payloads
+}
+
+/// Reads a payload of [`OUTCOME_CHANNEL`]: the JSON array
+/// [`outcome_payloads`] makes, or a comma-separated list of ids (what
+/// lanes of earlier versions send, and what an operator may send by hand
+/// to wake long-polls after fixing rows).
+pub fn parse_outcome_payload(payload: &str) -> Vec<OutcomeNotice> {
+    if payload.trim_start().starts_with('[') {
+        return serde_json::from_str(payload).unwrap_or_default();
+    }
+    payload
+        .split(',')
+        .filter_map(|s| Uuid::parse_str(s.trim()).ok())
+        .map(|id| OutcomeNotice { id, outcome: None })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(n: u128, message_len: usize) -> OutcomeNotice {
+        OutcomeNotice {
+            id: Uuid::from_u128(n),
+            outcome: Some(NotifiedOutcome {
+                request_type: "balance.charge".into(),
+                user_id: Some(7),
+                status: "REJECTED".into(),
+                result: None,
+                error_code: Some("INSUFFICIENT_BALANCE".into()),
+                error_message: Some("x".repeat(message_len)),
+            }),
+        }
+    }
+
+    #[test]
+    fn payloads_fit_notify_and_keep_every_notice_in_order() {
+        let notices: Vec<OutcomeNotice> = (0..500).map(|n| notice(n, 40)).collect();
+        let payloads = outcome_payloads(&notices);
+        assert!(payloads.len() > 1, "500 notices need several payloads");
+        assert!(payloads.iter().all(|p| p.len() < 8000));
+        let back: Vec<OutcomeNotice> = payloads
+            .iter()
+            .flat_map(|p| parse_outcome_payload(p))
+            .collect();
+        assert_eq!(back, notices);
+    }
+
+    #[test]
+    fn an_outcome_too_large_to_notify_travels_as_its_id() {
+        let notices = vec![notice(1, 10), notice(2, 9_000), notice(3, 10)];
+        let payloads = outcome_payloads(&notices);
+        assert!(payloads.iter().all(|p| p.len() < 8000));
+        let back: Vec<OutcomeNotice> = payloads
+            .iter()
+            .flat_map(|p| parse_outcome_payload(p))
+            .collect();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[0], notices[0]);
+        assert_eq!(back[1].id, notices[1].id);
+        assert_eq!(back[1].outcome, None);
+        assert_eq!(back[2], notices[2]);
+        assert!(outcome_payloads(&[]).is_empty());
+    }
+
+    #[test]
+    fn id_lists_still_parse() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        let back = parse_outcome_payload(&format!("{a}, {b},not-an-id"));
+        assert_eq!(back.iter().map(|n| n.id).collect::<Vec<_>>(), vec![a, b]);
+        assert!(back.iter().all(|n| n.outcome.is_none()));
+        assert!(parse_outcome_payload("[not json").is_empty());
     }
 }

@@ -226,6 +226,18 @@ async fn balance_for_one_seat_pays_only_one_of_two_holds() -> anyhow::Result<()>
     assert_eq!(counts.get("SUCCEEDED"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("INSUFFICIENT_BALANCE"), Some(&1), "{counts:?}");
     assert_eq!(stack.api.balance(&user).await?, 10_000);
+    // The long-polls were answered from the lanes' notifications; a plain
+    // GET reads the database. A success with its result and a rejection
+    // with its code read the same either way.
+    for answer in &results {
+        let id = answer["request_id"].as_str().unwrap_or_default();
+        let (status, stored) = stack
+            .api
+            .get(&format!("/v1/requests/{id}"), &user.token)
+            .await?;
+        assert_eq!(status, reqwest::StatusCode::OK, "{stored}");
+        assert_eq!(&stored, answer);
+    }
     assert_eq!(
         scalar(
             &stack,

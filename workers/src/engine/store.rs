@@ -7,7 +7,9 @@ use schemas::{ErrorCode, EventEnvelope};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use platform::db::{OUTBOX_CHANNEL, OUTCOME_CHANNEL};
+use platform::db::{
+    outcome_payloads, NotifiedOutcome, OutcomeNotice, OUTBOX_CHANNEL, OUTCOME_CHANNEL,
+};
 
 /// Stored next offsets of `group` for `partitions` of `topic`.
 pub async fn load_offsets(
@@ -161,7 +163,9 @@ pub async fn record_outcomes(
     let topics: Vec<&str> = rows.iter().map(|r| r.topic.as_str()).collect();
     let partitions: Vec<i32> = rows.iter().map(|r| r.partition).collect();
     let offsets: Vec<i64> = rows.iter().map(|r| r.offset).collect();
-    sqlx::query(
+    // RETURNING names the rows this statement wrote: a request decided
+    // before keeps its first outcome and is not notified again.
+    let written: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
         "INSERT INTO requests (id, type, user_id, status, result, error_code, error_message,
                                topic, kafka_partition, kafka_offset, completed_at)
          SELECT t.*, now() FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::jsonb[],
@@ -177,7 +181,8 @@ pub async fn record_outcomes(
              kafka_partition = EXCLUDED.kafka_partition,
              kafka_offset = EXCLUDED.kafka_offset,
              completed_at = now()
-         WHERE requests.status = 'PENDING'",
+         WHERE requests.status = 'PENDING'
+         RETURNING id, user_id",
     )
     .bind(&ids)
     .bind(&types)
@@ -189,27 +194,41 @@ pub async fn record_outcomes(
     .bind(&topics)
     .bind(&partitions)
     .bind(&offsets)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    notify_outcomes(tx, &ids).await
-}
-
-async fn notify_outcomes(tx: &mut PgConnection, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    // NOTIFY payloads are limited to 8000 bytes; 36-byte ids plus a comma
-    // fit 200 to a chunk.
-    let payloads: Vec<String> = ids
-        .chunks(200)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(Uuid::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
+    let owners: HashMap<Uuid, Option<i64>> = written.into_iter().collect();
+    let notices: Vec<OutcomeNotice> = rows
+        .iter()
+        .filter_map(|row| {
+            let user_id = *owners.get(&row.id)?;
+            Some(OutcomeNotice {
+                id: row.id,
+                outcome: Some(NotifiedOutcome {
+                    request_type: row.request_type.clone(),
+                    user_id,
+                    status: row.status.to_owned(),
+                    result: row.result.clone(),
+                    error_code: row.error_code.map(|c| c.as_str().to_owned()),
+                    error_message: row.error_message.clone(),
+                }),
+            })
         })
         .collect();
+    notify_outcomes(tx, &notices).await
+}
+
+/// Tells the gateways what was decided; delivered when the transaction
+/// commits.
+async fn notify_outcomes(
+    tx: &mut PgConnection,
+    notices: &[OutcomeNotice],
+) -> Result<(), sqlx::Error> {
+    if notices.is_empty() {
+        return Ok(());
+    }
     sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
         .bind(OUTCOME_CHANNEL)
-        .bind(&payloads)
+        .bind(outcome_payloads(notices))
         .execute(&mut *tx)
         .await?;
     Ok(())
