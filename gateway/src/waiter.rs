@@ -94,11 +94,16 @@ impl OutcomeWaiter {
 
     fn wake(&self, payload: &str) {
         let notices = parse_outcome_payload(payload);
-        // Cache first, then wake: a woken client finds the outcome.
+        // Cache first, then wake: a woken client finds the outcome. A bare
+        // id (an outcome too large to notify, or an operator waking polls
+        // after fixing rows) means "read the row": forget what was cached.
         if let Some(known) = &self.known {
             for notice in &notices {
-                if let Some(outcome) = &notice.outcome {
-                    known.insert(notice.id, Arc::new(outcome.clone()));
+                match &notice.outcome {
+                    Some(outcome) => known.insert(notice.id, Arc::new(outcome.clone())),
+                    None => {
+                        known.remove(&notice.id);
+                    }
                 }
             }
         }

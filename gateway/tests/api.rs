@@ -687,6 +687,36 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
         "a stale cache entry held the long-poll: {:?}",
         started.elapsed()
     );
+
+    // 3. A bare id on the channel (an outcome too large to notify, or an
+    //    operator after fixing a row) means "read the row": what the cache
+    //    held for that request is forgotten.
+    sqlx::query(
+        "UPDATE requests SET status = 'SUCCEEDED', result = '{\"from\": \"row\"}',
+                completed_at = now() WHERE id = $1",
+    )
+    .bind(first)
+    .execute(&h.env.pool)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(gateway::waiter::OUTCOME_CHANNEL)
+        .bind(first.to_string())
+        .execute(&h.env.pool)
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, reply) = h
+            .api
+            .get(&format!("/v1/requests/{first}?wait_ms=100"), &alice.token)
+            .await?;
+        if reply["result"]["from"] == "row" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cached outcome outlived a bare-id notification: {reply}"
+        );
+    }
     Ok(())
 }
 
