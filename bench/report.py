@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Assembles bench/REPORT.md and bench/report.json from the loadgen JSON
 reports and the pgbench outputs of one `./dev bench` run. The hand-written
-analysis lives in bench/NOTES.md and is appended unchanged."""
+analysis lives in bench/NOTES.md and is appended unchanged.
+
+Usage: report.py OUT_DIR MODE [DEST_DIR]   (DEST_DIR defaults to bench/)"""
 import json
 import re
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 out = Path(sys.argv[1])
 mode = sys.argv[2]
 bench = Path(__file__).resolve().parent
+dest = Path(sys.argv[3]) if len(sys.argv) > 3 else bench
 commands = (out / "commands.txt").read_text().strip().splitlines()
 
 
@@ -77,7 +80,7 @@ for name in ["charge-half-rate", "charge-closed-loop", "charge-sqlite-broker"]:
     }
 
 broker = (out / "broker.txt").read_text().strip() if (out / "broker.txt").exists() else "unknown"
-(bench / "report.json").write_text(
+(dest / "report.json").write_text(
     json.dumps(
         {"mode": mode, "broker": broker, "scenarios": scenarios, "charge_variants": extras}, indent=2
     )
@@ -129,5 +132,5 @@ report = [
 ]
 if notes.exists():
     report += [notes.read_text().rstrip(), ""]
-(bench / "REPORT.md").write_text("\n".join(report))
+(dest / "REPORT.md").write_text("\n".join(report))
 print("\n".join(report))

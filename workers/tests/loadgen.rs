@@ -108,6 +108,65 @@ async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Resu
     assert_eq!(shop["checks"]["stats_equal_orders"], true, "{shop}");
     assert_eq!(shop["correct"], true, "{shop}");
 
+    // The bench's report reads what loadgen wrote: feed it these reports
+    // with pgbench outputs of known TPS and check the ratios it computes.
+    std::fs::copy(
+        dir.join("charge-rate.json"),
+        dir.join("charge-half-rate.json"),
+    )?;
+    let charge: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("charge.json"))?)?;
+    for (scenario, tps) in [
+        ("charge", 20.0),
+        ("booking", 4.0),
+        ("rush", 8.0),
+        ("shop", 5.0),
+    ] {
+        std::fs::write(
+            dir.join(format!("pgbench-{scenario}.txt")),
+            format!("tps = {tps:.6} (without initial connection time)\n"),
+        )?;
+    }
+    std::fs::write(dir.join("commands.txt"), "loadgen --scenario charge\n")?;
+    std::fs::write(dir.join("broker.txt"), "memory://nisshi/\n")?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/report.py");
+    let status = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .arg("quick")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    assert!(status.success(), "report.py failed: {status}");
+    let bench: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json"))?)?;
+    assert_eq!(bench["mode"], "quick");
+    assert_eq!(bench["broker"], "memory://nisshi/");
+    for (name, report, tps) in [
+        ("charge", &charge, 20.0),
+        ("booking", &booking, 4.0),
+        ("rush", &rush, 8.0),
+        ("shop", &shop, 5.0),
+    ] {
+        let row = &bench["scenarios"][name];
+        let completed = report["completed_per_sec"].as_f64().unwrap_or(0.0);
+        assert_eq!(row["baseline_tps"], tps, "{name}: {row}");
+        let ratio = row["ratio"].as_f64().unwrap_or(-1.0);
+        assert!(
+            (ratio - completed / tps).abs() < 0.006,
+            "{name}: ratio {ratio}, completed/s {completed}, baseline {tps}"
+        );
+        assert_eq!(row["correct"], true, "{name}: {row}");
+        assert_eq!(
+            row["accept_p99_ms"], report["accept_ms"]["p99"],
+            "{name}: {row}"
+        );
+    }
+    assert_eq!(bench["charge_variants"]["charge-half-rate"]["rate"], 100.0);
+    let markdown = std::fs::read_to_string(dir.join("REPORT.md"))?;
+    assert!(
+        markdown.contains("| charge-half-rate | detached | 100/s |"),
+        "{markdown}"
+    );
+
     let _ = std::fs::remove_dir_all(&dir);
     stack.stop().await
 }
