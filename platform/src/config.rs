@@ -42,7 +42,7 @@ pub struct CommonConfig {
 
     /// Longest a consumer fetch waits at the broker for new records, in
     /// milliseconds. Lower favours latency, higher saves broker work.
-    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 100)]
+    #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 50)]
     pub kafka_fetch_wait_ms: u64,
 
     /// Partitions of each request topic, used when the topics are created
@@ -66,7 +66,7 @@ impl CommonConfig {
             topic_prefix: String::new(),
             kafka_produce_timeout_ms: 5_000,
             kafka_linger_ms: 5,
-            kafka_fetch_wait_ms: 100,
+            kafka_fetch_wait_ms: 50,
             kafka_request_partitions: schemas::topics::DEFAULT_REQUEST_PARTITIONS,
             log_format: "json".into(),
         }
