@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use platform::db::{parse_outcome_payload, NotifiedOutcome};
+use platform::db::{parse_outcome_payload, RequestView};
 use quick_cache::sync::Cache;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -25,7 +25,7 @@ pub const PENDING: &str = "PENDING";
 
 /// What the gateway knows of a request without reading it: a row of
 /// `requests` as accepted (status PENDING) or as notified (decided).
-pub type KnownRequest = Arc<NotifiedOutcome>;
+pub type KnownRequest = Arc<RequestView>;
 
 /// Registry of clients waiting for outcomes, and the cache of requests
 /// known without a read.
@@ -57,7 +57,7 @@ impl OutcomeWaiter {
     pub fn accepted(&self, id: Uuid, request_type: &str, user_id: Option<i64>) {
         if let Some(known) = &self.known {
             let _ = known.get_or_insert_with(&id, || {
-                Ok::<_, Infallible>(Arc::new(NotifiedOutcome {
+                Ok::<_, Infallible>(Arc::new(RequestView {
                     request_type: request_type.to_owned(),
                     user_id,
                     status: PENDING.to_owned(),

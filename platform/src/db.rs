@@ -93,14 +93,16 @@ pub struct OutcomeNotice {
     pub id: Uuid,
     /// The decided row, when it fits.
     #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
-    pub outcome: Option<NotifiedOutcome>,
+    pub outcome: Option<RequestView>,
 }
 
-/// The columns of a decided `requests` row a client sees.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NotifiedOutcome {
+/// The columns of a `requests` row a client sees: what a lane notifies for
+/// a decided request, what the gateway caches, and what it reads back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct RequestView {
     /// Request type name.
     #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
     pub request_type: String,
     /// The user the request acts for.
     pub user_id: Option<i64>,
@@ -167,7 +169,7 @@ mod tests {
     fn notice(n: u128, message_len: usize) -> OutcomeNotice {
         OutcomeNotice {
             id: Uuid::from_u128(n),
-            outcome: Some(NotifiedOutcome {
+            outcome: Some(RequestView {
                 request_type: "balance.charge".into(),
                 user_id: Some(7),
                 status: "REJECTED".into(),

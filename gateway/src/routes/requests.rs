@@ -1,11 +1,13 @@
 //! `GET /v1/requests/{id}`: the outcome of an accepted request, with an
 //! optional long-poll.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use platform::db::RequestView;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -26,42 +28,18 @@ pub struct Wait {
     wait_ms: Option<u64>,
 }
 
-#[derive(sqlx::FromRow)]
-struct RequestRow {
-    id: Uuid,
-    r#type: String,
-    user_id: Option<i64>,
-    status: String,
-    result: Option<Value>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-}
-
-impl RequestRow {
-    fn known(id: Uuid, known: &KnownRequest) -> Self {
-        Self {
-            id,
-            r#type: known.request_type.clone(),
-            user_id: known.user_id,
-            status: known.status.clone(),
-            result: known.result.clone(),
-            error_code: known.error_code.clone(),
-            error_message: known.error_message.clone(),
-        }
-    }
-}
-
-async fn load(state: &AppState, id: Uuid) -> ApiResult<Option<RequestRow>> {
+async fn load(state: &AppState, id: Uuid) -> ApiResult<Option<KnownRequest>> {
     metrics::counter!("gateway_request_reads_total").increment(1);
-    Ok(sqlx::query_as(
-        "SELECT id, type, user_id, status, result, error_code, error_message FROM requests WHERE id = $1",
+    let row: Option<RequestView> = sqlx::query_as(
+        "SELECT type, user_id, status, result, error_code, error_message FROM requests WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&state.pool)
-    .await?)
+    .await?;
+    Ok(row.map(Arc::new))
 }
 
-fn authorize(caller: Caller, row: &RequestRow) -> ApiResult<()> {
+fn authorize(caller: Caller, row: &RequestView) -> ApiResult<()> {
     match row.user_id {
         Some(owner) => caller.require_access(owner),
         None if matches!(caller, Caller::Admin) => Ok(()),
@@ -88,12 +66,13 @@ async fn show(
         state.waiter.forget(id, notify);
         row?
     };
-    let mut body = json!({"request_id": row.id, "type": row.r#type, "status": row.status});
-    if let Some(result) = row.result {
-        body["result"] = result;
+    let mut body = json!({"request_id": id, "type": row.request_type, "status": row.status});
+    if let Some(result) = &row.result {
+        body["result"] = result.clone();
     }
-    if let Some(code) = row.error_code {
-        body["error"] = json!({"code": code, "message": row.error_message.unwrap_or_default()});
+    if let Some(code) = &row.error_code {
+        body["error"] =
+            json!({"code": code, "message": row.error_message.as_deref().unwrap_or_default()});
     }
     Ok(Json(body))
 }
@@ -111,9 +90,8 @@ async fn wait_for_outcome(
     id: Uuid,
     notify: &tokio::sync::Notify,
     wait: Duration,
-) -> ApiResult<RequestRow> {
+) -> ApiResult<KnownRequest> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut authorized = false;
     let mut first = true;
     loop {
         // Register interest before looking, so an outcome written between
@@ -121,16 +99,14 @@ async fn wait_for_outcome(
         let notified = notify.notified();
         let now = tokio::time::Instant::now();
         let row = match state.waiter.known(id) {
-            Some(known) if known.status != PENDING => RequestRow::known(id, &known),
-            Some(known) if first && now < deadline => RequestRow::known(id, &known),
+            Some(known) if known.status != PENDING || (first && now < deadline) => known,
             _ => load(state, id)
                 .await?
                 .ok_or(ApiError::NotFound("request"))?,
         };
-        first = false;
-        if !authorized {
+        if first {
             authorize(caller, &row)?;
-            authorized = true;
+            first = false;
         }
         if row.status != PENDING || now >= deadline {
             return Ok(row);

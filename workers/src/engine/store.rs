@@ -7,9 +7,7 @@ use schemas::{ErrorCode, EventEnvelope};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use platform::db::{
-    outcome_payloads, NotifiedOutcome, OutcomeNotice, OUTBOX_CHANNEL, OUTCOME_CHANNEL,
-};
+use platform::db::{outcome_payloads, OutcomeNotice, RequestView, OUTBOX_CHANNEL, OUTCOME_CHANNEL};
 
 /// Stored next offsets of `group` for `partitions` of `topic`.
 pub async fn load_offsets(
@@ -203,7 +201,7 @@ pub async fn record_outcomes(
             let user_id = *owners.get(&row.id)?;
             Some(OutcomeNotice {
                 id: row.id,
-                outcome: Some(NotifiedOutcome {
+                outcome: Some(RequestView {
                     request_type: row.request_type.clone(),
                     user_id,
                     status: row.status.to_owned(),
