@@ -542,15 +542,8 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
     let writer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut tx = pool.begin().await?;
-        sqlx::query("UPDATE requests SET status = 'SUCCEEDED', result = '{\"ok\": true}', completed_at = now() WHERE id = $1")
-            .bind(request_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(gateway::waiter::OUTCOME_CHANNEL)
-            .bind(request_id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        succeed_row(&mut *tx, request_id, json!({"ok": true})).await?;
+        notify_id(&mut *tx, request_id).await?;
         tx.commit().await?;
         anyhow::Ok(())
     });
@@ -588,6 +581,37 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the row of `request_id` as SUCCEEDED with `result`, as a lane
+/// does, without notifying.
+async fn succeed_row<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    request_id: uuid::Uuid,
+    result: Value,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE requests SET status = 'SUCCEEDED', result = $2, completed_at = now() WHERE id = $1",
+    )
+    .bind(request_id)
+    .bind(result)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Sends a bare id on `request_outcomes` (what an operator sends to wake
+/// long-polls after fixing a row).
+async fn notify_id<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    request_id: uuid::Uuid,
+) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(gateway::waiter::OUTCOME_CHANNEL)
+        .bind(request_id.to_string())
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// Sends what a lane sends on `request_outcomes` for a decided request,
 /// without writing the row.
 async fn notify_outcome(
@@ -597,7 +621,7 @@ async fn notify_outcome(
 ) -> anyhow::Result<()> {
     let notices = [platform::db::OutcomeNotice {
         id: request_id,
-        outcome: Some(platform::db::NotifiedOutcome {
+        outcome: Some(platform::db::RequestView {
             request_type: "balance.charge".into(),
             user_id: Some(user_id),
             status: "SUCCEEDED".into(),
@@ -661,14 +685,7 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
     let pool = h.env.pool.clone();
     let lane = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        sqlx::query(
-            "UPDATE requests SET status = 'SUCCEEDED', result = '{\"from\": \"row\"}',
-                    completed_at = now() WHERE id = $1",
-        )
-        .bind(second)
-        .execute(&pool)
-        .await?;
-        anyhow::Ok(())
+        succeed_row(&pool, second, json!({"from": "row"})).await
     });
     let started = Instant::now();
     let (status, reply) = h
@@ -691,18 +708,8 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
     // 3. A bare id on the channel (an outcome too large to notify, or an
     //    operator after fixing a row) means "read the row": what the cache
     //    held for that request is forgotten.
-    sqlx::query(
-        "UPDATE requests SET status = 'SUCCEEDED', result = '{\"from\": \"row\"}',
-                completed_at = now() WHERE id = $1",
-    )
-    .bind(first)
-    .execute(&h.env.pool)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(gateway::waiter::OUTCOME_CHANNEL)
-        .bind(first.to_string())
-        .execute(&h.env.pool)
-        .await?;
+    succeed_row(&h.env.pool, first, json!({"from": "row"})).await?;
+    notify_id(&h.env.pool, first).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, reply) = h
