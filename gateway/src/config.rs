@@ -40,6 +40,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Long-polls (`GET /v1/requests/{id}?wait_ms=`) that may wait at once;
+    /// past it a long-poll is answered at once with the current status.
+    #[arg(long, env = "LONG_POLL_MAX", default_value_t = 10_000)]
+    pub long_poll_max: usize,
+
     /// Requests (accepted here, or decided and notified) a long-poll can
     /// answer from memory without reading the database; 0 turns the cache
     /// off.
@@ -47,7 +52,59 @@ pub struct GatewayConfig {
     pub outcome_cache_entries: usize,
 }
 
+/// Shortest `AUTH_SECRET` accepted, in bytes: an HMAC-SHA256 key shorter
+/// than its output weakens every credential.
+pub const MIN_AUTH_SECRET_BYTES: usize = 32;
+
+/// Example values from `docker-compose.yml`, `.env.example` and the docs:
+/// a gateway that finds one of them as a secret refuses to start.
+const PLACEHOLDERS: &[&str] = &[
+    "change-me",
+    "change-me-admin",
+    "change-me-secret",
+    "changeme",
+    "replace-me",
+    "secret",
+    "admin",
+];
+
+/// Why the gateway refuses its secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// Empty.
+    #[error("{0} must be set")]
+    Missing(&'static str),
+    /// One of the published example values.
+    #[error(
+        "{0} is a placeholder from the examples; generate your own (e.g. `openssl rand -hex 32`)"
+    )]
+    Placeholder(&'static str),
+    /// Too short to be a signing key.
+    #[error("AUTH_SECRET must be at least {MIN_AUTH_SECRET_BYTES} bytes; generate one with `openssl rand -hex 32`")]
+    TooShort,
+}
+
 impl GatewayConfig {
+    /// Refuses empty, placeholder and (for `AUTH_SECRET`) short secrets.
+    pub fn check_secrets(&self) -> Result<(), SecretError> {
+        for (name, value) in [
+            ("AUTH_SECRET", self.auth_secret.trim()),
+            ("ADMIN_TOKEN", self.admin_token.trim()),
+        ] {
+            if value.is_empty() {
+                return Err(SecretError::Missing(name));
+            }
+            let lower = value.to_ascii_lowercase();
+            if PLACEHOLDERS.contains(&lower.as_str()) || lower.starts_with("change-me") {
+                return Err(SecretError::Placeholder(name));
+            }
+        }
+        if self.auth_secret.len() < MIN_AUTH_SECRET_BYTES {
+            return Err(SecretError::TooShort);
+        }
+        Ok(())
+    }
+
     /// A configuration for tests and tools: local defaults with the given
     /// secrets.
     pub fn local(admin_token: &str, auth_secret: &str) -> Self {
@@ -60,6 +117,36 @@ impl GatewayConfig {
             business_tz: "Asia/Seoul".into(),
             max_body_bytes: 16 * 1024,
             outcome_cache_entries: 50_000,
+            long_poll_max: 10_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn placeholder_short_and_empty_secrets_are_refused() {
+        let check = |admin: &str, secret: &str| GatewayConfig::local(admin, secret).check_secrets();
+        assert!(check("admin-3f9a1c", GOOD).is_ok());
+        assert!(matches!(
+            check("admin-3f9a1c", "change-me-secret"),
+            Err(SecretError::Placeholder("AUTH_SECRET"))
+        ));
+        assert!(matches!(
+            check("change-me-admin", GOOD),
+            Err(SecretError::Placeholder("ADMIN_TOKEN"))
+        ));
+        assert!(matches!(
+            check("admin-3f9a1c", "short-secret"),
+            Err(SecretError::TooShort)
+        ));
+        assert!(matches!(
+            check(" ", GOOD),
+            Err(SecretError::Missing("ADMIN_TOKEN"))
+        ));
     }
 }

@@ -50,6 +50,18 @@ pub enum ApiError {
         /// Explanation.
         message: String,
     },
+    /// The `Idempotency-Key` was used before for a call with another body.
+    #[error("this Idempotency-Key was used for another request")]
+    IdempotencyKeyReused,
+    /// A call with this `Idempotency-Key` is being accepted right now.
+    #[error("a call with this Idempotency-Key is in progress; retry")]
+    IdempotencyKeyInUse,
+    /// A text field holds a NUL character, which no text column stores.
+    #[error("{field}: text must not contain NUL (U+0000) characters")]
+    InvalidText {
+        /// Where: a JSON path into the body, or `query`.
+        field: String,
+    },
     /// Kafka did not acknowledge in time: the request was not accepted.
     #[error("kafka unavailable")]
     KafkaUnavailable(#[source] platform::kafka::ProduceError),
@@ -82,6 +94,11 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::IdempotencyKeyReused => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+            }
+            ApiError::IdempotencyKeyInUse => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_IN_USE"),
+            ApiError::InvalidText { .. } => (StatusCode::BAD_REQUEST, "INVALID_TEXT"),
             ApiError::KafkaUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"),
             ApiError::Database(e) => match platform::db::classify(e) {
                 platform::db::ErrorClass::Unavailable => {
@@ -98,14 +115,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let mut body = json!({"error": {"code": code, "message": self.to_string()}});
-        if let ApiError::Validation { field, .. } = &self {
-            body["error"]["field"] = json!(field);
+        match &self {
+            ApiError::Validation { field, .. } => body["error"]["field"] = json!(field),
+            ApiError::InvalidText { field } => body["error"]["field"] = json!(field),
+            _ => {}
         }
         if status.is_server_error() {
             tracing::error!(error = ?self, code, "request failed");
         }
         let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            || matches!(self, ApiError::IdempotencyKeyInUse)
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

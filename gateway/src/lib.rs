@@ -37,14 +37,7 @@ pub struct Gateway {
 impl Gateway {
     /// Connects (lazily) to Postgres and creates the Kafka producer.
     pub fn build(config: &GatewayConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !config.auth_secret.trim().is_empty(),
-            "AUTH_SECRET must not be empty"
-        );
-        anyhow::ensure!(
-            !config.admin_token.trim().is_empty(),
-            "ADMIN_TOKEN must not be empty"
-        );
+        config.check_secrets()?;
         // Install the recorder before the first request is counted.
         let _ = platform::observability::metrics_handle();
         let pool = platform::db::pool(
@@ -59,11 +52,12 @@ impl Gateway {
             topics: config.common.topics(),
             signer: auth::Signer::new(&config.auth_secret),
             admin_token: Arc::from(config.admin_token.as_str()),
-            waiter: waiter::OutcomeWaiter::new(config.outcome_cache_entries),
+            waiter: waiter::OutcomeWaiter::new(config.outcome_cache_entries, config.long_poll_max),
             pending: pending_writer,
             produce_timeout: Duration::from_millis(config.common.kafka_produce_timeout_ms),
             max_wait: Duration::from_millis(config.request_wait_max_ms),
             business_tz: Arc::from(config.business_tz.as_str()),
+            shutdown: CancellationToken::new(),
         };
         Ok(Self {
             state,
@@ -79,6 +73,10 @@ impl Gateway {
             .fallback(|| async { error::ApiError::NotFound("route") })
             .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(self.max_body_bytes))
+            .layer(middleware::from_fn_with_state(
+                self.max_body_bytes,
+                extract::limit_body,
+            ))
             .layer(middleware::from_fn(record_metrics))
             .layer(
                 TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -95,12 +93,14 @@ impl Gateway {
             .with_state(self.state.clone())
     }
 
-    /// Serves on `listener` until `cancel` fires, then drains in-flight calls.
+    /// Serves on `listener` until `cancel` fires, then drains in-flight calls
+    /// (long-polls answer at once with the status as it is).
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
+        self.state.shutdown = cancel.clone();
         let router = self.router();
         let waiter = tokio::spawn(
             self.state

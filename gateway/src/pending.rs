@@ -102,13 +102,17 @@ async fn insert(pool: &PgPool, batch: &[Job]) -> Result<(), sqlx::Error> {
     let topics: Vec<&str> = rows.clone().map(|r| r.topic.as_str()).collect();
     let partitions: Vec<i32> = rows.clone().map(|r| r.partition).collect();
     let offsets: Vec<i64> = rows.map(|r| r.offset).collect();
-    // A lane may have decided the request already: its outcome stays.
+    // A keyed call claimed its row before publishing: fill in where the
+    // record landed. A lane may have decided the request already: its
+    // outcome stays.
     sqlx::query(
         "INSERT INTO requests (id, type, user_id, status, topic, kafka_partition, kafka_offset)
          SELECT id, type, user_id, 'PENDING', topic, kafka_partition, kafka_offset
          FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[], $6::int8[])
               AS t(id, type, user_id, topic, kafka_partition, kafka_offset)
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT (id) DO UPDATE SET topic = EXCLUDED.topic,
+             kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset
+         WHERE requests.status = 'PENDING' AND requests.kafka_offset IS NULL",
     )
     .bind(&ids)
     .bind(&types)

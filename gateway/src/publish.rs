@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use platform::kafka::{self, OutgoingRecord};
 use schemas::{Request, RequestEnvelope};
+use serde::Serialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
@@ -16,23 +18,37 @@ use crate::state::AppState;
 /// Namespace of request ids derived from an `Idempotency-Key`.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1d_9a52_0c3e_4b8e_9d41_7a0b_52c8_e013);
 
+/// How long an `Idempotency-Key` claim may wait for its broker
+/// acknowledgement before a retry may take it over (the first call's
+/// gateway died between claiming and publishing). Far above any produce
+/// timeout.
+const STALE_CLAIM_SECS: f64 = 30.0;
+
 /// The id of an accepted call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RequestId {
     /// The request id.
     pub id: Uuid,
-    /// Derived from an `Idempotency-Key`: it may have been accepted before.
-    keyed: bool,
+    /// Derived from an `Idempotency-Key`: the fingerprint of what the call
+    /// asked for (route, path parameters, body).
+    fingerprint: Option<Vec<u8>>,
 }
 
-/// The request id of a call: derived from the caller, the route and the
-/// `Idempotency-Key` when there is one (so a retry maps to the same id),
-/// fresh otherwise.
-pub fn request_id(headers: &HeaderMap, caller: i64, route: &str) -> ApiResult<RequestId> {
+/// The request id of a call: derived from the caller, the route template
+/// and the `Idempotency-Key` when there is one (so a retry maps to the
+/// same id), fresh otherwise. `input` is what the call asks for (path
+/// parameters and body): a keyed call remembers its fingerprint, and the
+/// same key with another input is refused.
+pub fn request_id(
+    headers: &HeaderMap,
+    caller: i64,
+    route: &str,
+    input: &impl Serialize,
+) -> ApiResult<RequestId> {
     match headers.get("idempotency-key") {
         None => Ok(RequestId {
             id: Uuid::now_v7(),
-            keyed: false,
+            fingerprint: None,
         }),
         Some(value) => {
             let key = value
@@ -46,48 +62,153 @@ pub fn request_id(headers: &HeaderMap, caller: i64, route: &str) -> ApiResult<Re
                     )
                 })?;
             let name = format!("{caller}\u{1f}{route}\u{1f}{key}");
+            let canonical = serde_json::to_vec(&(route, input)).map_err(anyhow::Error::from)?;
             Ok(RequestId {
                 id: Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()),
-                keyed: true,
+                fingerprint: Some(Sha256::digest(&canonical).to_vec()),
             })
         }
     }
 }
 
+/// What the `requests` table says of a keyed call's id.
+#[derive(sqlx::FromRow)]
+struct Claim {
+    status: String,
+    fingerprint: Option<Vec<u8>>,
+    /// The broker acknowledged it (or a lane decided it already).
+    published: bool,
+    /// Claimed long ago and never acknowledged: the claiming call died.
+    stale: bool,
+}
+
+impl Claim {
+    /// The answer to a call whose id is claimed already, or None when this
+    /// call may go on (and take a stale claim over).
+    fn answer(&self, request: &RequestId) -> ApiResult<Option<Response>> {
+        if self.fingerprint != request.fingerprint {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        if self.published {
+            return Ok(Some(accepted(request.id, &self.status)));
+        }
+        if self.stale {
+            return Ok(None);
+        }
+        Err(ApiError::IdempotencyKeyInUse)
+    }
+}
+
+async fn read_claim(state: &AppState, id: Uuid) -> ApiResult<Option<Claim>> {
+    Ok(sqlx::query_as(
+        "SELECT status, fingerprint, (kafka_offset IS NOT NULL OR status <> 'PENDING') AS published,
+                accepted_at < now() - make_interval(secs => $2) AS stale
+         FROM requests WHERE id = $1",
+    )
+    .bind(id)
+    .bind(STALE_CLAIM_SECS)
+    .fetch_optional(&state.pool)
+    .await?)
+}
+
 /// The answer to a repeated idempotent call whose request was accepted
 /// before: the same request id, without checking or publishing again (the
 /// first call may have changed what the checks see, for example by
-/// expiring the queue token). A fresh id (no key) was never seen: no
+/// expiring the queue token). The same key with another body is refused
+/// (`422 IDEMPOTENCY_KEY_REUSED`); while the first call with the key is
+/// still being published, a second one is told to retry (`409
+/// IDEMPOTENCY_KEY_IN_USE`). A fresh id (no key) was never seen: no
 /// database round trip.
-pub async fn replay(state: &AppState, request_id: RequestId) -> ApiResult<Option<Response>> {
-    if !request_id.keyed {
+pub async fn replay(state: &AppState, request_id: &RequestId) -> ApiResult<Option<Response>> {
+    if request_id.fingerprint.is_none() {
         return Ok(None);
     }
-    let request_id = request_id.id;
-    let already: Option<String> = sqlx::query_scalar("SELECT status FROM requests WHERE id = $1")
-        .bind(request_id)
-        .fetch_optional(&state.pool)
-        .await?;
-    Ok(already.map(|status| accepted(request_id, &status)))
+    match read_claim(state, request_id.id).await? {
+        Some(claim) => claim.answer(request_id),
+        None => Ok(None),
+    }
+}
+
+/// Claims a keyed request id before it is published, so two concurrent
+/// calls with one key cannot both publish: the row is inserted PENDING with
+/// the call's fingerprint (or a stale claim of the same call is taken over).
+/// Returns the answer for the losing call.
+async fn claim(
+    state: &AppState,
+    request_id: &RequestId,
+    request: &Request,
+) -> ApiResult<Option<Response>> {
+    let claimed: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO requests (id, type, user_id, status, fingerprint)
+         VALUES ($1, $2, $3, 'PENDING', $4)
+         ON CONFLICT (id) DO UPDATE SET accepted_at = now()
+         WHERE requests.status = 'PENDING' AND requests.kafka_offset IS NULL
+           AND requests.fingerprint = EXCLUDED.fingerprint
+           AND requests.accepted_at < now() - make_interval(secs => $5)
+         RETURNING id",
+    )
+    .bind(request_id.id)
+    .bind(request.type_name())
+    .bind(request.user_id())
+    .bind(&request_id.fingerprint)
+    .bind(STALE_CLAIM_SECS)
+    .fetch_optional(&state.pool)
+    .await?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    match read_claim(state, request_id.id).await? {
+        Some(claim) => match claim.answer(request_id)? {
+            Some(response) => Ok(Some(response)),
+            // Stale a moment ago, taken over by another retry since.
+            None => Err(ApiError::IdempotencyKeyInUse),
+        },
+        // Released by a failed first call a moment ago: ask for a retry.
+        None => Err(ApiError::IdempotencyKeyInUse),
+    }
+}
+
+/// Gives a claim back after its publish failed, so a retry can publish.
+async fn release_claim(state: &AppState, id: Uuid) {
+    let released = sqlx::query(
+        "DELETE FROM requests WHERE id = $1 AND status = 'PENDING' AND kafka_offset IS NULL",
+    )
+    .bind(id)
+    .execute(&state.pool)
+    .await;
+    if let Err(error) = released {
+        tracing::warn!(%id, %error, "could not release an idempotency claim; a retry may publish after 30 s");
+    }
 }
 
 /// Publishes `request` under `request_id` and answers 202. Callers look
-/// for an earlier acceptance with [`replay`] first.
+/// for an earlier acceptance with [`replay`] first; a keyed call claims its
+/// id here, just before publishing.
 pub async fn submit(
     state: &AppState,
     request_id: RequestId,
     request: Request,
 ) -> ApiResult<Response> {
+    let keyed = request_id.fingerprint.is_some();
+    if keyed {
+        if let Some(response) = claim(state, &request_id, &request).await? {
+            return Ok(response);
+        }
+    }
     let request_id = request_id.id;
     let envelope = RequestEnvelope::new(request_id, request);
     let record = OutgoingRecord::request(&state.topics, &envelope).map_err(anyhow::Error::from)?;
     let started = std::time::Instant::now();
-    let delivered = kafka::produce(&state.producer, &record, state.produce_timeout)
-        .await
-        .map_err(|e| {
+    let delivered = match kafka::produce(&state.producer, &record, state.produce_timeout).await {
+        Ok(delivered) => delivered,
+        Err(error) => {
             metrics::counter!("gateway_publish_failures_total").increment(1);
-            ApiError::KafkaUnavailable(e)
-        })?;
+            if keyed {
+                release_claim(state, request_id).await;
+            }
+            return Err(ApiError::KafkaUnavailable(error));
+        }
+    };
     metrics::histogram!("gateway_publish_seconds").record(started.elapsed().as_secs_f64());
     let published = std::time::Instant::now();
     tracing::info!(

@@ -34,4 +34,8 @@ pub struct AppState {
     pub max_wait: Duration,
     /// Time zone of business days (product stats).
     pub business_tz: Arc<str>,
+    /// Fires when the gateway starts shutting down: long-polls answer at
+    /// once (with the status as it is), so a restart is not held up by
+    /// clients waiting for outcomes; they poll again, here or elsewhere.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }

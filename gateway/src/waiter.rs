@@ -31,24 +31,67 @@ pub type KnownRequest = Arc<RequestView>;
 /// known without a read.
 #[derive(Clone)]
 pub struct OutcomeWaiter {
-    waiting: Arc<Mutex<HashMap<Uuid, Arc<Notify>>>>,
+    waiting: Arc<Mutex<Waiting>>,
     known: Option<Arc<Cache<Uuid, KnownRequest>>>,
+    max_waiting: usize,
+}
+
+/// The long-polls waiting now, by request id.
+#[derive(Default)]
+struct Waiting {
+    by_id: HashMap<Uuid, Arc<Notify>>,
+    /// Long-polls in progress (several may wait on one id).
+    count: usize,
 }
 
 impl Default for OutcomeWaiter {
     fn default() -> Self {
-        Self::new(0)
+        Self::new(0, usize::MAX)
+    }
+}
+
+/// A long-poll's registration. Dropping it (the answer was sent, or the
+/// client went away and its handler was dropped) forgets the waiter, so an
+/// abandoned long-poll leaves nothing behind.
+pub struct Subscription {
+    waiter: OutcomeWaiter,
+    id: Uuid,
+    notify: Arc<Notify>,
+}
+
+impl Subscription {
+    /// Notified when the request may have an outcome.
+    pub fn notify(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut waiting = self.waiter.lock();
+        waiting.count = waiting.count.saturating_sub(1);
+        // Two references: the map's and this one.
+        if Arc::strong_count(&self.notify) <= 2 {
+            waiting.by_id.remove(&self.id);
+        }
+        metrics::gauge!("gateway_long_polls_waiting").set(waiting.count as f64);
     }
 }
 
 impl OutcomeWaiter {
     /// A waiter whose cache holds up to `cache_entries` requests (none
-    /// when 0: every long-poll then reads the database).
-    pub fn new(cache_entries: usize) -> Self {
+    /// when 0: every long-poll then reads the database), and that lets at
+    /// most `max_waiting` long-polls wait at once.
+    pub fn new(cache_entries: usize, max_waiting: usize) -> Self {
         Self {
             waiting: Arc::default(),
             known: (cache_entries > 0).then(|| Arc::new(Cache::new(cache_entries))),
+            max_waiting,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Remembers a request this gateway has just had acknowledged, so the
@@ -76,20 +119,28 @@ impl OutcomeWaiter {
         self.known.as_ref()?.get(&id)
     }
 
-    /// A handle that is notified when `id` may have an outcome. Drop it with
-    /// [`OutcomeWaiter::forget`] when done.
-    pub fn subscribe(&self, id: Uuid) -> Arc<Notify> {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        waiting.entry(id).or_default().clone()
+    /// Registers a long-poll on `id`; None when `max_waiting` long-polls
+    /// wait already (the caller then answers at once, without waiting).
+    pub fn subscribe(&self, id: Uuid) -> Option<Subscription> {
+        let mut waiting = self.lock();
+        if waiting.count >= self.max_waiting {
+            metrics::counter!("gateway_long_polls_refused_total").increment(1);
+            return None;
+        }
+        waiting.count += 1;
+        metrics::gauge!("gateway_long_polls_waiting").set(waiting.count as f64);
+        let notify = waiting.by_id.entry(id).or_default().clone();
+        Some(Subscription {
+            waiter: self.clone(),
+            id,
+            notify,
+        })
     }
 
-    /// Stops tracking `id` once no client waits for it.
-    pub fn forget(&self, id: Uuid, handle: Arc<Notify>) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        // Two references: the map's and the caller's.
-        if Arc::strong_count(&handle) <= 2 {
-            waiting.remove(&id);
-        }
+    /// Long-polls waiting now, and the request ids they wait on.
+    pub fn waiting(&self) -> (usize, usize) {
+        let waiting = self.lock();
+        (waiting.count, waiting.by_id.len())
     }
 
     fn wake(&self, payload: &str) {
@@ -107,12 +158,12 @@ impl OutcomeWaiter {
                 }
             }
         }
-        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if waiting.is_empty() {
+        let waiting = self.lock();
+        if waiting.by_id.is_empty() {
             return;
         }
         for notice in &notices {
-            if let Some(notify) = waiting.get(&notice.id) {
+            if let Some(notify) = waiting.by_id.get(&notice.id) {
                 notify.notify_waiters();
             }
         }

@@ -20,7 +20,7 @@ struct Harness {
 impl Harness {
     async fn start() -> anyhow::Result<Self> {
         let env = TestEnv::new().await?;
-        let mut config = GatewayConfig::local("admin-secret-token", "test-secret");
+        let mut config = GatewayConfig::local("admin-secret-token", testkit::TEST_AUTH_SECRET);
         config.common = env.common.clone();
         Self::with(env, config).await
     }
@@ -476,7 +476,7 @@ async fn bad_input_gets_a_stable_code_and_publishes_nothing() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_is_503_with_retry_after_never_202() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
-    let mut config = GatewayConfig::local("admin-secret-token", "test-secret");
+    let mut config = GatewayConfig::local("admin-secret-token", testkit::TEST_AUTH_SECRET);
     config.common = env.common.clone();
     // Nothing listens on port 1.
     config.common.kafka_brokers = "127.0.0.1:1".into();
@@ -505,6 +505,24 @@ async fn unreachable_broker_is_503_with_retry_after_never_202() -> anyhow::Resul
         (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"),
         "{reply}"
     );
+    // A keyed call claims its id before publishing, and gives the claim
+    // back when the broker refuses: its retry is not told "in progress".
+    for _ in 0..2 {
+        let (status, reply) = h
+            .api
+            .post(
+                &format!("/v1/users/{}/balance/charge", alice.id),
+                Some(&alice.token),
+                &[("Idempotency-Key", "while-down")],
+                &json!({"amount": 100}),
+            )
+            .await?;
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"),
+            "{reply}"
+        );
+    }
     let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM requests")
         .fetch_one(&h.env.pool)
         .await?;
@@ -953,15 +971,23 @@ async fn racing_accepts_each_get_their_own_pending_row() -> anyhow::Result<()> {
                 &users[i % users.len()]
             };
             let amount = if repeat { 1 } else { 1 + i };
-            let mut call = api
-                .http
-                .post(api.url(&format!("/v1/users/{}/balance/charge", user.id)))
-                .bearer_auth(&user.token)
-                .json(&json!({ "amount": amount }));
-            if repeat {
-                call = call.header("Idempotency-Key", "same-charge");
-            }
-            let (status, body) = Api::read(call.send().await?).await?;
+            // A repeat racing the first call with its key is told to retry
+            // (409 IDEMPOTENCY_KEY_IN_USE), as a client would.
+            let (status, body) = loop {
+                let mut call = api
+                    .http
+                    .post(api.url(&format!("/v1/users/{}/balance/charge", user.id)))
+                    .bearer_auth(&user.token)
+                    .json(&json!({ "amount": amount }));
+                if repeat {
+                    call = call.header("Idempotency-Key", "same-charge");
+                }
+                let (status, body) = Api::read(call.send().await?).await?;
+                if status != StatusCode::CONFLICT {
+                    break (status, body);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
             anyhow::ensure!(status == StatusCode::ACCEPTED, "{status} {body}");
             let id = uuid::Uuid::parse_str(body["request_id"].as_str().unwrap_or(""))?;
             anyhow::Ok((id, user.id))
@@ -1002,6 +1028,232 @@ async fn racing_accepts_each_get_their_own_pending_row() -> anyhow::Result<()> {
         positions.len(),
         expected.len(),
         "each row has its own record"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_one_request_for_one_body_even_when_calls_race() -> anyhow::Result<()>
+{
+    let h = Harness::start().await?;
+    let alice = h.api.create_user("alice").await?;
+    let path = format!("/v1/users/{}/balance/charge", alice.id);
+    let charge = |key: &'static str, amount: i64| {
+        let (api, path, token) = (&h.api, path.clone(), alice.token.clone());
+        async move {
+            api.post(
+                &path,
+                Some(&token),
+                &[("Idempotency-Key", key)],
+                &json!({"amount": amount}),
+            )
+            .await
+        }
+    };
+
+    // A retry with the same body is the same request; another body is refused.
+    let (status, first) = charge("once", 100).await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, again) = charge("once", 100).await?;
+    assert_eq!(
+        (status, &again["request_id"]),
+        (StatusCode::ACCEPTED, &first["request_id"])
+    );
+    let (status, reply) = charge("once", 200).await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
+        "{reply}"
+    );
+
+    // Twenty racing calls with one key and twenty bodies: one is published;
+    // every other gets that request back, a refusal, or "in progress".
+    let answers: Vec<(StatusCode, Value)> =
+        futures::future::try_join_all((1..=20).map(|amount| charge("raced", amount))).await?;
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .map(|(_, body)| &body["request_id"])
+        .collect();
+    assert!(!accepted.is_empty(), "{answers:?}");
+    assert!(accepted.iter().all(|id| *id == accepted[0]), "{answers:?}");
+    for (status, body) in &answers {
+        assert!(
+            *status == StatusCode::ACCEPTED
+                || (*status == StatusCode::UNPROCESSABLE_ENTITY
+                    && code(body) == "IDEMPOTENCY_KEY_REUSED")
+                || (*status == StatusCode::CONFLICT && code(body) == "IDEMPOTENCY_KEY_IN_USE"),
+            "{status} {body}"
+        );
+    }
+    let topic = h.env.common.topics().name(schemas::Topic::ChargeRequests);
+    let raced_id = accepted[0].as_str().unwrap_or_default().to_owned();
+    let published = testkit::topics::read_all(&h.env.common, &topic)?
+        .into_iter()
+        .filter(|r| r.header(schemas::HEADER_REQUEST_ID) == Some(raced_id.as_str()))
+        .count();
+    assert_eq!(published, 1, "one key, one published request");
+
+    // A keyed call the broker refused leaves no claim behind: its retry
+    // publishes (covered with a dead broker in the 503 test); a claim that
+    // is never acknowledged blocks retries only briefly.
+    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM requests")
+        .fetch_one(&h.env.pool)
+        .await?;
+    assert_eq!(requests, 2, "one row per key");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_are_refused_with_the_field_named() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/users",
+            None,
+            &[],
+            &json!({"name": "a\u{0}b", "email": "nul@example.com"}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::BAD_REQUEST, "INVALID_TEXT"),
+        "{reply}"
+    );
+    assert_eq!(reply["error"]["field"], "name");
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/admin/products",
+            Some(&h.api.admin_token),
+            &[],
+            &json!({"name": "Tee", "category": "tops", "price": 1000,
+                    "stocks": [{"size": "M", "quantity": 1}, {"size": "L\u{0}", "quantity": 1}]}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::BAD_REQUEST, "INVALID_TEXT"),
+        "{reply}"
+    );
+    assert_eq!(reply["error"]["field"], "stocks[1].size");
+    let response = h
+        .api
+        .http
+        .get(h.api.url("/v1/products?category=%00"))
+        .send()
+        .await?;
+    let (status, reply) = Api::read(response).await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::BAD_REQUEST, "INVALID_TEXT"),
+        "{reply}"
+    );
+    // An escaped backslash before "u0000" is text, not a NUL.
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/users",
+            None,
+            &[],
+            &json!({"name": "a\\u0000b", "email": "text@example.com"}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&h.env.pool)
+        .await?;
+    assert_eq!(users, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_its_413_even_when_the_client_sends_it_whole() -> anyhow::Result<()>
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start().await?;
+    let address = h.api.base.trim_start_matches("http://").to_owned();
+    let body = format!(
+        "{{\"name\": \"{}\", \"email\": \"big@example.com\"}}",
+        "x".repeat(64 * 1024)
+    );
+    // What Python's httpx and many JVM clients do: write the whole request,
+    // then read the answer. A server that closes with the body unread sends
+    // a reset, which the client sees instead of the 413.
+    for _ in 0..5 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await?;
+        let head = format!(
+            "POST /v1/users HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await?;
+        read.map_err(|e| anyhow::anyhow!("the client saw {e} instead of the 413"))?;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("PAYLOAD_TOO_LARGE"), "{answer}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polls_are_capped_and_an_abandoned_one_frees_its_place() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let mut config = GatewayConfig::local("admin-secret-token", testkit::TEST_AUTH_SECRET);
+    config.common = env.common.clone();
+    config.long_poll_max = 1;
+    let h = Harness::with(env, config).await?;
+    let alice = h.api.create_user("alice").await?;
+    // No workers: the request stays PENDING, so a long-poll waits it out.
+    let id = h.api.charge(&alice, 10).await?;
+    let path = format!("/v1/requests/{id}?wait_ms=2000");
+    let timed_poll = || {
+        let (api, path, token) = (&h.api, path.clone(), alice.token.clone());
+        async move {
+            let started = Instant::now();
+            let (status, body) = api.get(&path, &token).await?;
+            assert_eq!(
+                (status, &body["status"]),
+                (StatusCode::OK, &json!("PENDING"))
+            );
+            anyhow::Ok(started.elapsed())
+        }
+    };
+
+    // A client that gives up mid-wait: its place must be freed.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()?;
+    let gave_up = impatient
+        .get(h.api.url(&format!("/v1/requests/{id}?wait_ms=10000")))
+        .bearer_auth(&alice.token)
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out");
+    let waited = testkit::eventually(
+        "the abandoned place to be freed",
+        Duration::from_secs(10),
+        || async {
+            let waited = timed_poll().await?;
+            Ok((waited >= Duration::from_millis(1500)).then_some(waited))
+        },
+    )
+    .await?;
+    assert!(waited < Duration::from_secs(5));
+
+    // With the one place taken, a second long-poll is answered at once.
+    let (held, second) = tokio::join!(timed_poll(), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        timed_poll().await
+    });
+    assert!(held? >= Duration::from_millis(1500));
+    assert!(
+        second? < Duration::from_millis(1000),
+        "a second long-poll waited past the cap"
     );
     Ok(())
 }

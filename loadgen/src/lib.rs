@@ -4,7 +4,7 @@
 
 mod checks;
 pub mod report;
-mod scenario;
+pub mod scenario;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,9 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use testkit::Api;
 use tokio::sync::Semaphore;
 
-pub use report::Report;
-use report::Sample;
-use scenario::Scenario;
+pub use report::{Report, Sample};
+pub use scenario::Scenario;
 
 /// Which workload to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -103,23 +102,73 @@ pub struct Cli {
     /// No progress bar (for logs).
     #[arg(long)]
     pub no_progress: bool,
+    /// How long a client keeps retrying one call that is refused with 503
+    /// (waiting its `Retry-After`), told its `Idempotency-Key` is in
+    /// progress, or cut off, seeding included; every call carries its own
+    /// key, so a retry is never a second request. 0 gives up at once.
+    #[arg(long, default_value_t = 60)]
+    pub patience_secs: u64,
+    /// The stack's `BUSINESS_TZ`, for the daily-stats check.
+    #[arg(long, env = "BUSINESS_TZ", default_value = "Asia/Seoul")]
+    pub business_tz: String,
+}
+
+/// The gateway client of a run, retrying for `--patience-secs`.
+pub fn client(cli: &Cli) -> Api {
+    Api::new(cli.gateway.clone(), cli.admin_token.clone())
+        .patient(Duration::from_secs(cli.patience_secs))
 }
 
 /// Seeds the scenario, runs it, checks the database, prints the summary
 /// (and writes `--json`), and returns the report; fails when a correctness
 /// check fails.
 pub async fn run(cli: Cli) -> anyhow::Result<Report> {
-    let api = Api::new(cli.gateway.clone(), cli.admin_token.clone());
+    let api = client(&cli);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&cli.database_url)
         .await?;
 
+    let scenario = seed(&cli, &api).await?;
+    let samples = drive(&cli, &api, scenario.clone()).await?;
+    let checks = checks::run(&pool, &cli, &scenario).await?;
+    let report = Report::build(&cli, &samples, checks);
+    println!("{}", report.human());
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    if !report.correct {
+        anyhow::bail!("correctness checks failed");
+    }
+    Ok(report)
+}
+
+/// Creates what the scenario needs (catalogue, users, queue tokens).
+pub async fn seed(cli: &Cli, api: &Api) -> anyhow::Result<Arc<Scenario>> {
     eprintln!("seeding {:?} ...", cli.scenario);
     let seeding = Instant::now();
-    let scenario = Arc::new(Scenario::seed(&cli, &api).await?);
+    let scenario = Arc::new(Scenario::seed(cli, api).await?);
     eprintln!("seeded in {:.1} s", seeding.elapsed().as_secs_f64());
-    let total = scenario.request_count(&cli);
+    Ok(scenario)
+}
+
+/// Sends the scenario's requests (a count, or for `--duration-secs`, at
+/// `--rate` or as fast as the clients go) and follows each to its outcome;
+/// one sample per request (per hold-then-pay pair).
+pub async fn drive(cli: &Cli, api: &Api, scenario: Arc<Scenario>) -> anyhow::Result<Vec<Sample>> {
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    drive_until(cli, api, scenario, stop).await
+}
+
+/// Like [`drive`], and stops sending early once `stop` turns true (the
+/// requests sent so far are still followed to their outcomes).
+pub async fn drive_until(
+    cli: &Cli,
+    api: &Api,
+    scenario: Arc<Scenario>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Vec<Sample>> {
+    let total = scenario.request_count(cli);
     let progress = if cli.no_progress {
         ProgressBar::hidden()
     } else {
@@ -154,7 +203,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         tokio::spawn(async move {
             let mut i = 0u64;
             loop {
-                if deadline.map_or(i >= total, |d| Instant::now() >= d) {
+                if deadline.map_or(i >= total, |d| Instant::now() >= d) || *stop.borrow() {
                     break;
                 }
                 // Open loop: latency counts from when the request was due,
@@ -162,7 +211,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
                 // omission).
                 let due = if rate > 0.0 {
                     let due = started + Duration::from_secs_f64(i as f64 / rate);
-                    tokio::time::sleep_until(due.into()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due.into()) => {}
+                        Ok(()) = stop.changed() => continue,
+                    }
                     Some(due)
                 } else {
                     None
@@ -197,15 +249,5 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         }
     }
     progress.finish_and_clear();
-
-    let checks = checks::run(&pool, &cli, &scenario).await?;
-    let report = Report::build(&cli, &samples, checks);
-    println!("{}", report.human());
-    if let Some(path) = &cli.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-    }
-    if !report.correct {
-        anyhow::bail!("correctness checks failed");
-    }
-    Ok(report)
+    Ok(samples)
 }

@@ -22,6 +22,10 @@ pub struct Sample {
     /// `SUCCEEDED`, a rejection code, or `HTTP_<status>` / `ERROR` when the
     /// request was not accepted.
     pub code: String,
+    /// Request ids the gateway accepted (two for a hold-then-pay pair).
+    pub ids: Vec<uuid::Uuid>,
+    /// 503 answers retried on the way.
+    pub refused_503: u32,
 }
 
 impl Sample {
@@ -33,7 +37,22 @@ impl Sample {
             accepted_at: None,
             decided_at: None,
             code: code.into(),
+            ids: Vec::new(),
+            refused_503: 0,
         }
+    }
+
+    /// With the 503s it met.
+    pub fn refused(mut self, refused_503: u32) -> Self {
+        self.refused_503 = refused_503;
+        self
+    }
+
+    /// With the ids it had accepted and the 503s it met.
+    pub fn with(mut self, ids: Vec<uuid::Uuid>, refused_503: u32) -> Self {
+        self.ids = ids;
+        self.refused_503 = refused_503;
+        self
     }
 
     /// A decided request.
@@ -45,6 +64,8 @@ impl Sample {
             accepted_at: Some(accepted - started),
             decided_at: Some(now - started),
             code,
+            ids: Vec::new(),
+            refused_503: 0,
         }
     }
 }
@@ -100,6 +121,8 @@ pub struct Report {
     pub drain_ms: f64,
     /// Outcome counts by code.
     pub outcomes: BTreeMap<String, usize>,
+    /// 503 answers (honoured and retried) over the run.
+    pub refused_503: u64,
     /// Correctness checks after the run.
     pub checks: BTreeMap<String, bool>,
     /// All checks passed.
@@ -150,6 +173,7 @@ impl Report {
             outcome_ms: percentiles(completed.iter().filter_map(|s| s.outcome)),
             drain_ms: last_outcome.saturating_sub(last_accept).as_secs_f64() * 1000.0,
             outcomes,
+            refused_503: samples.iter().map(|s| u64::from(s.refused_503)).sum(),
             checks,
             correct,
             rate: cli.rate,
@@ -189,6 +213,9 @@ impl Report {
             self.outcome_ms.max,
             self.drain_ms,
         );
+        if self.refused_503 > 0 {
+            out.push_str(&format!("503 answers retried: {}\n", self.refused_503));
+        }
         out.push_str("outcomes:");
         for (code, n) in &self.outcomes {
             out.push_str(&format!(" {code}={n}"));

@@ -173,13 +173,15 @@ impl Scenario {
             }
         };
         drop(slot);
-        let (accepted, id) = match first {
+        let first = match first {
             Ok(accepted) => accepted,
-            Err(code) => return Sample::failed(code),
+            Err((code, refused)) => return Sample::failed(code).refused(refused),
         };
-        let outcome = match follow(api, user, id).await {
+        let mut ids = vec![first.id];
+        let mut refused = first.refused_503;
+        let outcome = match follow(api, user, first.id).await {
             Ok(outcome) => outcome,
-            Err(code) => return Sample::failed(code),
+            Err(code) => return Sample::failed(code).with(ids, refused),
         };
         if self.name == ScenarioName::Booking && outcome["status"] == "SUCCEEDED" {
             // Hold won: pay for it; the pair completes with the payment.
@@ -197,15 +199,21 @@ impl Scenario {
             .await;
             drop(slot);
             let paid = match paid {
-                Ok((_, id)) => follow(api, user, id).await,
-                Err(code) => return Sample::failed(code),
+                Ok(paid) => {
+                    ids.push(paid.id);
+                    refused += paid.refused_503;
+                    follow(api, user, paid.id).await
+                }
+                Err((code, more)) => return Sample::failed(code).with(ids, refused + more),
             };
             return match paid {
-                Ok(outcome) => Sample::decided(started, sent, accepted, code_of(&outcome)),
-                Err(code) => Sample::failed(code),
+                Ok(outcome) => {
+                    Sample::decided(started, sent, first.at, code_of(&outcome)).with(ids, refused)
+                }
+                Err(code) => Sample::failed(code).with(ids, refused),
             };
         }
-        Sample::decided(started, sent, accepted, code_of(&outcome))
+        Sample::decided(started, sent, first.at, code_of(&outcome)).with(ids, refused)
     }
 }
 
@@ -219,47 +227,73 @@ fn code_of(outcome: &Value) -> String {
     }
 }
 
-/// POSTs and returns when the 202 arrived and the request id.
+/// A call the gateway accepted: when the 202 arrived, its request id, and
+/// how many 503s came before it.
+struct Accepted {
+    at: Instant,
+    id: Uuid,
+    refused_503: u32,
+}
+
+/// POSTs with an `Idempotency-Key` of its own, retrying while the client's
+/// patience lasts (503 after its `Retry-After`, a key in progress, a
+/// connection cut off: the key makes every retry the same request).
 async fn call(
     api: &Api,
     path: &str,
     user: &User,
     queue_token: Option<&str>,
     body: Value,
-) -> Result<(Instant, Uuid), String> {
-    let mut request = api
-        .http
-        .post(api.url(path))
-        .bearer_auth(&user.token)
-        .json(&body);
-    if let Some(token) = queue_token {
-        request = request.header("X-Queue-Token", token);
-    }
-    let response = request.send().await.map_err(|_| "ERROR".to_owned())?;
-    let accepted = Instant::now();
-    let status = response.status();
+) -> Result<Accepted, (String, u32)> {
+    let key = Uuid::new_v4().to_string();
+    let answer = api
+        .send(|| {
+            let mut request = api
+                .http
+                .post(api.url(path))
+                .bearer_auth(&user.token)
+                .header("Idempotency-Key", &key)
+                .json(&body);
+            if let Some(token) = queue_token {
+                request = request.header("X-Queue-Token", token);
+            }
+            request
+        })
+        .await
+        .map_err(|_| ("ERROR".to_owned(), 0))?;
+    let at = Instant::now();
+    let refused_503 = answer.refused_503;
+    let status = answer.response.status();
     if status != reqwest::StatusCode::ACCEPTED {
-        return Err(format!("HTTP_{}", status.as_u16()));
+        return Err((format!("HTTP_{}", status.as_u16()), refused_503));
     }
-    let body: Value = response.json().await.map_err(|_| "ERROR".to_owned())?;
+    let body: Value = answer
+        .response
+        .json()
+        .await
+        .map_err(|_| ("ERROR".to_owned(), refused_503))?;
     let id = body["request_id"]
         .as_str()
         .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or("ERROR")?;
-    Ok((accepted, id))
+        .ok_or(("ERROR".to_owned(), refused_503))?;
+    Ok(Accepted {
+        at,
+        id,
+        refused_503,
+    })
 }
 
-/// Long-polls the outcome of `id`.
+/// Long-polls the outcome of `id` (through gateway restarts and outages,
+/// while the client's patience lasts for each poll).
 async fn follow(api: &Api, user: &User, id: Uuid) -> Result<Value, String> {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(120).max(api.patience * 2);
     loop {
-        let response = api
-            .http
-            .get(api.url(&format!("/v1/requests/{id}?wait_ms=10000")))
-            .bearer_auth(&user.token)
-            .send()
+        let path = format!("/v1/requests/{id}?wait_ms=10000");
+        let answer = api
+            .send(|| api.http.get(api.url(&path)).bearer_auth(&user.token))
             .await
             .map_err(|_| "ERROR".to_owned())?;
+        let response = answer.response;
         if response.status() == reqwest::StatusCode::OK {
             let body: Value = response.json().await.map_err(|_| "ERROR".to_owned())?;
             if body["status"] != "PENDING" {
@@ -267,6 +301,9 @@ async fn follow(api: &Api, user: &User, id: Uuid) -> Result<Value, String> {
             }
         } else if response.status() != reqwest::StatusCode::NOT_FOUND {
             return Err(format!("HTTP_{}", response.status().as_u16()));
+        } else {
+            // Accepted but its row not written yet: look again shortly.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if Instant::now() >= deadline {
             return Err("NO_OUTCOME".into());

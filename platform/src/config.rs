@@ -45,6 +45,12 @@ pub struct CommonConfig {
     #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 50)]
     pub kafka_fetch_wait_ms: u64,
 
+    /// Largest record the producers send, in bytes (librdkafka's
+    /// `message.max.bytes`): a larger one fails at once, for good. Keep it
+    /// at or below the broker's limit.
+    #[arg(long, env = "KAFKA_MESSAGE_MAX_BYTES", default_value_t = 1_000_000)]
+    pub kafka_message_max_bytes: u32,
+
     /// Partitions of each request topic, used when the topics are created
     /// (an existing topic keeps its count). One partition is one lane task.
     #[arg(long, env = "KAFKA_REQUEST_PARTITIONS", default_value_t = schemas::topics::DEFAULT_REQUEST_PARTITIONS)]
@@ -67,6 +73,7 @@ impl CommonConfig {
             kafka_produce_timeout_ms: 5_000,
             kafka_linger_ms: 5,
             kafka_fetch_wait_ms: 50,
+            kafka_message_max_bytes: 1_000_000,
             kafka_request_partitions: schemas::topics::DEFAULT_REQUEST_PARTITIONS,
             log_format: "json".into(),
         }

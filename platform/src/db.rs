@@ -30,6 +30,24 @@ pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
         .connect_lazy_with(options))
 }
 
+/// Like [`pool`], with connections named `application_name` in
+/// `pg_stat_activity`, so operators (and fault tests) can tell a job's
+/// connections apart.
+pub fn named_pool(
+    url: &str,
+    max_connections: u32,
+    application_name: &str,
+) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url
+        .parse::<PgConnectOptions>()?
+        .application_name(application_name)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options))
+}
+
 /// Runs pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await

@@ -25,6 +25,38 @@ pub struct ProduceError {
     pub source: KafkaError,
 }
 
+impl ProduceError {
+    /// Whether producing the same record again can never succeed: the
+    /// record is too large or malformed for the broker or the producer,
+    /// the topic is invalid or forbidden, or the producer has failed for
+    /// good. Timeouts, an unreachable broker and full queues are transient.
+    pub fn is_permanent(&self) -> bool {
+        match &self.source {
+            KafkaError::MessageProduction(code) => matches!(
+                code,
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidMessageSize
+                    | RDKafkaErrorCode::InvalidMessage
+                    | RDKafkaErrorCode::InvalidRecord
+                    | RDKafkaErrorCode::InvalidTopic
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::Fatal
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Why the producer failed for good, if it has: after a fatal error (for
+/// example the idempotent producer's sequence refused after its topic was
+/// recreated) every later send fails until the process builds a new one.
+pub fn fatal_error(producer: &FutureProducer) -> Option<String> {
+    producer
+        .client()
+        .fatal_error()
+        .map(|(code, reason)| format!("{code:?}: {reason}"))
+}
+
 /// Where a record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivered {
@@ -92,6 +124,10 @@ pub fn producer(config: &CommonConfig) -> Result<FutureProducer, KafkaError> {
             config.kafka_produce_timeout_ms.to_string(),
         )
         .set("compression.type", "none")
+        .set(
+            "message.max.bytes",
+            config.kafka_message_max_bytes.to_string(),
+        )
         .create()
 }
 

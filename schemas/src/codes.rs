@@ -28,8 +28,12 @@ pub enum ErrorCode {
     InvalidRequest,
     /// The balance would exceed its upper bound.
     BalanceLimitExceeded,
-    /// An unexpected failure while applying the request; see the logs.
+    /// An unexpected failure while applying the request; it had no effect
+    /// and was set aside (dead-lettered) for operators.
     Internal,
+    /// The request's record was deleted from the log (retention) before a
+    /// lane applied it; it had no effect.
+    RecordLost,
 }
 
 impl ErrorCode {
@@ -47,6 +51,7 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::BalanceLimitExceeded => "BALANCE_LIMIT_EXCEEDED",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::RecordLost => "RECORD_LOST",
         }
     }
 }
@@ -68,6 +73,7 @@ mod tests {
             ErrorCode::InsufficientBalance,
             ErrorCode::HoldExpired,
             ErrorCode::QueueTokenInvalid,
+            ErrorCode::RecordLost,
         ] {
             let wire = serde_json::to_value(code).expect("serialize");
             assert_eq!(wire, serde_json::Value::String(code.as_str().to_owned()));

@@ -215,6 +215,21 @@ impl Event {
         }
     }
 
+    /// The event's `type` on the wire.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::ReservationHeld(_) => "reservation.held",
+            Event::ReservationConfirmed(_) => "reservation.confirmed",
+            Event::ReservationCancelled(_) => "reservation.cancelled",
+            Event::ReservationExpired(_) => "reservation.expired",
+            Event::PaymentSucceeded(_) => "payment.succeeded",
+            Event::PaymentRefunded(_) => "payment.refunded",
+            Event::BalanceChanged(_) => "balance.changed",
+            Event::OrderPaid(_) => "order.paid",
+            Event::ProductDailyStats(_) => "product.daily_stats",
+        }
+    }
+
     /// The partition key: seat id for reservation events, user id otherwise.
     pub fn key(&self) -> String {
         match self {
@@ -233,6 +248,23 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_name_is_the_wire_tag() {
+        let env = EventEnvelope::new(
+            None,
+            Event::BalanceChanged(BalanceChanged {
+                user_id: 1,
+                history_id: 1,
+                kind: BalanceChangeKind::Charge,
+                amount: 1,
+                balance_after: 1,
+                payment_id: None,
+            }),
+        );
+        let wire = serde_json::to_value(&env).expect("serialize");
+        assert_eq!(wire["type"], env.event.type_name());
+    }
 
     #[test]
     fn balance_event_round_trips_with_type_tag() {

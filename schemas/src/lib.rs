@@ -17,6 +17,9 @@ pub use topics::{Topic, TopicNames};
 /// Kafka header carrying the request id of a request record (and of the
 /// request that caused an event).
 pub const HEADER_REQUEST_ID: &str = "request-id";
+/// Kafka header carrying the event id of an event record (consumers
+/// deduplicate by it).
+pub const HEADER_EVENT_ID: &str = "event-id";
 /// W3C trace context header.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// Header on a dead-lettered record: why it was rejected.

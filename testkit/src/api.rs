@@ -25,7 +25,24 @@ pub struct Api {
     pub admin_token: String,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// How long a call keeps retrying what a client should retry: a 503
+    /// (after its `Retry-After`), a `409 IDEMPOTENCY_KEY_IN_USE`, a
+    /// connection refused or cut off. Zero (tests): never retry, so every
+    /// answer is seen as it is.
+    pub patience: Duration,
 }
+
+/// A response after retries, and how many 503s it took.
+#[derive(Debug)]
+pub struct Answer {
+    /// The last response.
+    pub response: Response,
+    /// 503 answers seen (and retried) before it.
+    pub refused_503: u32,
+}
+
+/// Longest wait between two attempts, whatever `Retry-After` says.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 impl Api {
     /// A client of the gateway at `base`.
@@ -39,6 +56,58 @@ impl Api {
             base: base.into(),
             admin_token: admin_token.into(),
             http,
+            patience: Duration::ZERO,
+        }
+    }
+
+    /// The same client, retrying for up to `patience` (see [`Api::patience`]).
+    pub fn patient(mut self, patience: Duration) -> Self {
+        self.patience = patience;
+        self
+    }
+
+    /// Sends the request `make` builds, again and again while the answer is
+    /// one to retry and patience lasts: 503 (waiting its `Retry-After`),
+    /// `409` with `Retry-After` (a keyed call in progress), or no answer at
+    /// all (refused, reset, timed out). Only calls that are safe to repeat
+    /// may be sent this way: reads, and writes with an `Idempotency-Key`
+    /// or whose repeat is harmless.
+    pub async fn send(&self, make: impl Fn() -> reqwest::RequestBuilder) -> anyhow::Result<Answer> {
+        let deadline = tokio::time::Instant::now() + self.patience;
+        let mut refused_503 = 0;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let retry_in = match make().send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        refused_503 += 1;
+                    }
+                    let retryable = status == StatusCode::SERVICE_UNAVAILABLE
+                        || (status == StatusCode::CONFLICT && retry_after.is_some());
+                    if !retryable || tokio::time::Instant::now() >= deadline {
+                        return Ok(Answer {
+                            response,
+                            refused_503,
+                        });
+                    }
+                    retry_after.unwrap_or(Duration::from_secs(1))
+                }
+                Err(error) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(error.into());
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    pause
+                }
+            };
+            tokio::time::sleep(retry_in.min(MAX_RETRY_WAIT)).await;
         }
     }
 
@@ -59,15 +128,18 @@ impl Api {
         Ok((status, body))
     }
 
-    /// Creates a user named `name` with a unique email.
+    /// Creates a user named `name` with a unique email (a fresh one per
+    /// attempt, so a retry after a lost answer cannot collide).
     pub async fn create_user(&self, name: &str) -> anyhow::Result<User> {
-        let email = format!("{}-{}@example.com", name, Uuid::new_v4().simple());
         let response = self
-            .http
-            .post(self.url("/v1/users"))
-            .json(&json!({"name": name, "email": email}))
-            .send()
-            .await?;
+            .send(|| {
+                let email = format!("{}-{}@example.com", name, Uuid::new_v4().simple());
+                self.http
+                    .post(self.url("/v1/users"))
+                    .json(&json!({"name": name, "email": email}))
+            })
+            .await?
+            .response;
         let (status, body) = Self::read(response).await?;
         if status != StatusCode::CREATED {
             bail!("create user: {status} {body}");
@@ -82,13 +154,15 @@ impl Api {
     /// returns the schedule id.
     pub async fn create_schedule(&self, seats: i32, price: i64) -> anyhow::Result<i64> {
         let response = self
-            .http
-            .post(self.url("/v1/admin/concerts"))
-            .bearer_auth(&self.admin_token)
-            .json(&json!({"title": "Test concert", "schedules": [
-                {"starts_at": "2030-01-01T19:00:00Z", "seat_count": seats, "price": price}]}))
-            .send()
-            .await?;
+            .send(|| {
+                self.http
+                    .post(self.url("/v1/admin/concerts"))
+                    .bearer_auth(&self.admin_token)
+                    .json(&json!({"title": "Test concert", "schedules": [
+                        {"starts_at": "2030-01-01T19:00:00Z", "seat_count": seats, "price": price}]}))
+            })
+            .await?
+            .response;
         let (status, body) = Self::read(response).await?;
         if status != StatusCode::CREATED {
             bail!("create concert: {status} {body}");
@@ -99,10 +173,12 @@ impl Api {
     /// Seat ids of a schedule, in seat order.
     pub async fn seat_ids(&self, schedule_id: i64) -> anyhow::Result<Vec<i64>> {
         let response = self
-            .http
-            .get(self.url(&format!("/v1/schedules/{schedule_id}/seats")))
-            .send()
-            .await?;
+            .send(|| {
+                self.http
+                    .get(self.url(&format!("/v1/schedules/{schedule_id}/seats")))
+            })
+            .await?
+            .response;
         let (status, body) = Self::read(response).await?;
         if status != StatusCode::OK {
             bail!("seats: {status} {body}");
@@ -117,13 +193,16 @@ impl Api {
 
     /// Joins the queue of `schedule_id`; returns the token.
     pub async fn join_queue(&self, user: &User, schedule_id: i64) -> anyhow::Result<String> {
+        // Joining again returns the same place in line: safe to repeat.
         let response = self
-            .http
-            .post(self.url("/v1/queue/tokens"))
-            .bearer_auth(&user.token)
-            .json(&json!({"schedule_id": schedule_id}))
-            .send()
-            .await?;
+            .send(|| {
+                self.http
+                    .post(self.url("/v1/queue/tokens"))
+                    .bearer_auth(&user.token)
+                    .json(&json!({"schedule_id": schedule_id}))
+            })
+            .await?
+            .response;
         let (status, body) = Self::read(response).await?;
         if !status.is_success() {
             bail!("join queue: {status} {body}");
@@ -134,11 +213,13 @@ impl Api {
     /// Status of a queue token.
     pub async fn queue_status(&self, user: &User, token: &str) -> anyhow::Result<Value> {
         let response = self
-            .http
-            .get(self.url(&format!("/v1/queue/tokens/{token}")))
-            .bearer_auth(&user.token)
-            .send()
-            .await?;
+            .send(|| {
+                self.http
+                    .get(self.url(&format!("/v1/queue/tokens/{token}")))
+                    .bearer_auth(&user.token)
+            })
+            .await?
+            .response;
         let (status, body) = Self::read(response).await?;
         if status != StatusCode::OK {
             bail!("queue status: {status} {body}");
@@ -180,18 +261,15 @@ impl Api {
 
     /// GETs `path` as `bearer`.
     pub async fn get(&self, path: &str, bearer: &str) -> anyhow::Result<(StatusCode, Value)> {
-        Self::read(
-            self.http
-                .get(self.url(path))
-                .bearer_auth(bearer)
-                .send()
-                .await?,
-        )
-        .await
+        let answer = self
+            .send(|| self.http.get(self.url(path)).bearer_auth(bearer))
+            .await?;
+        Self::read(answer.response).await
     }
 
     /// Posts a state-changing call that must be accepted; returns the
-    /// request id.
+    /// request id. A patient client sends it with an `Idempotency-Key`
+    /// (its own, unless `headers` has one), so its retries are one request.
     pub async fn submit(
         &self,
         path: &str,
@@ -199,13 +277,46 @@ impl Api {
         headers: &[(&str, &str)],
         body: &Value,
     ) -> anyhow::Result<Uuid> {
-        let (status, body) = self.post(path, Some(bearer), headers, body).await?;
+        Ok(self.submit_counting(path, bearer, headers, body).await?.0)
+    }
+
+    /// Like [`Api::submit`], also returning how many 503s came first.
+    pub async fn submit_counting(
+        &self,
+        path: &str,
+        bearer: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> anyhow::Result<(Uuid, u32)> {
+        let own_key = Uuid::new_v4().to_string();
+        let keyed = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"));
+        let answer = self
+            .send(|| {
+                let mut request = self
+                    .http
+                    .post(self.url(path))
+                    .bearer_auth(bearer)
+                    .json(body);
+                for (name, value) in headers {
+                    request = request.header(*name, *value);
+                }
+                if !keyed && !self.patience.is_zero() {
+                    request = request.header("Idempotency-Key", &own_key);
+                }
+                request
+            })
+            .await?;
+        let refused = answer.refused_503;
+        let (status, body) = Self::read(answer.response).await?;
         if status != StatusCode::ACCEPTED {
             bail!("{path}: expected 202, got {status} {body}");
         }
-        Ok(Uuid::parse_str(
-            body["request_id"].as_str().context("request_id")?,
-        )?)
+        Ok((
+            Uuid::parse_str(body["request_id"].as_str().context("request_id")?)?,
+            refused,
+        ))
     }
 
     /// Charges `amount` to `user`; returns the request id.
@@ -281,13 +392,16 @@ impl Api {
             .iter()
             .map(|(size, quantity)| json!({"size": size, "quantity": quantity}))
             .collect();
+        let body = json!({"name": name, "category": category, "price": price, "stocks": stocks});
         let response = self
-            .http
-            .post(self.url("/v1/admin/products"))
-            .bearer_auth(&self.admin_token)
-            .json(&json!({"name": name, "category": category, "price": price, "stocks": stocks}))
-            .send()
-            .await?;
+            .send(|| {
+                self.http
+                    .post(self.url("/v1/admin/products"))
+                    .bearer_auth(&self.admin_token)
+                    .json(&body)
+            })
+            .await?
+            .response;
         let (status, body) = Self::read(response).await?;
         if status != StatusCode::CREATED {
             bail!("create product: {status} {body}");

@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod proxy;
+pub mod skewed;
+pub mod topics;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +21,9 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
 
 pub use api::Api;
+
+/// `AUTH_SECRET` of test gateways (32 bytes, as the gateway requires).
+pub const TEST_AUTH_SECRET: &str = "test-auth-secret-0123456789abcdef";
 
 /// A fresh database and topic namespace for one test.
 pub struct TestEnv {
@@ -86,8 +91,17 @@ impl TestEnv {
     /// Creates a database named after a fresh id, migrates it, and creates
     /// the topics behind a fresh prefix.
     pub async fn new() -> anyhow::Result<Self> {
+        Self::on_server(None).await
+    }
+
+    /// Like [`TestEnv::new`], on the Postgres server at `database_server`
+    /// when given (any database on it).
+    pub async fn on_server(database_server: Option<&str>) -> anyhow::Result<Self> {
         init_test_tracing();
         let (mut common, containers) = services().await?;
+        if let Some(url) = database_server {
+            common.database_url = url.to_owned();
+        }
         let id = Uuid::new_v4().simple().to_string();
         let database = format!("booking_test_{}", &id[..12]);
         let server: PgConnectOptions = common.database_url.parse()?;

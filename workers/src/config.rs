@@ -43,6 +43,25 @@ pub struct WorkersConfig {
     #[arg(long, env = "SCHEDULER_INTERVAL_MS", default_value_t = 500)]
     pub scheduler_interval_ms: u64,
 
+    /// How long decided request rows and the stats lane's counted orders are
+    /// kept, in days. A pruned request answers 404; a record older than
+    /// this is never applied (its dedup row may be gone), so keep the
+    /// broker's retention of request topics and `order-events` at or below
+    /// it, or accept that such records are skipped.
+    #[arg(long, env = "REQUEST_RETENTION_DAYS", default_value_t = 7)]
+    pub request_retention_days: u32,
+
+    /// How often pruning runs, in seconds.
+    #[arg(long, env = "PRUNE_INTERVAL_SECS", default_value_t = 60)]
+    pub prune_interval_secs: u64,
+
+    /// How long the outbox relay's lease lasts without renewal, in
+    /// milliseconds: a stand-by relay takes over this long after the leader
+    /// stopped (killed, frozen, cut off from the database). Keep it above
+    /// `KAFKA_PRODUCE_TIMEOUT_MS`, the longest a round may wait for the broker.
+    #[arg(long, env = "OUTBOX_LEASE_MS", default_value_t = 10_000)]
+    pub outbox_lease_ms: u64,
+
     /// IANA time zone whose midnight separates the days of product stats.
     #[arg(long, env = "BUSINESS_TZ", default_value = "Asia/Seoul")]
     pub business_tz: String,
@@ -63,6 +82,9 @@ impl WorkersConfig {
             batch_max: 256,
             batch_wait_ms: 5,
             scheduler_interval_ms: 500,
+            outbox_lease_ms: 10_000,
+            request_retention_days: 7,
+            prune_interval_secs: 60,
             business_tz: "Asia/Seoul".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
         }
@@ -71,5 +93,10 @@ impl WorkersConfig {
     /// Hold duration.
     pub fn hold(&self) -> Duration {
         Duration::from_secs(self.reservation_hold_secs)
+    }
+
+    /// Retention horizon of request rows and counted orders.
+    pub fn retention(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::days(i64::from(self.request_retention_days.max(1)))
     }
 }

@@ -3,7 +3,9 @@
 //! Workers never answer client HTTP; they serve only health and metrics.
 
 pub mod config;
+pub mod dlq;
 pub mod engine;
+pub mod error;
 pub mod lanes;
 pub mod outbox;
 pub mod schedulers;
@@ -34,6 +36,7 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
         batch_max: config.batch_max.max(1),
         batch_wait: Duration::from_millis(config.batch_wait_ms),
         produce_timeout,
+        retention: config.retention(),
     };
     let topics = common.topics();
     let interval = Duration::from_millis(config.scheduler_interval_ms.max(10));
@@ -62,14 +65,17 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
         },
     );
     {
-        let (pool, producer, topics, cancel) = (
-            pool.clone(),
-            producer.clone(),
-            topics.clone(),
-            cancel.clone(),
-        );
+        // The relay's own small pool: its connections carry their own
+        // application_name.
+        let relay_pool =
+            platform::db::named_pool(&common.database_url, 3, outbox::APPLICATION_NAME)?;
+        let settings = outbox::RelaySettings {
+            lease: Duration::from_millis(config.outbox_lease_ms.max(100)),
+            produce_timeout,
+        };
+        let (producer, topics, cancel) = (producer.clone(), topics.clone(), cancel.clone());
         tasks.spawn(async move {
-            outbox::run(pool, producer, topics, produce_timeout, cancel).await;
+            outbox::run(relay_pool, producer, topics, settings, cancel).await;
             Ok(())
         });
     }
@@ -99,6 +105,19 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
             schedulers::every("hold_expiry", interval, cancel, || async {
                 schedulers::hold_expiry::publish_due(&pool, &producer, &topics, produce_timeout)
                     .await?;
+                Ok(())
+            })
+            .await;
+            Ok(())
+        });
+    }
+
+    {
+        let (pool, cancel, retention) = (pool.clone(), cancel.clone(), config.retention());
+        let every = Duration::from_secs(config.prune_interval_secs.max(1));
+        tasks.spawn(async move {
+            schedulers::every("prune", every, cancel, || async {
+                schedulers::prune::prune(&pool, retention).await?;
                 Ok(())
             })
             .await;
@@ -147,27 +166,35 @@ impl LaneEnv {
     }
 }
 
-/// Health and metrics endpoints of a worker process.
-pub fn health_router(pool: PgPool) -> Router {
+/// Health and metrics endpoints of a worker process. Ready when Postgres
+/// answers and the Kafka broker answers a metadata request through `kafka`
+/// (a client of the process's own settings).
+pub fn health_router(pool: PgPool, kafka: rdkafka::producer::FutureProducer) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route(
             "/readyz",
             get(move || {
-                let pool = pool.clone();
+                let (pool, kafka) = (pool.clone(), kafka.clone());
                 async move {
                     let database = sqlx::query_scalar::<_, i32>("SELECT 1")
                         .fetch_one(&pool)
                         .await
                         .is_ok();
-                    let status = if database {
+                    let kafka = tokio::task::spawn_blocking(move || {
+                        platform::kafka::broker_reachable(&kafka, Duration::from_secs(2))
+                    })
+                    .await
+                    .unwrap_or(false);
+                    let ready = database && kafka;
+                    let status = if ready {
                         StatusCode::OK
                     } else {
                         StatusCode::SERVICE_UNAVAILABLE
                     };
                     (
                         status,
-                        Json(json!({"database": database, "ready": database})),
+                        Json(json!({"database": database, "kafka": kafka, "ready": ready})),
                     )
                 }
             }),

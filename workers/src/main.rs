@@ -1,4 +1,6 @@
-use clap::Parser;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use workers::WorkersConfig;
 
@@ -15,12 +17,73 @@ struct Cli {
     /// Run migrations and create missing topics, then exit.
     #[arg(long)]
     setup_only: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dead letters: list, show, re-drive.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqAction {
+    /// Lists the dead letters of a topic with their reasons.
+    List {
+        /// The topic whose dead letters to read (e.g. `charge-requests`).
+        #[arg(long)]
+        topic: String,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one dead letter: headers and payload.
+    Show {
+        /// The topic whose dead letters to read.
+        #[arg(long)]
+        topic: String,
+        /// Partition of the dead letter.
+        #[arg(long, default_value_t = 0)]
+        partition: i32,
+        /// Offset of the dead letter.
+        #[arg(long)]
+        offset: i64,
+    },
+    /// Re-publishes a dead letter to its topic under its original request
+    /// id; the request is decided once.
+    Replay {
+        /// The topic whose dead letters to read.
+        #[arg(long)]
+        topic: String,
+        /// Partition of the dead letter.
+        #[arg(long, default_value_t = 0)]
+        partition: i32,
+        /// Offset of the dead letter.
+        #[arg(long)]
+        offset: i64,
+        /// A corrected payload (JSON file) to publish instead; it must keep
+        /// the request id.
+        #[arg(long)]
+        payload: Option<PathBuf>,
+        /// Publish even if the lane would refuse the record again.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config;
+    if let Some(Command::Dlq { action }) = cli.command {
+        platform::observability::init_tracing_with_default("pretty", "warn");
+        return dlq(&config, action).await;
+    }
     platform::observability::init_tracing(&config.common.log_format);
     let pool = platform::db::pool(&config.common.database_url, 2)?;
     platform::db::migrate(&pool).await?;
@@ -43,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     platform::lifecycle::cancel_on_signal(cancel.clone());
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    let health = workers::health_router(pool);
+    let health = workers::health_router(pool, platform::kafka::producer(&config.common)?);
     let health_cancel = cancel.clone();
     tokio::spawn(async move {
         let _ = axum::serve(listener, health)
@@ -51,4 +114,81 @@ async fn main() -> anyhow::Result<()> {
             .await;
     });
     workers::run(config, cancel).await
+}
+
+async fn dlq(config: &WorkersConfig, action: DlqAction) -> anyhow::Result<()> {
+    use workers::dlq;
+    let common = &config.common;
+    match action {
+        DlqAction::List { topic, json } => {
+            let letters =
+                tokio::task::block_in_place(|| dlq::list(common, dlq::topic_named(&topic)?))?;
+            if json {
+                for letter in &letters {
+                    println!("{}", serde_json::to_string(letter)?);
+                }
+            } else {
+                println!(
+                    "{:<9} {:<8} {:<36}  {:<28}  reason",
+                    "partition", "offset", "request id", "origin"
+                );
+                for l in &letters {
+                    println!(
+                        "{:<9} {:<8} {:<36}  {:<28}  {}",
+                        l.partition,
+                        l.offset,
+                        l.request_id
+                            .map(|id| id.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        l.origin.as_deref().unwrap_or("-"),
+                        l.reason.as_deref().unwrap_or("-")
+                    );
+                }
+                eprintln!(
+                    "{} dead letter(s) on {}",
+                    letters.len(),
+                    common.topics().dlq(dlq::topic_named(&topic)?)
+                );
+            }
+        }
+        DlqAction::Show {
+            topic,
+            partition,
+            offset,
+        } => {
+            let letter = tokio::task::block_in_place(|| {
+                dlq::find(common, dlq::topic_named(&topic)?, partition, offset)
+            })?;
+            println!("{}", serde_json::to_string_pretty(&letter)?);
+        }
+        DlqAction::Replay {
+            topic,
+            partition,
+            offset,
+            payload,
+            force,
+        } => {
+            let topic = dlq::topic_named(&topic)?;
+            let letter =
+                tokio::task::block_in_place(|| dlq::find(common, topic, partition, offset))?;
+            let corrected = payload.map(std::fs::read_to_string).transpose()?;
+            let pool = platform::db::pool(&common.database_url, 2)?;
+            let producer = platform::kafka::producer(common)?;
+            let replayed = dlq::replay(
+                common,
+                &pool,
+                &producer,
+                topic,
+                &letter,
+                corrected.as_deref(),
+                force,
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&replayed)?);
+            if let Some(id) = replayed.request_id {
+                eprintln!("follow it with GET /v1/requests/{id}");
+            }
+        }
+    }
+    Ok(())
 }

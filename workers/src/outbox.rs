@@ -1,6 +1,19 @@
 //! The outbox relay: publishes committed events in id order with the
-//! idempotent producer, then deletes them. One relay is active at a time
-//! (session advisory lock); the others stand by.
+//! idempotent producer, then deletes them. One relay leads at a time; the
+//! others stand by.
+//!
+//! Leadership is a lease row (`leases`, name `outbox-relay`) with a fencing
+//! token, not a session lock: a session lock dies with its connection while
+//! the process that held it goes on publishing, and a second relay takes
+//! over next to it (every event twice, and out of order per key). Here every
+//! round is one transaction that first renews the lease *with its token*,
+//! keeps the lease row locked while it publishes, and deletes what the broker
+//! acknowledged. A relay whose lease was taken over (it stalled past the
+//! lease, or its connection died and it came back late) fails that renewal
+//! and stops before it publishes anything. The transaction is bounded by
+//! `idle_in_transaction_session_timeout`, so a frozen relay cannot hold the
+//! lease row forever. What two relays can both publish is at most the one
+//! round the old leader had in flight when it lost the lease.
 
 use std::time::Duration;
 
@@ -8,14 +21,17 @@ use platform::kafka::{self, OutgoingRecord};
 use rdkafka::producer::FutureProducer;
 use schemas::{Topic, TopicNames};
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use platform::db::OUTBOX_CHANNEL;
 
-/// Advisory lock key of the relay.
-const RELAY_LOCK: i64 = 0x0b00_c0de_0002;
+/// Name of the relay's lease row.
+pub const LEASE: &str = "outbox-relay";
+/// `application_name` of the relay's database connections, so operators can
+/// tell them apart in `pg_stat_activity`.
+pub const APPLICATION_NAME: &str = "booking-outbox-relay";
 /// Events per round.
 const ROUND: i64 = 1000;
 
@@ -29,78 +45,191 @@ struct OutboxRow {
     request_id: Option<Uuid>,
 }
 
+/// How the relay runs.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// How long the lease lasts without a renewal; a stand-by relay takes
+    /// over this long after the leader stopped renewing.
+    pub lease: Duration,
+    /// How long a produce may wait for the broker.
+    pub produce_timeout: Duration,
+}
+
+/// Why leading ended.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    /// Another relay holds the lease now (this one stalled or lost its
+    /// connection past the lease): stand by.
+    #[error("the relay lease was taken over")]
+    LeaseLost,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
 /// Runs the relay until `cancel` fires.
 pub async fn run(
     pool: PgPool,
     producer: FutureProducer,
     topics: TopicNames,
-    produce_timeout: Duration,
+    settings: RelaySettings,
     cancel: CancellationToken,
 ) {
+    let holder = Uuid::new_v4();
     loop {
-        if let Err(error) = lead(&pool, &producer, &topics, produce_timeout, &cancel).await {
-            tracing::warn!(%error, "outbox relay interrupted; retrying");
+        match acquire(&pool, holder, settings.lease).await {
+            Ok(Some(token)) => {
+                tracing::info!(%holder, token, "outbox relay leads");
+                match lead(&pool, &producer, &topics, &settings, holder, token, &cancel).await {
+                    Ok(()) => {}
+                    Err(RelayError::LeaseLost) => {
+                        metrics::counter!("outbox_lease_lost_total").increment(1);
+                        tracing::warn!(%holder, token, "outbox relay lost its lease; standing by");
+                    }
+                    Err(error) => tracing::warn!(%error, "outbox relay interrupted; retrying"),
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "cannot take the outbox relay lease; retrying"),
         }
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                let _ = release(&pool, holder).await;
+                return;
+            }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }
 
-/// Takes the relay lock if free and publishes until cancelled or a failure.
+/// Takes the lease if it is free, expired, or already this holder's;
+/// returns the new fencing token.
+async fn acquire(pool: &PgPool, holder: Uuid, lease: Duration) -> Result<Option<i64>, sqlx::Error> {
+    // Look first without waiting: the leader keeps the row locked while it
+    // publishes, and a stand-by relay has no reason to queue behind it.
+    let free: Option<bool> =
+        sqlx::query_scalar("SELECT expires_at <= now() OR holder = $2 FROM leases WHERE name = $1")
+            .bind(LEASE)
+            .bind(holder)
+            .fetch_optional(pool)
+            .await?;
+    if free == Some(false) {
+        return Ok(None);
+    }
+    sqlx::query_scalar(
+        "INSERT INTO leases (name, holder, token, expires_at)
+         VALUES ($1, $2, 1, now() + make_interval(secs => $3))
+         ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, token = leases.token + 1,
+                                          expires_at = EXCLUDED.expires_at
+         WHERE leases.expires_at <= now() OR leases.holder = EXCLUDED.holder
+         RETURNING token",
+    )
+    .bind(LEASE)
+    .bind(holder)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+}
+
+/// Gives the lease up on shutdown, so a stand-by relay takes over at once.
+async fn release(pool: &PgPool, holder: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE leases SET expires_at = now() WHERE name = $1 AND holder = $2")
+        .bind(LEASE)
+        .bind(holder)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Publishes rounds until cancelled, the lease is lost, or a failure.
 async fn lead(
     pool: &PgPool,
     producer: &FutureProducer,
     topics: &TopicNames,
-    produce_timeout: Duration,
+    settings: &RelaySettings,
+    holder: Uuid,
+    token: i64,
     cancel: &CancellationToken,
-) -> Result<(), anyhow::Error> {
-    let mut lock_conn = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(RELAY_LOCK)
-        .fetch_one(&mut *lock_conn)
-        .await?;
-    if !locked {
-        return Ok(());
-    }
+) -> Result<(), RelayError> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(OUTBOX_CHANNEL).await?;
-    let result = async {
-        loop {
-            let published = publish_round(pool, producer, topics, produce_timeout).await?;
-            if published as i64 >= ROUND {
-                continue;
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                notification = listener.recv() => { notification?; }
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
+    let fence = Fence {
+        holder,
+        token,
+        lease: settings.lease,
+    };
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let published =
+            publish_round(pool, producer, topics, settings.produce_timeout, &fence).await?;
+        if published as i64 >= ROUND {
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            notification = listener.recv() => { notification?; }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
-    .await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(RELAY_LOCK)
-        .execute(&mut *lock_conn)
-        .await;
-    result
 }
 
-/// Publishes up to [`ROUND`] events and deletes them once acknowledged.
-pub async fn publish_round(
+/// A relay's claim to lead: checked and renewed by every round.
+#[derive(Debug, Clone, Copy)]
+struct Fence {
+    holder: Uuid,
+    token: i64,
+    lease: Duration,
+}
+
+impl Fence {
+    /// Renews the lease inside `tx` if it is still this relay's (same
+    /// token, not expired), locking its row until `tx` ends.
+    async fn renew(&self, tx: &mut PgConnection) -> Result<(), RelayError> {
+        let renewed: Option<i64> = sqlx::query_scalar(
+            "UPDATE leases SET expires_at = now() + make_interval(secs => $4)
+             WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at > now()
+             RETURNING token",
+        )
+        .bind(LEASE)
+        .bind(self.holder)
+        .bind(self.token)
+        .bind(self.lease.as_secs_f64())
+        .fetch_optional(&mut *tx)
+        .await?;
+        renewed.map(|_| ()).ok_or(RelayError::LeaseLost)
+    }
+}
+
+/// One round: renews the lease, publishes up to [`ROUND`] events, deletes
+/// them once every one was acknowledged, in one transaction.
+async fn publish_round(
     pool: &PgPool,
     producer: &FutureProducer,
     topics: &TopicNames,
     produce_timeout: Duration,
-) -> Result<usize, anyhow::Error> {
+    fence: &Fence,
+) -> Result<usize, RelayError> {
+    let mut tx = pool.begin().await?;
+    // A relay frozen mid-round must not keep the lease row locked: past the
+    // lease, Postgres ends its session and a stand-by relay takes over.
+    sqlx::query(&format!(
+        "SET LOCAL idle_in_transaction_session_timeout = {}",
+        fence.lease.as_millis().max(1)
+    ))
+    .execute(&mut *tx)
+    .await?;
+    fence.renew(&mut tx).await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(
         "SELECT id, event_id, topic, event_key, payload, request_id FROM outbox ORDER BY id LIMIT $1",
     )
     .bind(ROUND)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
+        tx.commit().await?;
         return Ok(0);
     }
     let sends = rows.iter().map(|row| {
@@ -112,7 +241,7 @@ pub async fn publish_round(
             let topic = topic.ok_or_else(|| {
                 anyhow::anyhow!("outbox row {} names unknown topic {}", row.id, row.topic)
             })?;
-            let mut headers = vec![("event-id", row.event_id.to_string())];
+            let mut headers = vec![(schemas::HEADER_EVENT_ID, row.event_id.to_string())];
             if let Some(request_id) = row.request_id {
                 headers.push((schemas::HEADER_REQUEST_ID, request_id.to_string()));
                 headers.push((
@@ -138,8 +267,9 @@ pub async fn publish_round(
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
         .bind(&ids)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     metrics::counter!("outbox_published_total").increment(ids.len() as u64);
     Ok(ids.len())
 }

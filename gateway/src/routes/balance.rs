@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use schemas::requests::{ChargeBalance, MAX_CHARGE_AMOUNT};
 use schemas::Request;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{AuthUser, Caller};
@@ -26,7 +26,7 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// Body of the charge call.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChargeBody {
     amount: i64,
@@ -46,8 +46,13 @@ async fn charge(
             format!("must be 1 to {MAX_CHARGE_AMOUNT}"),
         ));
     }
-    let id = request_id(&headers, user_id, "POST /v1/users/balance/charge")?;
-    if let Some(response) = replay(&state, id).await? {
+    let id = request_id(
+        &headers,
+        user_id,
+        "POST /v1/users/{id}/balance/charge",
+        &(user_id, &body),
+    )?;
+    if let Some(response) = replay(&state, &id).await? {
         return Ok(response);
     }
     submit(

@@ -141,8 +141,13 @@ async fn checkout(
     ApiPath(user_id): ApiPath<i64>,
 ) -> ApiResult<Response> {
     user.require_self(user_id)?;
-    let id = request_id(&headers, user_id, "POST /v1/users/cart/checkout")?;
-    if let Some(response) = replay(&state, id).await? {
+    let id = request_id(
+        &headers,
+        user_id,
+        "POST /v1/users/{id}/cart/checkout",
+        &user_id,
+    )?;
+    if let Some(response) = replay(&state, &id).await? {
         return Ok(response);
     }
     let lines: Vec<(i64, i32)> = sqlx::query_as(

@@ -25,12 +25,7 @@ pub(crate) fn router() -> Router<AppState> {
 /// failed for good (a fatal idempotence error, e.g. after a topic was
 /// recreated under it, refuses every later publish until a restart).
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    use rdkafka::producer::Producer;
-    let producer_error = state
-        .producer
-        .client()
-        .fatal_error()
-        .map(|(code, reason)| format!("{code:?}: {reason}"));
+    let producer_error = platform::kafka::fatal_error(&state.producer);
     let database = sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(&state.pool)
         .await

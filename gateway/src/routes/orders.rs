@@ -46,8 +46,8 @@ async fn place(
     order
         .validate()
         .map_err(|message| ApiError::invalid("items", message))?;
-    let id = request_id(&headers, user_id, "POST /v1/orders")?;
-    if let Some(response) = replay(&state, id).await? {
+    let id = request_id(&headers, user_id, "POST /v1/orders", &order.items)?;
+    if let Some(response) = replay(&state, &id).await? {
         return Ok(response);
     }
     let ids: Vec<i64> = order.items.iter().map(|l| l.product_stock_id).collect();

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use schemas::requests::PayReservation;
 use schemas::Request;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{AuthUser, Caller};
@@ -26,7 +26,7 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// Body of `POST /v1/payments`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PayBody {
     reservation_id: i64,
@@ -41,8 +41,8 @@ async fn pay(
     if body.reservation_id <= 0 {
         return Err(ApiError::invalid("reservation_id", "must be positive"));
     }
-    let id = request_id(&headers, user.0, "POST /v1/payments")?;
-    if let Some(response) = replay(&state, id).await? {
+    let id = request_id(&headers, user.0, "POST /v1/payments", &body)?;
+    if let Some(response) = replay(&state, &id).await? {
         return Ok(response);
     }
     let reservation = reservations::find(&state, body.reservation_id).await?;

@@ -54,17 +54,27 @@ async fn show(
     ApiQuery(wait): ApiQuery<Wait>,
 ) -> ApiResult<Json<Value>> {
     let wait = Duration::from_millis(wait.wait_ms.unwrap_or(0)).min(state.max_wait);
-    let row = if wait.is_zero() {
-        let row = load(&state, id)
-            .await?
-            .ok_or(ApiError::NotFound("request"))?;
-        authorize(caller, &row)?;
-        row
+    // Past LONG_POLL_MAX waiting long-polls, a long-poll is answered at
+    // once, as a plain GET: clients poll again, and the gateway's memory
+    // and connections stay bounded.
+    let subscription = if wait.is_zero() {
+        None
     } else {
-        let notify = state.waiter.subscribe(id);
-        let row = wait_for_outcome(&state, caller, id, &notify, wait).await;
-        state.waiter.forget(id, notify);
-        row?
+        state.waiter.subscribe(id)
+    };
+    let row = match subscription {
+        None => {
+            let row = load(&state, id)
+                .await?
+                .ok_or(ApiError::NotFound("request"))?;
+            authorize(caller, &row)?;
+            row
+        }
+        // The subscription is dropped with this handler, even when the
+        // client goes away mid-wait.
+        Some(subscription) => {
+            wait_for_outcome(&state, caller, id, subscription.notify(), wait).await?
+        }
     };
     let mut body = json!({"request_id": id, "type": row.request_type, "status": row.status});
     if let Some(result) = &row.result {
@@ -111,8 +121,12 @@ async fn wait_for_outcome(
         if row.status != PENDING || now >= deadline {
             return Ok(row);
         }
-        // Re-check at least every second in case a notification was lost.
+        // Re-check at least every second in case a notification was lost;
+        // a shutting-down gateway answers with what it has.
         let nap = (deadline - now).min(Duration::from_secs(1));
-        let _ = tokio::time::timeout(nap, notified).await;
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return Ok(row),
+            _ = tokio::time::timeout(nap, notified) => {}
+        }
     }
 }

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use schemas::requests::{CancelReservation, HoldSeat};
 use schemas::Request;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{AuthUser, Caller};
@@ -28,7 +28,7 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 /// Body of `POST /v1/reservations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
     seat_id: i64,
@@ -43,8 +43,8 @@ async fn hold(
     if body.seat_id <= 0 {
         return Err(ApiError::invalid("seat_id", "must be positive"));
     }
-    let id = request_id(&headers, user_id, "POST /v1/reservations")?;
-    if let Some(response) = replay(&state, id).await? {
+    let id = request_id(&headers, user_id, "POST /v1/reservations", &body)?;
+    if let Some(response) = replay(&state, &id).await? {
         return Ok(response);
     }
     let schedule_id: i64 =
@@ -128,12 +128,8 @@ async fn cancel(
     headers: HeaderMap,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Response> {
-    let request_id = request_id(
-        &headers,
-        user.0,
-        &format!("POST /v1/reservations/{id}/cancel"),
-    )?;
-    if let Some(response) = replay(&state, request_id).await? {
+    let request_id = request_id(&headers, user.0, "POST /v1/reservations/{id}/cancel", &id)?;
+    if let Some(response) = replay(&state, &request_id).await? {
         return Ok(response);
     }
     let row = find(&state, id).await?;

@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use platform::db::{classify, ErrorClass};
 use platform::kafka::{self, OutgoingRecord};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
@@ -18,28 +17,45 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::consumer::{LaneContext, LaneSettings};
-use super::decode::{LaneInput, Poison};
+use super::decode::{record_digest, LaneInput, Poison};
 use super::store::{self, OutcomeRow};
 use super::{Lane, Outcome};
+use crate::error::{LaneError, Remedy};
+
+/// What a client reads for a request that was set aside because applying
+/// it failed (the dead letter's `dlq-reason` header and the logs have the
+/// cause; internals never reach the client).
+const FAILED_MESSAGE: &str =
+    "the request could not be applied and had no effect; it was set aside for operators";
 
 /// A consumed record, decoded or not.
 struct Item<I> {
     offset: i64,
+    digest: i64,
     decoded: Result<I, Poison>,
 }
 
 /// Why a batch did not commit.
 enum BatchError {
-    /// The stored offset is behind the batch: records were skipped, so the
-    /// partition must be re-read from `stored`.
+    /// The stored offset is behind the batch: records were skipped (or
+    /// deleted by retention), so the partition must be re-read.
     Gap { stored: i64 },
-    /// A database error, classified by [`classify`].
-    Db(sqlx::Error),
+    /// The record at `stored - 1` is not the one applied there: the log
+    /// was recreated under the stored offset.
+    Recreated { stored: i64 },
+    /// The lane or the database failed.
+    Lane(LaneError),
+}
+
+impl From<LaneError> for BatchError {
+    fn from(e: LaneError) -> Self {
+        BatchError::Lane(e)
+    }
 }
 
 impl From<sqlx::Error> for BatchError {
     fn from(e: sqlx::Error) -> Self {
-        BatchError::Db(e)
+        BatchError::Lane(e.into())
     }
 }
 
@@ -51,6 +67,17 @@ enum Flow {
     Seek(i64),
     /// Shutting down or revoked.
     Stop,
+}
+
+/// How a dead-letter produce ended.
+enum DeadLettered {
+    /// The dead-letter topic has the record.
+    Published,
+    /// The broker can never take it (too large, fatal producer): logged,
+    /// counted, and skipped past, so the partition goes on.
+    Skipped,
+    /// Shutdown came first.
+    Cancelled,
 }
 
 /// Everything one partition task needs.
@@ -69,10 +96,8 @@ pub(crate) struct PartitionWorker<L: Lane> {
 impl<L: Lane> PartitionWorker<L> {
     /// Runs until `cancel` fires or the dispatcher goes away.
     pub async fn run(self, mut rx: mpsc::Receiver<OwnedMessage>, cancel: CancellationToken) {
-        // After a seek, records already queued are stale until the record at
-        // the seek offset arrives again.
+        // After a seek, records below the seek offset are stale.
         let mut resync_at: Option<i64> = None;
-        let mut accept_gap_at: Option<i64> = None;
         while let Some(batch) = collect(
             &mut rx,
             &cancel,
@@ -84,7 +109,7 @@ impl<L: Lane> PartitionWorker<L> {
             let batch: Vec<OwnedMessage> = match resync_at {
                 Some(at) => {
                     let kept: Vec<OwnedMessage> =
-                        batch.into_iter().skip_while(|m| m.offset() != at).collect();
+                        batch.into_iter().filter(|m| m.offset() >= at).collect();
                     if kept.is_empty() {
                         continue;
                     }
@@ -97,26 +122,22 @@ impl<L: Lane> PartitionWorker<L> {
             let last = batch[batch.len() - 1].offset();
             let span = tracing::info_span!("batch", lane = self.lane.name(), topic = %self.topic,
                 partition = self.partition, first_offset = first, last_offset = last);
-            match self
-                .process(&batch, &cancel, accept_gap_at)
-                .instrument(span)
-                .await
-            {
-                Flow::Next => accept_gap_at = None,
+            match self.process(&batch, &cancel).instrument(span).await {
+                Flow::Next => {}
                 Flow::Stop => break,
-                Flow::Seek(stored) => {
-                    tracing::warn!(
+                Flow::Seek(offset) => {
+                    tracing::info!(
                         lane = self.lane.name(),
                         partition = self.partition,
-                        stored,
+                        offset,
                         first,
-                        "stored offset is behind the batch; re-reading from it"
+                        "re-reading the partition from the stored offset"
                     );
                     let seek = tokio::task::block_in_place(|| {
                         self.consumer.seek(
                             &self.topic,
                             self.partition,
-                            Offset::Offset(stored),
+                            Offset::Offset(offset),
                             Duration::from_secs(10),
                         )
                     });
@@ -124,71 +145,143 @@ impl<L: Lane> PartitionWorker<L> {
                         tracing::error!(%error, "seek failed; the partition will be re-read after the next rebalance");
                         break;
                     }
-                    resync_at = Some(stored);
-                    // If the broker cannot serve `stored` any more (retention),
-                    // the next batch starts later still; accept that gap then.
-                    accept_gap_at = Some(stored);
+                    // Whatever is queued was fetched before the seek. A stale
+                    // record that still slips through starts a batch past the
+                    // stored offset, which is a gap again: seek again.
+                    while rx.try_recv().is_ok() {}
+                    resync_at = Some(offset);
                 }
             }
         }
     }
 
-    async fn process(
-        &self,
-        batch: &[OwnedMessage],
-        cancel: &CancellationToken,
-        accept_gap_at: Option<i64>,
-    ) -> Flow {
+    async fn process(&self, batch: &[OwnedMessage], cancel: &CancellationToken) -> Flow {
         let topic = self.lane.topic();
         let items: Vec<Item<L::Input>> = batch
             .iter()
             .map(|m| Item {
                 offset: m.offset(),
+                digest: record_digest(m),
                 decoded: L::Input::decode(m, topic),
             })
             .collect();
-        for (message, item) in batch.iter().zip(&items) {
-            if let Err(poison) = &item.decoded {
-                if !self.dead_letter(message, &poison.reason, cancel).await {
-                    return Flow::Stop;
-                }
-            }
+        if items.iter().any(|i| i.decoded.is_err())
+            && !self.dead_letter_poison(batch, &items, cancel).await
+        {
+            return Flow::Stop;
         }
 
         let mut conflicts = Backoff::new();
         let mut outage = Backoff::new();
         loop {
-            match self.apply(&items, None, accept_gap_at).await {
+            let error = match self.apply(&items, None).await {
                 Ok(()) => return Flow::Next,
-                Err(BatchError::Gap { stored }) => return Flow::Seek(stored),
-                Err(BatchError::Db(error)) => match classify(&error) {
-                    ErrorClass::Conflict => {
-                        // Serialization failures and deadlocks resolve by
-                        // themselves; retry the whole batch, never fail it.
-                        metrics::counter!("lane_retries_total", "lane" => self.lane.name(), "reason" => "conflict").increment(1);
-                        tracing::debug!(%error, "conflict; retrying the batch");
-                        let wait = conflicts.next_jittered();
-                        tokio::select! {
-                            _ = cancel.cancelled() => return Flow::Stop,
-                            _ = tokio::time::sleep(wait) => {}
-                        }
-                    }
-                    ErrorClass::Unavailable => {
-                        metrics::counter!("lane_retries_total", "lane" => self.lane.name(), "reason" => "unavailable").increment(1);
-                        let wait = outage.next();
-                        tracing::warn!(%error, wait_ms = wait.as_millis() as u64, "database unavailable; backing off");
-                        tokio::select! {
-                            _ = cancel.cancelled() => return Flow::Stop,
-                            _ = tokio::time::sleep(wait) => {}
-                        }
-                    }
-                    ErrorClass::Permanent => {
-                        tracing::warn!(%error, "batch failed; applying its records one by one");
-                        return self.isolate(batch, &items, cancel, accept_gap_at).await;
-                    }
+                Err(BatchError::Gap { stored }) => match self.resolve_gap(stored).await {
+                    Ok(offset) => return Flow::Seek(offset),
+                    Err(error) => error,
                 },
+                Err(BatchError::Recreated { stored }) => match self.resolve_recreated(stored).await
+                {
+                    Ok(offset) => return Flow::Seek(offset),
+                    Err(error) => error,
+                },
+                Err(BatchError::Lane(error)) => error,
+            };
+            let wait = match error.remedy() {
+                Remedy::Retry => {
+                    // Serialization failures and deadlocks resolve by
+                    // themselves; retry the whole batch, never fail it.
+                    metrics::counter!("lane_retries_total", "lane" => self.lane.name(), "reason" => "conflict").increment(1);
+                    tracing::debug!(%error, "conflict; retrying the batch");
+                    conflicts.next_jittered()
+                }
+                Remedy::BackOff => {
+                    metrics::counter!("lane_retries_total", "lane" => self.lane.name(), "reason" => "unavailable").increment(1);
+                    let wait = outage.next();
+                    tracing::warn!(%error, wait_ms = wait.as_millis() as u64, "database unavailable; backing off");
+                    wait
+                }
+                Remedy::Isolate => {
+                    tracing::warn!(%error, kind = error.kind(), "batch failed; applying its records one by one");
+                    return self.isolate(batch, &items, cancel).await;
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return Flow::Stop,
+                _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// The batch starts after the stored offset. If the log still holds
+    /// the stored offset, re-read from there (records queued before a seek
+    /// or a rebalance were dropped). If retention deleted it before it was
+    /// applied, those records are gone: count and log the gap, decide their
+    /// requests as `RECORD_LOST`, and resume from the log's start.
+    async fn resolve_gap(&self, stored: i64) -> Result<i64, LaneError> {
+        let (low, _) = self.watermarks()?;
+        if stored >= low {
+            return Ok(stored);
+        }
+        let lost = store::skip_deleted_records(
+            &self.pool,
+            &self.group,
+            &self.topic,
+            self.partition,
+            stored,
+            low,
+        )
+        .await?;
+        let Some(requests) = lost else {
+            // Another process moved the offset first; it re-reads from there.
+            return Ok(stored);
+        };
+        metrics::counter!("lane_offset_gaps_total", "lane" => self.lane.name()).increment(1);
+        metrics::counter!("lane_lost_records_total", "lane" => self.lane.name())
+            .increment((low - stored) as u64);
+        tracing::error!(
+            lane = self.lane.name(), topic = %self.topic, partition = self.partition,
+            stored, log_start = low, records = low - stored, requests_failed = requests,
+            "records were deleted from the log before they were applied (retention); resuming from the log's start"
+        );
+        Ok(low)
+    }
+
+    /// The log was recreated (topic deleted and created again, broker
+    /// storage wiped) and has grown past the stored offset: offsets
+    /// restarted, so resume from the new log's start. Request ids (and the
+    /// stats lane's counted orders) keep records applied before from
+    /// applying twice.
+    async fn resolve_recreated(&self, stored: i64) -> Result<i64, LaneError> {
+        let (low, high) = self.watermarks()?;
+        let start = low.max(0);
+        if !store::move_offset(
+            &self.pool,
+            &self.group,
+            &self.topic,
+            self.partition,
+            stored,
+            start,
+        )
+        .await?
+        {
+            return Ok(stored);
+        }
+        metrics::counter!("lane_log_resets_total").increment(1);
+        tracing::error!(
+            lane = self.lane.name(), topic = %self.topic, partition = self.partition,
+            stored, high_watermark = high,
+            "another record sits where the last applied one was: the log was recreated; resuming from its start"
+        );
+        Ok(start)
+    }
+
+    fn watermarks(&self) -> Result<(i64, i64), LaneError> {
+        tokio::task::block_in_place(|| {
+            self.consumer
+                .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(10))
+        })
+        .map_err(|error| LaneError::Transient(Box::new(error)))
     }
 
     /// Applies each record in its own transaction, so one bad record fails
@@ -198,46 +291,50 @@ impl<L: Lane> PartitionWorker<L> {
         batch: &[OwnedMessage],
         items: &[Item<L::Input>],
         cancel: &CancellationToken,
-        accept_gap_at: Option<i64>,
     ) -> Flow {
         for (message, item) in batch.iter().zip(items) {
             let single = std::slice::from_ref(item);
-            let mut failed: Option<String> = None;
+            let mut failed = false;
             let mut outage = Backoff::new();
             let mut conflicts = Backoff::new();
             loop {
-                match self.apply(single, failed.as_deref(), accept_gap_at).await {
+                let error = match self.apply(single, failed.then_some(FAILED_MESSAGE)).await {
                     Ok(()) => break,
-                    Err(BatchError::Gap { stored }) => return Flow::Seek(stored),
-                    Err(BatchError::Db(error)) => match classify(&error) {
-                        ErrorClass::Unavailable => {
-                            tokio::select! {
-                                _ = cancel.cancelled() => return Flow::Stop,
-                                _ = tokio::time::sleep(outage.next()) => {}
-                            }
-                        }
-                        ErrorClass::Conflict => {
-                            tokio::select! {
-                                _ = cancel.cancelled() => return Flow::Stop,
-                                _ = tokio::time::sleep(conflicts.next_jittered()) => {}
-                            }
-                        }
-                        ErrorClass::Permanent if failed.is_none() => {
-                            tracing::error!(%error, offset = item.offset, "record cannot be applied; recording it FAILED");
-                            let reason = format!("cannot be applied: {error}");
-                            if !self.dead_letter(message, &reason, cancel).await {
-                                return Flow::Stop;
-                            }
-                            failed = Some(reason);
-                        }
-                        ErrorClass::Permanent => {
-                            tracing::error!(%error, "cannot even record the failure; retrying");
-                            tokio::select! {
-                                _ = cancel.cancelled() => return Flow::Stop,
-                                _ = tokio::time::sleep(outage.next()) => {}
-                            }
-                        }
+                    Err(BatchError::Gap { stored }) => match self.resolve_gap(stored).await {
+                        Ok(offset) => return Flow::Seek(offset),
+                        Err(error) => error,
                     },
+                    Err(BatchError::Recreated { stored }) => {
+                        match self.resolve_recreated(stored).await {
+                            Ok(offset) => return Flow::Seek(offset),
+                            Err(error) => error,
+                        }
+                    }
+                    Err(BatchError::Lane(error)) => error,
+                };
+                let wait = match error.remedy() {
+                    Remedy::BackOff => outage.next(),
+                    Remedy::Retry => conflicts.next_jittered(),
+                    Remedy::Isolate if !failed => {
+                        metrics::counter!("lane_failed_records_total", "lane" => self.lane.name(), "kind" => error.kind()).increment(1);
+                        tracing::error!(%error, kind = error.kind(), offset = item.offset, "record cannot be applied; recording it FAILED");
+                        let reason = format!("cannot be applied ({}): {error}", error.kind());
+                        if let DeadLettered::Cancelled =
+                            self.dead_letter(message, &reason, cancel).await
+                        {
+                            return Flow::Stop;
+                        }
+                        failed = true;
+                        continue;
+                    }
+                    Remedy::Isolate => {
+                        tracing::error!(%error, "cannot even record the failure; retrying");
+                        outage.next()
+                    }
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => return Flow::Stop,
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
@@ -245,26 +342,36 @@ impl<L: Lane> PartitionWorker<L> {
     }
 
     /// The batch transaction. With `failed` set, no request is applied: each
-    /// is recorded FAILED with that reason.
+    /// is recorded FAILED with that message.
     async fn apply(
         &self,
         items: &[Item<L::Input>],
         failed: Option<&str>,
-        accept_gap_at: Option<i64>,
     ) -> Result<(), BatchError> {
         let started = Instant::now();
         let first = items[0].offset;
         let last = items[items.len() - 1].offset;
         let mut tx = self.pool.begin().await?;
-        let stored =
+        let position =
             store::lock_offset(&mut tx, &self.group, &self.topic, self.partition, first).await?;
+        let stored = position.next;
+        // A take-over re-reads the last applied record: it must be the one
+        // applied, or the log was recreated under the stored offset.
+        if let (Some(expected), Some(item)) = (
+            position.digest,
+            items.iter().find(|i| i.offset == stored - 1),
+        ) {
+            if item.digest != expected {
+                return Err(BatchError::Recreated { stored });
+            }
+        }
         if stored > last {
             // Applied before (a replay after a crash or rebalance).
             metrics::counter!("lane_replayed_records_total", "lane" => self.lane.name())
                 .increment(items.len() as u64);
             return Ok(());
         }
-        if stored < first && accept_gap_at != Some(stored) {
+        if stored < first {
             return Err(BatchError::Gap { stored });
         }
         let pending: Vec<&Item<L::Input>> = items.iter().filter(|i| i.offset >= stored).collect();
@@ -276,7 +383,13 @@ impl<L: Lane> PartitionWorker<L> {
                 Err(poison) => poison.request_id,
             })
             .collect();
-        let already = store::decided(&mut tx, &ids).await?;
+        let known = store::known(&mut tx, &ids).await?;
+        let decided = |id: &uuid::Uuid| known.get(id).copied().unwrap_or(false);
+        // Request rows (and counted orders) are pruned past the retention
+        // horizon, so a record older than that (a log re-read from an old
+        // start) could apply a second time: skip it, unless its request is
+        // known and still PENDING. Day-scale, so the worker's clock will do.
+        let stale_before = chrono::Utc::now() - self.settings.retention;
         let mut seen: HashSet<uuid::Uuid> = HashSet::new();
         // Inputs to apply: decoded, and (for requests) not decided before.
         let mut to_apply: Vec<&Item<L::Input>> = Vec::with_capacity(pending.len());
@@ -296,16 +409,25 @@ impl<L: Lane> PartitionWorker<L> {
         for item in pending {
             match &item.decoded {
                 Ok(input) => {
+                    let pending_row = input
+                        .request()
+                        .is_some_and(|r| known.get(&r.id) == Some(&false));
+                    if input.timestamp() < stale_before && !pending_row {
+                        metrics::counter!("lane_stale_records_total", "lane" => self.lane.name())
+                            .increment(1);
+                        tracing::warn!(offset = item.offset, timestamp = %input.timestamp(), "record older than the retention horizon; skipped");
+                        continue;
+                    }
                     if let Some(request) = input.request() {
-                        if already.contains(&request.id) || !seen.insert(request.id) {
+                        if decided(&request.id) || !seen.insert(request.id) {
                             metrics::counter!("lane_duplicate_requests_total", "lane" => self.lane.name()).increment(1);
                             continue;
                         }
-                        if let Some(reason) = failed {
+                        if let Some(message) = failed {
                             let mut outcome =
                                 row(request.id, request.type_name, request.user_id, item);
                             outcome.error_code = Some(ErrorCode::Internal);
-                            outcome.error_message = Some(reason.to_owned());
+                            outcome.error_message = Some(message.to_owned());
                             outcomes.push(outcome);
                             continue;
                         }
@@ -317,7 +439,7 @@ impl<L: Lane> PartitionWorker<L> {
                 }
                 Err(poison) => {
                     if let Some(id) = poison.request_id {
-                        if already.contains(&id) || !seen.insert(id) {
+                        if decided(&id) || !seen.insert(id) {
                             continue;
                         }
                         let mut outcome = row(id, "unknown", None, item);
@@ -363,7 +485,6 @@ impl<L: Lane> PartitionWorker<L> {
                     outcome.error_message = Some(message);
                 }
             }
-            metrics::counter!("lane_outcomes_total", "lane" => self.lane.name(), "status" => outcome.status).increment(1);
             outcomes.push(outcome);
         }
         let finished = self.lane.finish(&mut tx, state).await?;
@@ -374,8 +495,19 @@ impl<L: Lane> PartitionWorker<L> {
         );
         store::record_outcomes(&mut tx, &outcomes).await?;
         store::enqueue_events(&mut tx, &events).await?;
-        store::store_offset(&mut tx, &self.group, &self.topic, self.partition, last + 1).await?;
+        store::store_offset(
+            &mut tx,
+            &self.group,
+            &self.topic,
+            self.partition,
+            last + 1,
+            items[items.len() - 1].digest,
+        )
+        .await?;
         tx.commit().await?;
+        for outcome in &outcomes {
+            metrics::counter!("lane_outcomes_total", "lane" => self.lane.name(), "status" => outcome.status).increment(1);
+        }
         metrics::histogram!("lane_batch_size", "lane" => self.lane.name())
             .record(items.len() as f64);
         metrics::histogram!("lane_batch_seconds", "lane" => self.lane.name())
@@ -383,14 +515,50 @@ impl<L: Lane> PartitionWorker<L> {
         Ok(())
     }
 
+    /// Dead-letters the batch's poison records, except those at offsets
+    /// applied before: a replay (after a crash, a rebalance, or the re-read
+    /// of the last applied record on take-over) dead-lettered them then.
+    /// False if shutdown came first.
+    async fn dead_letter_poison(
+        &self,
+        batch: &[OwnedMessage],
+        items: &[Item<L::Input>],
+        cancel: &CancellationToken,
+    ) -> bool {
+        let mut outage = Backoff::new();
+        let stored = loop {
+            match store::stored_offset(&self.pool, &self.group, &self.topic, self.partition).await {
+                Ok(stored) => break stored.unwrap_or(0),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the stored offset; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return false,
+                        _ = tokio::time::sleep(outage.next()) => {}
+                    }
+                }
+            }
+        };
+        for (message, item) in batch.iter().zip(items) {
+            let Err(poison) = &item.decoded else { continue };
+            if item.offset < stored {
+                continue;
+            }
+            if let DeadLettered::Cancelled = self.dead_letter(message, &poison.reason, cancel).await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Publishes `message` to the dead-letter topic with `reason`, retrying
-    /// until the broker takes it. False if shutdown came first.
+    /// while the failure is transient.
     async fn dead_letter(
         &self,
         message: &OwnedMessage,
         reason: &str,
         cancel: &CancellationToken,
-    ) -> bool {
+    ) -> DeadLettered {
         let key = message
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -414,12 +582,23 @@ impl<L: Lane> PartitionWorker<L> {
                     metrics::counter!("lane_dead_letters_total", "lane" => self.lane.name())
                         .increment(1);
                     tracing::warn!(offset = message.offset(), reason, dlq = %self.dlq_topic, "record dead-lettered");
-                    return true;
+                    return DeadLettered::Published;
+                }
+                Err(error)
+                    if error.is_permanent() || kafka::fatal_error(&self.producer).is_some() =>
+                {
+                    metrics::counter!("lane_dead_letter_failures_total", "lane" => self.lane.name())
+                        .increment(1);
+                    tracing::error!(
+                        %error, offset = message.offset(), reason, dlq = %self.dlq_topic,
+                        "the dead-letter topic can never take this record; skipping past it"
+                    );
+                    return DeadLettered::Skipped;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot dead-letter yet; retrying");
                     tokio::select! {
-                        _ = cancel.cancelled() => return false,
+                        _ = cancel.cancelled() => return DeadLettered::Cancelled,
                         _ = tokio::time::sleep(backoff.next()) => {}
                     }
                 }

@@ -1,7 +1,7 @@
 //! Group membership and dispatch: one consumer per lane, one task per
 //! assigned partition, offsets taken from Postgres on assignment.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ pub struct LaneSettings {
     pub batch_wait: Duration,
     /// How long a dead-letter produce may wait for the broker.
     pub produce_timeout: Duration,
+    /// How long request rows and counted orders are kept; older records
+    /// are never applied (see `REQUEST_RETENTION_DAYS`).
+    pub retention: chrono::TimeDelta,
 }
 
 /// Partition changes the rebalance callback reports to the dispatcher.
@@ -76,39 +79,53 @@ impl LaneContext {
         }
     }
 
-    /// When the stored next offset lies beyond the end of the partition's
-    /// log, the log was recreated (topic deleted, broker storage wiped):
-    /// offsets restarted, and every new record would look applied already.
-    /// Moves the stored offset to the log's start and returns it; request
-    /// ids (and the stats lane's counted orders) keep records that were
-    /// applied before from applying twice.
-    fn log_reset(
+    /// Where a partition whose stored next offset is `next` resumes.
+    ///
+    /// - Beyond the end of the log: the log was recreated (topic deleted,
+    ///   broker storage wiped) and offsets restarted, so every new record
+    ///   would look applied already. Moves the stored offset to the log's
+    ///   start and resumes there; request ids (and the stats lane's counted
+    ///   orders) keep records applied before from applying twice.
+    /// - Inside the log: one record early, at the last applied record, which
+    ///   the first batch checks against the stored digest (a recreated log
+    ///   that has grown past the stored offset holds another record there)
+    ///   and then skips.
+    /// - Before the log's start (retention deleted records not yet applied):
+    ///   at the log's start; the first batch finds the gap, counts it and
+    ///   records the lost requests.
+    fn start_offset(
         &self,
         consumer: &BaseConsumer<Self>,
         topic: &str,
         partition: i32,
         next: i64,
-    ) -> Option<i64> {
-        let (low, high) = consumer
+    ) -> i64 {
+        let Ok((low, high)) = consumer
             .fetch_watermarks(topic, partition, Duration::from_secs(10))
             .map_err(|error| tracing::warn!(%error, topic, partition, "cannot read watermarks"))
-            .ok()?;
-        if next <= high {
-            return None;
+        else {
+            return next;
+        };
+        let low = low.max(0);
+        if next > high {
+            tracing::error!(
+                group = %self.group, topic, partition, stored = next, high_watermark = high,
+                "stored offset is beyond the end of the log (topic recreated?); resuming from its start"
+            );
+            metrics::counter!("lane_log_resets_total").increment(1);
+            let reset = store::move_offset(&self.pool, &self.group, topic, partition, next, low);
+            return match self.block_on(reset) {
+                Ok(_) => low,
+                Err(error) => {
+                    tracing::error!(%error, "cannot move the stored offset; the partition stays where it was");
+                    next
+                }
+            };
         }
-        let start = low.max(0);
-        tracing::error!(
-            group = %self.group, topic, partition, stored = next, high_watermark = high,
-            "stored offset is beyond the end of the log (topic recreated?); resuming from its start"
-        );
-        metrics::counter!("lane_log_resets_total").increment(1);
-        let reset = store::reset_offset(&self.pool, &self.group, topic, partition, start);
-        match self.block_on(reset) {
-            Ok(()) => Some(start),
-            Err(error) => {
-                tracing::error!(%error, "cannot move the stored offset; the partition stays where it was");
-                None
-            }
+        if next > low {
+            next - 1
+        } else {
+            low
         }
     }
 }
@@ -132,20 +149,19 @@ impl ConsumerContext for LaneContext {
                     by_topic.entry(topic).or_default().push(*partition);
                 }
                 for (topic, ids) in by_topic {
-                    let mut stored = self.stored_offsets(topic, &ids).unwrap_or_default();
+                    let stored = self.stored_offsets(topic, &ids).unwrap_or_default();
                     for partition in ids {
-                        if let Some(next) = stored.get(&partition).copied() {
-                            if let Some(start) =
-                                self.log_reset(base_consumer, topic, partition, next)
-                            {
-                                stored.insert(partition, start);
-                            }
-                        }
                         // Never consumed: start at the beginning. Otherwise
-                        // resume exactly where the last commit left off.
-                        let offset = stored
-                            .get(&partition)
-                            .map_or(Offset::Beginning, |n| Offset::Offset(*n));
+                        // resume where the last commit left off.
+                        let offset = match stored.get(&partition) {
+                            Some(next) => Offset::Offset(self.start_offset(
+                                base_consumer,
+                                topic,
+                                partition,
+                                *next,
+                            )),
+                            None => Offset::Beginning,
+                        };
                         if let Err(error) = tpl.set_partition_offset(topic, partition, offset) {
                             tracing::error!(%error, topic, partition, "cannot set start offset");
                         }
@@ -155,6 +171,9 @@ impl ConsumerContext for LaneContext {
                 if let Err(error) = base_consumer.assign(tpl) {
                     tracing::error!(%error, group = %self.group, "assign failed");
                 }
+                // A partition paused under an earlier assignment (its task
+                // was behind) starts afresh.
+                let _ = base_consumer.resume(tpl);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(group = %self.group, ?partitions, "partitions revoked");
@@ -173,10 +192,66 @@ impl ConsumerContext for LaneContext {
     }
 }
 
+/// A partition's task and what the dispatcher holds for it.
 struct PartitionHandle {
     tx: mpsc::Sender<OwnedMessage>,
+    /// Records the task had no room for yet, in order. While any wait here
+    /// the partition is paused in the consumer, so the backlog is bounded
+    /// by what was fetched before the pause.
+    backlog: VecDeque<OwnedMessage>,
+    paused: bool,
     cancel: CancellationToken,
     task: JoinHandle<()>,
+}
+
+/// Whether a partition's task still takes records.
+enum Offered {
+    Taken,
+    Stopped,
+}
+
+impl PartitionHandle {
+    /// Hands `message` to the task, or queues it and pauses the partition
+    /// when the task is behind. Never waits: one slow partition must not
+    /// hold up the others.
+    fn offer(&mut self, message: OwnedMessage, pause: impl FnOnce()) -> Offered {
+        if self.backlog.is_empty() {
+            match self.tx.try_send(message) {
+                Ok(()) => return Offered::Taken,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Offered::Stopped,
+                Err(mpsc::error::TrySendError::Full(message)) => self.backlog.push_back(message),
+            }
+        } else {
+            self.backlog.push_back(message);
+        }
+        if !self.paused {
+            pause();
+            self.paused = true;
+        }
+        Offered::Taken
+    }
+
+    /// Moves backlog records to the task while it has room; true when the
+    /// backlog is empty (the partition can resume).
+    fn drain(&mut self) -> Result<bool, ()> {
+        while let Some(message) = self.backlog.pop_front() {
+            match self.tx.try_send(message) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(message)) => {
+                    self.backlog.push_front(message);
+                    return Ok(false);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn one_partition(topic: &str, partition: i32) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    tpl
 }
 
 /// Runs `lane` until `cancel` fires: joins the lane's consumer group, applies
@@ -207,7 +282,10 @@ pub async fn run_lane<L: Lane>(
 
     let mut partitions: HashMap<i32, PartitionHandle> = HashMap::new();
     let mut retired: Vec<JoinHandle<()>> = Vec::new();
+    let mut backlog_tick = tokio::time::interval(Duration::from_millis(20));
+    backlog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let any_paused = partitions.values().any(|h| h.paused);
         tokio::select! {
             _ = cancel.cancelled() => break,
             Some(event) = events_rx.recv() => match event {
@@ -220,6 +298,26 @@ pub async fn run_lane<L: Lane>(
                     }
                 }
             },
+            _ = backlog_tick.tick(), if any_paused => {
+                let mut stopped = Vec::new();
+                for (partition, handle) in partitions.iter_mut().filter(|(_, h)| h.paused) {
+                    match handle.drain() {
+                        Ok(true) => {
+                            handle.paused = false;
+                            if let Err(error) = consumer.resume(&one_partition(&topic, *partition)) {
+                                tracing::warn!(%error, partition, "cannot resume the partition");
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(()) => stopped.push(*partition),
+                    }
+                }
+                for partition in stopped {
+                    if let Some(handle) = partitions.remove(&partition) {
+                        retired.push(handle.task);
+                    }
+                }
+            }
             message = consumer.recv() => match message {
                 Ok(message) => {
                     let message = message.detach();
@@ -239,9 +337,21 @@ pub async fn run_lane<L: Lane>(
                             settings,
                         };
                         let task = tokio::spawn(worker.run(rx, task_cancel.clone()));
-                        PartitionHandle { tx, cancel: task_cancel, task }
+                        PartitionHandle {
+                            tx,
+                            backlog: VecDeque::new(),
+                            paused: false,
+                            cancel: task_cancel,
+                            task,
+                        }
                     });
-                    if handle.tx.send(message).await.is_err() {
+                    let pause = || {
+                        metrics::counter!("lane_partition_pauses_total", "lane" => lane.name()).increment(1);
+                        if let Err(error) = consumer.pause(&one_partition(&topic, partition)) {
+                            tracing::warn!(%error, partition, "cannot pause the partition");
+                        }
+                    };
+                    if let Offered::Stopped = handle.offer(message, pause) {
                         // The task stopped (seek failure); start afresh from
                         // the stored offset on the next rebalance.
                         if let Some(handle) = partitions.remove(&partition) {
@@ -251,7 +361,10 @@ pub async fn run_lane<L: Lane>(
                 }
                 Err(error) => {
                     tracing::warn!(%error, lane = lane.name(), "consume error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    }
                 }
             },
         }

@@ -1,6 +1,7 @@
 //! Turning a Kafka record into a validated request, or a reason to
 //! dead-letter it.
 
+use chrono::{DateTime, Utc};
 use rdkafka::message::{Message, OwnedMessage};
 use schemas::{EventEnvelope, RequestEnvelope, Topic};
 use uuid::Uuid;
@@ -26,6 +27,9 @@ pub trait LaneInput: Sized + Send + Sync + 'static {
 
     /// The id events caused by this input carry as `request_id`.
     fn causation_id(&self) -> Option<Uuid>;
+
+    /// When it was written (accepted, or when its event happened).
+    fn timestamp(&self) -> DateTime<Utc>;
 }
 
 impl LaneInput for RequestEnvelope {
@@ -43,6 +47,10 @@ impl LaneInput for RequestEnvelope {
 
     fn causation_id(&self) -> Option<Uuid> {
         Some(self.request_id)
+    }
+
+    fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
     }
 }
 
@@ -68,6 +76,10 @@ impl LaneInput for EventEnvelope {
 
     fn causation_id(&self) -> Option<Uuid> {
         self.request_id
+    }
+
+    fn timestamp(&self) -> DateTime<Utc> {
+        self.timestamp
     }
 }
 
@@ -115,7 +127,24 @@ pub fn decode(message: &OwnedMessage, topic: Topic) -> Result<RequestEnvelope, P
     }
 }
 
-fn lenient_request_id(payload: &[u8]) -> Option<Uuid> {
+/// A stable 64-bit digest of a record's key and payload. The engine stores
+/// the digest of the last record it applied; finding another record at that
+/// offset later means the log was recreated under the stored offset.
+pub fn record_digest(message: &OwnedMessage) -> i64 {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let key = message.key().unwrap_or_default();
+    hasher.update((key.len() as u64).to_be_bytes());
+    hasher.update(key);
+    hasher.update(message.payload().unwrap_or_default());
+    let hash = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// The request id of a payload that may not decode as a request.
+pub(crate) fn lenient_request_id(payload: &[u8]) -> Option<Uuid> {
     let value: serde_json::Value = serde_json::from_slice(payload).ok()?;
     Uuid::parse_str(value.get("request_id")?.as_str()?).ok()
 }
@@ -153,6 +182,13 @@ mod tests {
         let poison = decode(&record(&raw), Topic::ChargeRequests).expect_err("poison");
         assert_eq!(poison.request_id, Some(id));
         assert!(poison.reason.contains("amount"));
+    }
+
+    #[test]
+    fn digest_tells_records_apart_and_is_stable() {
+        let a = record(r#"{"a":1}"#);
+        assert_eq!(record_digest(&a), record_digest(&record(r#"{"a":1}"#)));
+        assert_ne!(record_digest(&a), record_digest(&record(r#"{"a":2}"#)));
     }
 
     #[test]

@@ -12,12 +12,14 @@
 
 mod batch;
 mod consumer;
-mod decode;
+pub(crate) mod decode;
 pub mod store;
 
 use async_trait::async_trait;
 use schemas::{ErrorCode, Event, Topic};
 use sqlx::PgConnection;
+
+use crate::error::LaneResult;
 
 pub use consumer::{run_lane, LaneSettings};
 pub use decode::{LaneInput, Poison, RequestMeta};
@@ -81,7 +83,7 @@ pub trait Lane: Send + Sync + 'static {
         _tx: &mut PgConnection,
         _batch: &mut Self::Batch,
         _inputs: &[&Self::Input],
-    ) -> Result<(), sqlx::Error> {
+    ) -> LaneResult<()> {
         Ok(())
     }
 
@@ -94,15 +96,11 @@ pub trait Lane: Send + Sync + 'static {
         tx: &mut PgConnection,
         batch: &mut Self::Batch,
         input: &Self::Input,
-    ) -> Result<Applied, sqlx::Error>;
+    ) -> LaneResult<Applied>;
 
     /// Runs once per batch after every input, before the commit; returns
     /// events to publish.
-    async fn finish(
-        &self,
-        _tx: &mut PgConnection,
-        _batch: Self::Batch,
-    ) -> Result<Vec<Event>, sqlx::Error> {
+    async fn finish(&self, _tx: &mut PgConnection, _batch: Self::Batch) -> LaneResult<Vec<Event>> {
         Ok(Vec::new())
     }
 }

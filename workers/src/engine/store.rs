@@ -1,13 +1,15 @@
 //! The engine's own SQL: stored offsets, request outcomes, outbox rows and
 //! the notifications that wake long-polls and the relay.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use schemas::{ErrorCode, EventEnvelope};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use platform::db::{outcome_payloads, OutcomeNotice, RequestView, OUTBOX_CHANNEL, OUTCOME_CHANNEL};
+
+use crate::error::{LaneError, LaneResult};
 
 /// Stored next offsets of `group` for `partitions` of `topic`.
 pub async fn load_offsets(
@@ -28,86 +30,207 @@ pub async fn load_offsets(
     Ok(rows.into_iter().collect())
 }
 
+/// A partition's stored position: the next offset to apply and the digest
+/// of the record applied just before it (None when unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Next offset to apply.
+    pub next: i64,
+    /// [`record_digest`](super::decode::record_digest) of the record at
+    /// `next - 1`.
+    pub digest: Option<i64>,
+}
+
 /// Locks the partition's offset row for this transaction and returns the
-/// stored next offset, creating the row at `first_offset` when the
-/// partition was never consumed.
+/// stored position, creating the row at `first_offset` when the partition
+/// was never consumed.
 pub async fn lock_offset(
     tx: &mut PgConnection,
     group: &str,
     topic: &str,
     partition: i32,
     first_offset: i64,
-) -> Result<i64, sqlx::Error> {
-    let select = "SELECT next_offset FROM consumer_offsets
+) -> Result<Position, sqlx::Error> {
+    let select = "SELECT next_offset, last_record_digest FROM consumer_offsets
                   WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 FOR UPDATE";
-    if let Some(next) = sqlx::query_scalar(select)
+    let found: Option<(i64, Option<i64>)> = sqlx::query_as(select)
         .bind(group)
         .bind(topic)
         .bind(partition)
         .fetch_optional(&mut *tx)
-        .await?
-    {
-        return Ok(next);
-    }
-    sqlx::query(
-        "INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, next_offset)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-    )
-    .bind(group)
-    .bind(topic)
-    .bind(partition)
-    .bind(first_offset)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query_scalar(select)
-        .bind(group)
-        .bind(topic)
-        .bind(partition)
-        .fetch_one(&mut *tx)
-        .await
+        .await?;
+    let (next, digest) = match found {
+        Some(row) => row,
+        None => {
+            sqlx::query(
+                "INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, next_offset)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(group)
+            .bind(topic)
+            .bind(partition)
+            .bind(first_offset)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query_as(select)
+                .bind(group)
+                .bind(topic)
+                .bind(partition)
+                .fetch_one(&mut *tx)
+                .await?
+        }
+    };
+    Ok(Position { next, digest })
 }
 
-/// Sets the partition's stored next offset outside a batch (the log was
-/// recreated and its offsets restarted).
-pub async fn reset_offset(
+/// The stored next offset, read without a lock (None if never consumed).
+pub async fn stored_offset(
     pool: &PgPool,
     group: &str,
     topic: &str,
     partition: i32,
-    next_offset: i64,
-) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    store_offset(&mut conn, group, topic, partition, next_offset).await
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT next_offset FROM consumer_offsets
+         WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .fetch_optional(pool)
+    .await
 }
 
-/// Advances the partition's stored next offset.
+/// Moves the stored next offset from `from` to `to` outside a batch (the
+/// log was recreated, or retention deleted records before they were
+/// applied), forgetting the digest. Does nothing if another process moved
+/// it meanwhile; returns whether it moved.
+pub async fn move_offset(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE consumer_offsets SET next_offset = $5, last_record_digest = NULL, updated_at = now()
+         WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 AND next_offset = $4",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .bind(from)
+    .bind(to)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+/// Retention deleted the records at offsets `from..to` of a request topic
+/// before a lane applied them: their requests can never be applied. Moves
+/// the stored offset past them and records every such request that is
+/// still PENDING as FAILED with `RECORD_LOST` (they had no effect), so its
+/// client gets an outcome. Returns how many requests that decided, or None
+/// if another process moved the offset first.
+pub async fn skip_deleted_records(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let moved = sqlx::query(
+        "UPDATE consumer_offsets SET next_offset = $5, last_record_digest = NULL, updated_at = now()
+         WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 AND next_offset = $4",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .bind(from)
+    .bind(to)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if moved != 1 {
+        return Ok(None);
+    }
+    let lost: Vec<(Uuid, Option<i64>, String)> = sqlx::query_as(
+        "UPDATE requests SET status = 'FAILED', error_code = $5, completed_at = now(),
+                error_message = $6
+         WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4
+           AND status = 'PENDING'
+         RETURNING id, user_id, type",
+    )
+    .bind(topic)
+    .bind(partition)
+    .bind(from)
+    .bind(to)
+    .bind(ErrorCode::RecordLost.as_str())
+    .bind(RECORD_LOST_MESSAGE)
+    .fetch_all(&mut *tx)
+    .await?;
+    let notices: Vec<OutcomeNotice> = lost
+        .iter()
+        .map(|(id, user_id, request_type)| OutcomeNotice {
+            id: *id,
+            outcome: Some(RequestView {
+                request_type: request_type.clone(),
+                user_id: *user_id,
+                status: "FAILED".into(),
+                result: None,
+                error_code: Some(ErrorCode::RecordLost.as_str().into()),
+                error_message: Some(RECORD_LOST_MESSAGE.into()),
+            }),
+        })
+        .collect();
+    notify_outcomes(&mut tx, &notices).await?;
+    tx.commit().await?;
+    Ok(Some(lost.len() as u64))
+}
+
+/// What a client reads for a request whose record retention deleted.
+const RECORD_LOST_MESSAGE: &str =
+    "the request was deleted from the log (retention) before it was applied; it had no effect";
+
+/// Advances the partition's stored next offset; `digest` is that of the
+/// last record applied (at `next_offset - 1`).
 pub async fn store_offset(
     tx: &mut PgConnection,
     group: &str,
     topic: &str,
     partition: i32,
     next_offset: i64,
+    digest: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE consumer_offsets SET next_offset = $4, updated_at = now()
+        "UPDATE consumer_offsets SET next_offset = $4, last_record_digest = $5, updated_at = now()
          WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3",
     )
     .bind(group)
     .bind(topic)
     .bind(partition)
     .bind(next_offset)
+    .bind(digest)
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// Which of `ids` already have a final outcome (applied earlier).
-pub async fn decided(tx: &mut PgConnection, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
+/// Which of `ids` have a row, and whether it holds a final outcome
+/// (applied earlier) or is still PENDING.
+pub async fn known(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, bool>, sqlx::Error> {
     if ids.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(HashMap::new());
     }
-    let rows: Vec<Uuid> =
-        sqlx::query_scalar("SELECT id FROM requests WHERE id = ANY($1) AND status <> 'PENDING'")
+    let rows: Vec<(Uuid, bool)> =
+        sqlx::query_as("SELECT id, status <> 'PENDING' FROM requests WHERE id = ANY($1)")
             .bind(ids)
             .fetch_all(&mut *tx)
             .await?;
@@ -139,12 +262,13 @@ pub struct OutcomeRow {
     pub offset: i64,
 }
 
-/// Writes final outcomes in one statement. A request already decided keeps
-/// its first outcome.
-pub async fn record_outcomes(
-    tx: &mut PgConnection,
-    rows: &[OutcomeRow],
-) -> Result<(), sqlx::Error> {
+/// Writes final outcomes in one statement. The caller has checked (in this
+/// transaction) that none of them was decided; if one was decided since by
+/// another transaction (two records of one request on two partitions, say a
+/// dead letter re-driven under another key), the batch must not commit its
+/// effects twice: that is a [`LaneError::Conflict`], and the retried batch
+/// finds the request decided and skips it.
+pub async fn record_outcomes(tx: &mut PgConnection, rows: &[OutcomeRow]) -> LaneResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -194,6 +318,12 @@ pub async fn record_outcomes(
     .bind(&offsets)
     .fetch_all(&mut *tx)
     .await?;
+    if written.len() != rows.len() {
+        return Err(LaneError::Conflict(format!(
+            "{} of the batch's requests were decided by another transaction meanwhile",
+            rows.len() - written.len()
+        )));
+    }
     let owners: HashMap<Uuid, Option<i64>> = written.into_iter().collect();
     let notices: Vec<OutcomeNotice> = rows
         .iter()
@@ -212,7 +342,7 @@ pub async fn record_outcomes(
             })
         })
         .collect();
-    notify_outcomes(tx, &notices).await
+    Ok(notify_outcomes(tx, &notices).await?)
 }
 
 /// Tells the gateways what was decided; delivered when the transaction

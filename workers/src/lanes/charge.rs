@@ -11,6 +11,7 @@ use sqlx::PgConnection;
 
 use super::ledger::{Ledger, MAX_BALANCE};
 use crate::engine::{Applied, Lane};
+use crate::error::LaneResult;
 
 /// Applies `balance.charge`.
 #[derive(Debug, Default)]
@@ -34,7 +35,7 @@ impl Lane for ChargeLane {
         tx: &mut PgConnection,
         ledger: &mut Ledger,
         inputs: &[&RequestEnvelope],
-    ) -> Result<(), sqlx::Error> {
+    ) -> LaneResult<()> {
         let users: Vec<i64> = inputs
             .iter()
             .filter_map(|input| match &input.request {
@@ -42,7 +43,7 @@ impl Lane for ChargeLane {
                 _ => None,
             })
             .collect();
-        ledger.lock(tx, &users, users.len()).await
+        Ok(ledger.lock(tx, &users, users.len()).await?)
     }
 
     async fn apply(
@@ -50,7 +51,7 @@ impl Lane for ChargeLane {
         tx: &mut PgConnection,
         ledger: &mut Ledger,
         envelope: &RequestEnvelope,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         let Request::ChargeBalance(charge) = &envelope.request else {
             return Ok(Applied::rejected(ErrorCode::InvalidRequest, "not a charge"));
         };
@@ -80,11 +81,7 @@ impl Lane for ChargeLane {
         ))
     }
 
-    async fn finish(
-        &self,
-        tx: &mut PgConnection,
-        ledger: Ledger,
-    ) -> Result<Vec<Event>, sqlx::Error> {
+    async fn finish(&self, tx: &mut PgConnection, ledger: Ledger) -> LaneResult<Vec<Event>> {
         ledger.flush(tx).await?;
         Ok(Vec::new())
     }

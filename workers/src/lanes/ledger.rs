@@ -14,6 +14,8 @@ use schemas::events::{BalanceChangeKind, BalanceChanged};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::error::{LaneError, LaneResult};
+
 /// Upper bound of any balance, in won.
 pub const MAX_BALANCE: i64 = 1_000_000_000_000;
 
@@ -114,9 +116,9 @@ impl Ledger {
         payment_id: Option<i64>,
         reason: Option<&'static str>,
         request_id: Uuid,
-    ) -> Result<BalanceChanged, sqlx::Error> {
+    ) -> LaneResult<BalanceChanged> {
         let unlocked = || {
-            sqlx::Error::Protocol(format!(
+            LaneError::Bug(format!(
                 "balance of user {user_id} changed without its lock"
             ))
         };
@@ -129,7 +131,7 @@ impl Ledger {
         let history_id = self
             .history_ids
             .pop_front()
-            .ok_or_else(|| sqlx::Error::Protocol("no history id reserved".into()))?;
+            .ok_or_else(|| LaneError::Bug("no history id reserved".into()))?;
         let account = self.accounts.get_mut(&user_id).ok_or_else(unlocked)?;
         account.balance += match kind {
             BalanceChangeKind::Use => -amount,

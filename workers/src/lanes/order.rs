@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::ledger::Ledger;
 use crate::engine::{Applied, Lane};
+use crate::error::LaneResult;
 
 /// Applies `order.place`.
 #[derive(Debug, Default)]
@@ -36,7 +37,7 @@ impl OrderLane {
         ledger: &mut Ledger,
         order: &PlaceOrder,
         request_id: Uuid,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         let ids: Vec<i64> = order.items.iter().map(|l| l.product_stock_id).collect();
         // Already locked by `prepare`, in id order; this re-reads them.
         let stocks: Vec<StockRow> = sqlx::query_as(
@@ -198,7 +199,7 @@ impl Lane for OrderLane {
         tx: &mut PgConnection,
         ledger: &mut Ledger,
         inputs: &[&RequestEnvelope],
-    ) -> Result<(), sqlx::Error> {
+    ) -> LaneResult<()> {
         let ids: BTreeSet<i64> = inputs
             .iter()
             .filter_map(|input| match &input.request {
@@ -224,7 +225,7 @@ impl Lane for OrderLane {
                 _ => None,
             })
             .collect();
-        ledger.lock(tx, &users, users.len()).await
+        Ok(ledger.lock(tx, &users, users.len()).await?)
     }
 
     async fn apply(
@@ -232,7 +233,7 @@ impl Lane for OrderLane {
         tx: &mut PgConnection,
         ledger: &mut Ledger,
         envelope: &RequestEnvelope,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         match &envelope.request {
             Request::PlaceOrder(order) => self.place(tx, ledger, order, envelope.request_id).await,
             _ => Ok(Applied::rejected(
@@ -242,11 +243,7 @@ impl Lane for OrderLane {
         }
     }
 
-    async fn finish(
-        &self,
-        tx: &mut PgConnection,
-        ledger: Ledger,
-    ) -> Result<Vec<Event>, sqlx::Error> {
+    async fn finish(&self, tx: &mut PgConnection, ledger: Ledger) -> LaneResult<Vec<Event>> {
         ledger.flush(tx).await?;
         Ok(Vec::new())
     }

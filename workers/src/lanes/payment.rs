@@ -22,6 +22,7 @@ use super::ledger::Ledger;
 use super::next_ids;
 use super::reservation::{lock_reservations, ReservationRow};
 use crate::engine::{Applied, Lane};
+use crate::error::{LaneError, LaneResult};
 
 /// Applies `payment.pay`.
 #[derive(Debug, Default)]
@@ -46,7 +47,7 @@ impl PaymentLane {
         batch: &mut PaymentBatch,
         pay: &PayReservation,
         request_id: Uuid,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         // Locked by `prepare`; updated here so a second payment for it in
         // the same batch sees it paid.
         let Some(reservation) = batch.reservations.get_mut(&pay.reservation_id) else {
@@ -61,9 +62,11 @@ impl PaymentLane {
                 "another user's reservation",
             ));
         }
-        let paid_at = batch.now.unwrap_or_else(Utc::now);
+        let Some(paid_at) = batch.now else {
+            return Err(LaneError::Bug("payment applied without prepare".into()));
+        };
         match reservation.status.as_str() {
-            "PENDING" if reservation.expires_at > Utc::now() => {}
+            "PENDING" if !reservation.lapsed => {}
             "PENDING" | "EXPIRED" => {
                 return Ok(Applied::rejected(
                     ErrorCode::HoldExpired,
@@ -155,7 +158,7 @@ impl Lane for PaymentLane {
         tx: &mut PgConnection,
         batch: &mut PaymentBatch,
         inputs: &[&RequestEnvelope],
-    ) -> Result<(), sqlx::Error> {
+    ) -> LaneResult<()> {
         let pays: Vec<&PayReservation> = inputs
             .iter()
             .filter_map(|input| match &input.request {
@@ -190,7 +193,7 @@ impl Lane for PaymentLane {
         tx: &mut PgConnection,
         batch: &mut PaymentBatch,
         envelope: &RequestEnvelope,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         match &envelope.request {
             Request::PayReservation(pay) => self.pay(tx, batch, pay, envelope.request_id).await,
             _ => Ok(Applied::rejected(
@@ -200,11 +203,7 @@ impl Lane for PaymentLane {
         }
     }
 
-    async fn finish(
-        &self,
-        tx: &mut PgConnection,
-        batch: PaymentBatch,
-    ) -> Result<Vec<Event>, sqlx::Error> {
+    async fn finish(&self, tx: &mut PgConnection, batch: PaymentBatch) -> LaneResult<Vec<Event>> {
         if batch.payments.is_empty() {
             return Ok(Vec::new());
         }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::ledger::{self, Ledger};
 use crate::engine::{Applied, Lane};
+use crate::error::LaneResult;
 
 /// Applies `reservation.hold`, `reservation.cancel` and `reservation.expire`.
 #[derive(Debug, Clone)]
@@ -52,6 +53,11 @@ pub struct ReservationRow {
     pub total_amount: i64,
     /// End of the hold.
     pub expires_at: DateTime<Utc>,
+    /// Whether the hold has run out, by the database's clock: the clock the
+    /// hold-expiry scheduler picks due holds by. The worker's own clock is
+    /// never asked, so a skewed worker cannot keep an expired seat held or
+    /// take a payment for a lapsed hold.
+    pub lapsed: bool,
 }
 
 impl ReservationRow {
@@ -69,7 +75,9 @@ impl ReservationRow {
     }
 }
 
-const COLUMNS: &str = "id, user_id, concert_schedule_id, seat_id, status, total_amount, expires_at";
+const COLUMNS: &str =
+    "id, user_id, concert_schedule_id, seat_id, status, total_amount, expires_at, \
+                       expires_at <= now() AS lapsed";
 
 /// Locks the reservations `ids` in id order (one batch's worth).
 pub async fn lock_reservations(
@@ -122,7 +130,7 @@ impl ReservationLane {
         tx: &mut PgConnection,
         deltas: &mut SeatDeltas,
         hold: &HoldSeat,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         let seat: Option<(i64, i64)> =
             sqlx::query_as("SELECT concert_schedule_id, price FROM seats WHERE id = $1 FOR UPDATE")
                 .bind(hold.seat_id)
@@ -139,7 +147,7 @@ impl ReservationLane {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(live) = live {
-            let lapsed = live.status == "PENDING" && live.expires_at <= Utc::now();
+            let lapsed = live.status == "PENDING" && live.lapsed;
             if !lapsed {
                 return Ok(Applied::rejected(
                     ErrorCode::SeatTaken,
@@ -183,7 +191,7 @@ impl ReservationLane {
         batch: &mut ReservationBatch,
         cancel: &CancelReservation,
         request_id: Uuid,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         let Some(reservation) = lock_reservation(tx, cancel.reservation_id).await? else {
             return Ok(Applied::rejected(
                 ErrorCode::NotFound,
@@ -281,14 +289,14 @@ impl ReservationLane {
         tx: &mut PgConnection,
         deltas: &mut SeatDeltas,
         expire: &ExpireHold,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         let Some(reservation) = lock_reservation(tx, expire.reservation_id).await? else {
             return Ok(Applied::rejected(
                 ErrorCode::NotFound,
                 "reservation not found",
             ));
         };
-        if reservation.status != "PENDING" || reservation.expires_at > Utc::now() {
+        if reservation.status != "PENDING" || !reservation.lapsed {
             // Paid, cancelled, already expired, or not due: nothing to do.
             return Ok(Applied::succeeded(
                 json!({"reservation_id": reservation.id, "expired": false, "status": reservation.status}),
@@ -321,7 +329,7 @@ impl Lane for ReservationLane {
         tx: &mut PgConnection,
         batch: &mut ReservationBatch,
         envelope: &RequestEnvelope,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         match &envelope.request {
             Request::HoldSeat(hold) => self.hold(tx, &mut batch.deltas, hold).await,
             Request::CancelReservation(cancel) => {
@@ -339,7 +347,7 @@ impl Lane for ReservationLane {
         &self,
         tx: &mut PgConnection,
         batch: ReservationBatch,
-    ) -> Result<Vec<Event>, sqlx::Error> {
+    ) -> LaneResult<Vec<Event>> {
         batch.ledger.flush(tx).await?;
         let (ids, changes): (Vec<i64>, Vec<i32>) =
             batch.deltas.into_iter().filter(|(_, d)| *d != 0).unzip();

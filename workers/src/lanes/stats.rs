@@ -15,6 +15,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::engine::{Applied, Lane};
+use crate::error::LaneResult;
 
 /// Folds paid orders into daily product statistics.
 #[derive(Debug, Clone)]
@@ -49,7 +50,7 @@ impl Lane for StatsLane {
         _tx: &mut PgConnection,
         folded: &mut Folded,
         envelope: &EventEnvelope,
-    ) -> Result<Applied, sqlx::Error> {
+    ) -> LaneResult<Applied> {
         if let Event::OrderPaid(order) = &envelope.event {
             if !folded.orders.insert(order.order_id) {
                 // The same order twice in one batch (a re-published event).
@@ -71,11 +72,7 @@ impl Lane for StatsLane {
         Ok(Applied::succeeded(Value::Null, Vec::new()))
     }
 
-    async fn finish(
-        &self,
-        tx: &mut PgConnection,
-        folded: Folded,
-    ) -> Result<Vec<Event>, sqlx::Error> {
+    async fn finish(&self, tx: &mut PgConnection, folded: Folded) -> LaneResult<Vec<Event>> {
         if folded.lines.is_empty() {
             return Ok(Vec::new());
         }

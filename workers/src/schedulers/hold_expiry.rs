@@ -18,26 +18,32 @@ const EXPIRE_NAMESPACE: Uuid = Uuid::from_u128(0x3c59_e2a0_77b4_4f0e_8a1c_d0f2_6
 /// again if the hold is still PENDING.
 const REPUBLISH_AFTER_SECS: f64 = 30.0;
 
-/// One round: claims due holds (`SKIP LOCKED`, so two processes split the
-/// work), publishes their expire requests and marks them requested.
+/// One round: claims due holds with one short statement (`SKIP LOCKED`,
+/// so two processes split the work; no row stays locked while the broker
+/// is asked), publishes their expire requests, and gives back the claims
+/// of those it could not publish so the next round retries them at once.
+/// Due is by the database's clock, the one the reservation lane decides
+/// with.
 pub async fn publish_due(
     pool: &PgPool,
     producer: &FutureProducer,
     topics: &TopicNames,
     produce_timeout: Duration,
 ) -> anyhow::Result<usize> {
-    let mut tx = pool.begin().await?;
     let due: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT id, seat_id FROM reservations
-         WHERE status = 'PENDING' AND expires_at <= now()
-           AND (expiry_requested_at IS NULL
-                OR expiry_requested_at <= now() - make_interval(secs => $1))
-         ORDER BY expires_at
-         LIMIT 500
-         FOR UPDATE SKIP LOCKED",
+        "UPDATE reservations SET expiry_requested_at = now()
+         WHERE id IN (
+             SELECT id FROM reservations
+             WHERE status = 'PENDING' AND expires_at <= now()
+               AND (expiry_requested_at IS NULL
+                    OR expiry_requested_at <= now() - make_interval(secs => $1))
+             ORDER BY expires_at
+             LIMIT 500
+             FOR UPDATE SKIP LOCKED)
+         RETURNING id, seat_id",
     )
     .bind(REPUBLISH_AFTER_SECS)
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
     if due.is_empty() {
         return Ok(0);
@@ -52,19 +58,33 @@ pub async fn publish_due(
         async move {
             let record = OutgoingRecord::request(topics, &envelope)?;
             kafka::produce(producer, &record, produce_timeout).await?;
-            anyhow::Ok(())
+            anyhow::Ok(*reservation_id)
         }
     });
-    for result in futures::future::join_all(sends).await {
-        result?;
+    let mut failed: Vec<i64> = Vec::new();
+    let mut first_error = None;
+    for (result, (reservation_id, _)) in
+        futures::future::join_all(sends).await.into_iter().zip(&due)
+    {
+        if let Err(error) = result {
+            failed.push(*reservation_id);
+            first_error.get_or_insert(error);
+        }
     }
-    let ids: Vec<i64> = due.iter().map(|(id, _)| *id).collect();
-    sqlx::query("UPDATE reservations SET expiry_requested_at = now() WHERE id = ANY($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
+    let published = due.len() - failed.len();
+    metrics::counter!("holds_expiry_requested_total").increment(published as u64);
+    if published > 0 {
+        tracing::info!(count = published, "expire requests published");
+    }
+    if let Some(error) = first_error {
+        sqlx::query(
+            "UPDATE reservations SET expiry_requested_at = NULL
+             WHERE id = ANY($1) AND status = 'PENDING'",
+        )
+        .bind(&failed)
+        .execute(pool)
         .await?;
-    tx.commit().await?;
-    metrics::counter!("holds_expiry_requested_total").increment(ids.len() as u64);
-    tracing::info!(count = ids.len(), "expire requests published");
-    Ok(ids.len())
+        return Err(error.context(format!("{} expire requests not published", failed.len())));
+    }
+    Ok(published)
 }

@@ -1,8 +1,9 @@
 //! Periodic jobs. Each is safe with several worker processes running: queue
-//! admission takes a transaction-level advisory lock, hold expiry claims rows
-//! with `FOR UPDATE SKIP LOCKED`.
+//! admission takes a transaction-level advisory lock, hold expiry and
+//! pruning claim rows with `FOR UPDATE SKIP LOCKED`.
 
 pub mod hold_expiry;
+pub mod prune;
 pub mod queue_admission;
 
 use std::future::Future;

@@ -26,6 +26,8 @@ pub struct Options {
     pub active_limit: i64,
     /// Run the workers inside the test process.
     pub in_process_workers: bool,
+    /// A Postgres server of the test's own (default: the suite's).
+    pub database_server: Option<String>,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             hold_secs: 300,
             active_limit: 1000,
             in_process_workers: true,
+            database_server: None,
         }
     }
 }
@@ -51,9 +54,9 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(options: Options) -> anyhow::Result<Self> {
-        let env = TestEnv::new().await?;
+        let env = TestEnv::on_server(options.database_server.as_deref()).await?;
         let admin_token = format!("admin-{}", uuid::Uuid::new_v4().simple());
-        let mut gateway_config = GatewayConfig::local(&admin_token, "test-secret");
+        let mut gateway_config = GatewayConfig::local(&admin_token, testkit::TEST_AUTH_SECRET);
         gateway_config.common = env.common.clone();
         gateway_config.common.database_max_connections = 6;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -125,6 +128,8 @@ impl Stack {
             ("RESERVATION_HOLD_SECS", c.reservation_hold_secs.to_string()),
             ("QUEUE_ACTIVE_LIMIT", c.queue_active_limit.to_string()),
             ("SCHEDULER_INTERVAL_MS", c.scheduler_interval_ms.to_string()),
+            ("OUTBOX_LEASE_MS", c.outbox_lease_ms.to_string()),
+            ("LANE_BATCH_MAX", c.batch_max.to_string()),
             ("WORKERS_ADDR", "127.0.0.1:0".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
         ]
@@ -166,6 +171,16 @@ impl WorkerProcess {
     pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.0.wait()
     }
+
+    /// Sends `signal` (e.g. `-STOP`, `-CONT`, `-TERM`).
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.0.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} failed");
+        Ok(())
+    }
 }
 
 impl Drop for WorkerProcess {
@@ -178,6 +193,14 @@ impl Drop for WorkerProcess {
 /// Starts the workers binary for `stack`, logging to a file under the
 /// target's temporary directory.
 pub fn spawn_workers_process(stack: &Stack) -> anyhow::Result<WorkerProcess> {
+    spawn_workers_process_with(stack, &[])
+}
+
+/// Like [`spawn_workers_process`], with extra environment variables.
+pub fn spawn_workers_process_with(
+    stack: &Stack,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<WorkerProcess> {
     let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("{}workers.log", stack.env.common.topic_prefix));
     let log = std::fs::OpenOptions::new()
@@ -187,6 +210,7 @@ pub fn spawn_workers_process(stack: &Stack) -> anyhow::Result<WorkerProcess> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_workers"));
     command
         .envs(stack.workers_env())
+        .envs(extra.iter().copied())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log));
     Ok(WorkerProcess(command.spawn()?))

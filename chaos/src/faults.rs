@@ -1,0 +1,212 @@
+//! The faults, how each is injected and ended, and the probe that measures
+//! how long outcomes take to flow again after it.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde::Serialize;
+use testkit::api::User;
+
+use crate::stack::{Stack, WORKERS};
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The broker is SIGKILLed and started again on its durable log.
+    BrokerKill,
+    /// The broker is SIGSTOPped for longer than the consumer session
+    /// timeout, then SIGCONTed: every group rebalances.
+    BrokerPause,
+    /// Every Postgres connection of the stack is terminated.
+    DbConnectionsTerminated,
+    /// The Postgres server restarts (where the machine allows it).
+    PostgresRestart,
+    /// A worker process is SIGKILLed mid-batch and started again.
+    WorkerKill,
+    /// A fourth worker process joins (rebalance in the middle of batches)
+    /// and later leaves with SIGTERM.
+    WorkerJoinLeave,
+    /// The outbox relay's database connections are terminated.
+    RelayConnectionTerminated,
+    /// The gateway is restarted with SIGTERM while requests and long-polls
+    /// are in flight.
+    GatewayRestart,
+}
+
+impl FaultKind {
+    /// Every kind, in the order a quick run injects them.
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::BrokerKill,
+        FaultKind::DbConnectionsTerminated,
+        FaultKind::WorkerKill,
+        FaultKind::RelayConnectionTerminated,
+        FaultKind::BrokerPause,
+        FaultKind::WorkerJoinLeave,
+        FaultKind::PostgresRestart,
+        FaultKind::GatewayRestart,
+    ];
+
+    /// Snake-case name, as in the report.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+/// One injected fault, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    /// What.
+    pub kind: FaultKind,
+    /// When it began, since the load started.
+    pub at_ms: u64,
+    /// How long it lasted (0 for an instant one, such as terminated
+    /// connections).
+    pub duration_ms: u64,
+    /// From its end until a request sent after it was decided (outcomes
+    /// flow again); None if that never happened.
+    pub recovered_ms: Option<u64>,
+    /// Set when the fault could not be injected on this machine.
+    pub skipped: Option<String>,
+}
+
+/// How the run injects faults.
+pub struct Injector {
+    /// Command that restarts Postgres; None where the machine does not
+    /// allow it.
+    pub pg_restart: Option<Vec<String>>,
+    /// How long the broker stays stopped (past the session timeout).
+    pub pause: Duration,
+    worker_turn: usize,
+}
+
+impl Injector {
+    /// An injector restarting Postgres with `pg_restart` (if any).
+    pub fn new(pg_restart: Option<Vec<String>>, pause: Duration) -> Self {
+        Self {
+            pg_restart,
+            pause,
+            worker_turn: 0,
+        }
+    }
+
+    /// Injects `kind` and returns when the fault is over: how long it
+    /// lasted, or why it was skipped.
+    pub async fn inject(
+        &mut self,
+        stack: &mut Stack,
+        kind: FaultKind,
+    ) -> anyhow::Result<Result<Duration, String>> {
+        let started = Instant::now();
+        match kind {
+            FaultKind::BrokerKill => {
+                stack.broker.kill().await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                stack.broker.start()?;
+                let port = stack
+                    .common
+                    .kafka_brokers
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or("0")
+                    .parse()?;
+                crate::process::wait_until("the broker back", Duration::from_secs(60), || {
+                    crate::process::port_open(port)
+                })
+                .await?;
+            }
+            FaultKind::BrokerPause => {
+                stack.broker.signal(Signal::SIGSTOP)?;
+                tokio::time::sleep(self.pause).await;
+                stack.broker.signal(Signal::SIGCONT)?;
+            }
+            FaultKind::DbConnectionsTerminated => {
+                let admin = stack.admin_pool().await?;
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&stack.database)
+                .execute(&admin)
+                .await?;
+                admin.close().await;
+            }
+            FaultKind::RelayConnectionTerminated => {
+                let admin = stack.admin_pool().await?;
+                let terminated: i64 = sqlx::query_scalar(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE datname = $1 AND application_name = $2",
+                )
+                .bind(&stack.database)
+                .bind(workers::outbox::APPLICATION_NAME)
+                .fetch_one(&admin)
+                .await?;
+                admin.close().await;
+                if terminated == 0 {
+                    return Ok(Err("no relay connection was open".into()));
+                }
+            }
+            FaultKind::PostgresRestart => {
+                let Some(command) = &self.pg_restart else {
+                    return Ok(Err("no way to restart Postgres on this machine".into()));
+                };
+                let output = tokio::process::Command::new(&command[0])
+                    .args(&command[1..])
+                    .output()
+                    .await;
+                match output {
+                    Ok(output) if output.status.success() => {}
+                    Ok(output) => {
+                        return Ok(Err(format!(
+                            "`{}` failed: {}",
+                            command.join(" "),
+                            String::from_utf8_lossy(&output.stderr).trim()
+                        )))
+                    }
+                    Err(error) => return Ok(Err(format!("`{}`: {error}", command.join(" ")))),
+                }
+            }
+            FaultKind::WorkerKill => {
+                let i = self.worker_turn % WORKERS;
+                self.worker_turn += 1;
+                stack.workers[i].kill().await?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stack.workers[i].start()?;
+            }
+            FaultKind::WorkerJoinLeave => {
+                let mut extra = stack.worker(WORKERS);
+                extra.start()?;
+                stack.wait_worker_ready(WORKERS).await?;
+                // Long enough for the groups to hand it partitions and for
+                // it to apply batches of them.
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                let clean = extra.terminate(Duration::from_secs(45)).await?;
+                anyhow::ensure!(clean, "the joining worker did not leave cleanly on SIGTERM");
+            }
+            FaultKind::GatewayRestart => {
+                let clean = stack.gateway.terminate(Duration::from_secs(30)).await?;
+                anyhow::ensure!(clean, "the gateway did not drain and exit on SIGTERM");
+                stack.gateway.start()?;
+                stack.wait_gateway_ready().await?;
+            }
+        }
+        Ok(Ok(started.elapsed()))
+    }
+}
+
+/// Sends a charge as `probe` and waits for its outcome: the time until
+/// outcomes flow again. None after `limit`.
+pub async fn probe(stack: &Stack, probe: &User, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let attempt = async {
+        let id = stack.api.charge(probe, 1).await?;
+        stack.api.outcome(&probe.token, id).await
+    };
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(Ok(_)) => Some(started.elapsed()),
+        _ => None,
+    }
+}

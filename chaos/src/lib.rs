@@ -1,0 +1,437 @@
+//! The chaos run (`./dev chaos`): a stack of its own under a mixed load,
+//! a schedule of faults (broker killed and frozen, database connections
+//! cut and the server restarted, workers killed, joining and leaving, the
+//! relay's connections cut, the gateway restarted), then every guarantee
+//! of DESIGN §4 checked by the `verify` library.
+
+pub mod faults;
+pub mod load;
+pub mod process;
+pub mod report;
+pub mod stack;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use faults::{FaultKind, FaultRecord, Injector};
+use report::{ChaosReport, EventSummary, PoisonSummary, ScenarioSummary};
+use stack::Stack;
+use uuid::Uuid;
+
+/// Events the relay publishes per round: the most a relay cut off
+/// mid-round can have in flight, so the most one fault can repeat.
+const RELAY_ROUND: usize = 1000;
+
+/// Command line of the chaos run.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "chaos",
+    about = "Load under a fault schedule, then every guarantee checked"
+)]
+pub struct Settings {
+    /// Every fault kind once (under 4 minutes); without it each kind runs
+    /// `--rounds` times.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rounds of the fault schedule (default 1 with --quick, else 3).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Where the `gateway` and `workers` binaries are.
+    #[arg(long, default_value = "target/debug")]
+    pub bin_dir: PathBuf,
+    /// The nisshi broker binary.
+    #[arg(long, default_value = "nisshi")]
+    pub nisshi: PathBuf,
+    /// Postgres server (any database on it; the run creates its own).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    /// The database the run creates (dropped first if it exists).
+    #[arg(long, default_value = "booking_chaos")]
+    pub database: String,
+    /// Port of the run's own broker.
+    #[arg(long, default_value_t = 19092)]
+    pub broker_port: u16,
+    /// Port of the run's gateway.
+    #[arg(long, default_value_t = 18080)]
+    pub gateway_port: u16,
+    /// First port of the workers' health endpoints (one per worker).
+    #[arg(long, default_value_t = 19191)]
+    pub workers_port: u16,
+    /// Target load over the four scenarios, requests per second (about half
+    /// of what the stack sustains on a 2-core machine in a debug build).
+    #[arg(long, default_value_t = 80.0)]
+    pub rate: f64,
+    /// Hold duration of the stack: rush holds are never paid and expire
+    /// during the run.
+    #[arg(long, default_value_t = 20)]
+    pub hold_secs: u64,
+    /// How long a client retries one call (503, cut off, key in progress).
+    #[arg(long, default_value_t = 90)]
+    pub patience_secs: u64,
+    /// How long the broker stays frozen (past the 10 s session timeout).
+    #[arg(long, default_value_t = 13)]
+    pub pause_secs: u64,
+    /// Command that restarts the Postgres server; empty where the machine
+    /// does not allow it (the fault is then reported as skipped).
+    #[arg(long, default_value = "")]
+    pub pg_restart: String,
+    /// Where the report goes (`chaos.json`, `CHAOS.md`; a quick run writes
+    /// `chaos-quick.json` and `CHAOS-quick.md`).
+    #[arg(long, default_value = "bench")]
+    pub out: PathBuf,
+    /// Logs of the run's processes.
+    #[arg(long, default_value = ".dev/chaos")]
+    pub log_dir: PathBuf,
+    /// Expected length of the load, seconds (sizes the booking seats).
+    #[arg(skip = 150u64)]
+    pub expected_secs: u64,
+}
+
+fn say(started: Instant, text: impl AsRef<str>) {
+    eprintln!(
+        "[chaos {:>6.1}s] {}",
+        started.elapsed().as_secs_f64(),
+        text.as_ref()
+    );
+}
+
+/// Runs the whole thing and writes the report; the report says whether
+/// everything held.
+pub async fn run(mut settings: Settings) -> anyhow::Result<ChaosReport> {
+    let started = Instant::now();
+    let rounds = settings
+        .rounds
+        .unwrap_or(if settings.quick { 1 } else { 3 });
+    settings.expected_secs = if settings.quick {
+        150
+    } else {
+        150 * rounds as u64
+    };
+    std::fs::create_dir_all(&settings.log_dir)?;
+    say(started, format!(
+        "starting a stack of its own: broker on 127.0.0.1:{}, database {}, {} workers, gateway on 127.0.0.1:{}",
+        settings.broker_port, settings.database, stack::WORKERS, settings.gateway_port
+    ));
+    let mut stack = Stack::start(&settings).await?;
+    say(
+        started,
+        format!("stack ready ({})", stack.broker_description),
+    );
+    let outcome = exercise(&mut stack, &settings, rounds, started).await;
+    say(started, "stopping the stack");
+    let broker = stack.broker_description.clone();
+    let database = format!("{} (created by this run)", stack.database);
+    stack.stop().await?;
+    let mut report = outcome?;
+    report.broker = broker;
+    report.database = database;
+    report.duration_s = started.elapsed().as_secs_f64();
+    let (json, md) = if settings.quick {
+        ("chaos-quick.json", "CHAOS-quick.md")
+    } else {
+        ("chaos.json", "CHAOS.md")
+    };
+    report.write(&settings.out, json, md)?;
+    say(
+        started,
+        format!(
+            "report written to {} and {}",
+            settings.out.join(json).display(),
+            settings.out.join(md).display()
+        ),
+    );
+    Ok(report)
+}
+
+async fn exercise(
+    stack: &mut Stack,
+    settings: &Settings,
+    rounds: usize,
+    started: Instant,
+) -> anyhow::Result<ChaosReport> {
+    say(started, "seeding the four scenarios");
+    let seeded = load::seed(stack, settings).await?;
+    let probe_user = stack.api.create_user("probe").await?;
+    say(
+        started,
+        format!("load starts: {} requests/s", settings.rate),
+    );
+    let load_started = Instant::now();
+    let running = load::Load::start(stack, seeded)?;
+    let progress = spawn_progress(stack.pool.clone(), started);
+
+    let settle = Duration::from_secs(if settings.quick { 3 } else { 8 });
+    tokio::time::sleep(Duration::from_secs(if settings.quick { 8 } else { 15 })).await;
+    let pg_restart: Vec<String> = settings
+        .pg_restart
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mut injector = Injector::new(
+        (!pg_restart.is_empty()).then_some(pg_restart),
+        Duration::from_secs(settings.pause_secs),
+    );
+    let mut faults: Vec<FaultRecord> = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    for round in 0..rounds {
+        for kind in FaultKind::ALL {
+            let at = load_started.elapsed();
+            say(
+                started,
+                format!(
+                    "fault {}: {} (round {})",
+                    faults.len() + 1,
+                    kind.name(),
+                    round + 1
+                ),
+            );
+            let mut record = FaultRecord {
+                kind,
+                at_ms: at.as_millis() as u64,
+                duration_ms: 0,
+                recovered_ms: None,
+                skipped: None,
+            };
+            match injector.inject(stack, kind).await {
+                Ok(Ok(lasted)) => {
+                    record.duration_ms = lasted.as_millis() as u64;
+                    let recovered =
+                        faults::probe(stack, &probe_user, Duration::from_secs(120)).await;
+                    record.recovered_ms = recovered.map(|d| d.as_millis() as u64);
+                    match recovered {
+                        Some(d) => say(
+                            started,
+                            format!(
+                                "  over after {} ms; outcomes flow again {} ms later",
+                                record.duration_ms,
+                                d.as_millis()
+                            ),
+                        ),
+                        None => {
+                            say(started, "  outcomes did not flow again within 120 s");
+                            problems.push(format!("no recovery after {}", kind.name()));
+                        }
+                    }
+                }
+                Ok(Err(reason)) => {
+                    say(started, format!("  skipped: {reason}"));
+                    record.skipped = Some(reason);
+                }
+                Err(error) => {
+                    say(started, format!("  failed: {error:#}"));
+                    problems.push(format!("{} failed: {error:#}", kind.name()));
+                }
+            }
+            faults.push(record);
+            for worker in &mut stack.workers {
+                if worker.exited() {
+                    problems.push(format!("{} exited by itself", worker.name));
+                    worker.start()?;
+                }
+            }
+            tokio::time::sleep(settle).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    say(
+        started,
+        "load stops; following every accepted request to its outcome",
+    );
+    let result = running.finish().await?;
+    progress.abort();
+
+    // Accepted request ids and what clients saw.
+    let mut ids: HashSet<Uuid> = HashSet::new();
+    let mut scenarios = BTreeMap::new();
+    let mut refused_503 = 0u64;
+    for (name, samples) in &result.samples {
+        let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+        let mut accepted = 0;
+        for sample in samples {
+            *outcomes.entry(sample.code.clone()).or_default() += 1;
+            accepted += sample.ids.len();
+            ids.extend(sample.ids.iter().copied());
+            refused_503 += u64::from(sample.refused_503);
+        }
+        scenarios.insert(
+            name.clone(),
+            ScenarioSummary {
+                requests: samples.len(),
+                accepted,
+                outcomes,
+            },
+        );
+    }
+    let ids: Vec<Uuid> = ids.into_iter().collect();
+    say(
+        started,
+        format!("checking: {} accepted requests", ids.len()),
+    );
+    let counted =
+        verify::outcomes::wait_decided(&stack.pool, &ids, Duration::from_secs(120)).await?;
+    if !counted.all_decided() {
+        problems.push(format!(
+            "{} accepted requests undecided after the drain ({} PENDING, {} without a row)",
+            counted.accepted - counted.decided,
+            counted.pending,
+            counted.missing
+        ));
+    }
+    wait_outbox_empty(stack, Duration::from_secs(120)).await?;
+    let invariants =
+        verify::invariants::check(&stack.pool, "Asia/Seoul", Duration::from_secs(60)).await?;
+    for (name, ok) in &invariants {
+        if !ok {
+            problems.push(format!("invariant {name} broken"));
+        }
+    }
+    let events = verify::events::check(&stack.common, &stack.pool).await?;
+    let relay_faults = faults
+        .iter()
+        .filter(|f| f.skipped.is_none())
+        .filter(|f| {
+            !matches!(
+                f.kind,
+                FaultKind::GatewayRestart | FaultKind::WorkerJoinLeave
+            )
+        })
+        .count();
+    let duplicate_bound = RELAY_ROUND * relay_faults;
+    if events.duplicates > duplicate_bound {
+        problems.push(format!(
+            "{} repeated events, more than the {duplicate_bound} the faults can explain",
+            events.duplicates
+        ));
+    }
+    if events.conflicting_repeats + events.out_of_order + events.missing + events.undecodable > 0 {
+        problems.extend(events.problems.iter().cloned());
+    }
+    let poison = check_poison(stack, result.poison).await?;
+    if poison.dead_lettered != poison.sent || poison.failed_outcomes != poison.with_request_id {
+        problems.push(format!(
+            "poison: {} sent, {} dead-lettered, {} of {} with a request id recorded FAILED",
+            poison.sent, poison.dead_lettered, poison.failed_outcomes, poison.with_request_id
+        ));
+    }
+    let ok = problems.is_empty();
+    say(
+        started,
+        if ok {
+            "every guarantee held".to_owned()
+        } else {
+            format!("{} problem(s)", problems.len())
+        },
+    );
+    Ok(ChaosReport {
+        ok,
+        mode: if settings.quick { "quick" } else { "full" }.into(),
+        rate: settings.rate,
+        duration_s: 0.0,
+        broker: String::new(),
+        database: String::new(),
+        faults,
+        accepted: counted.accepted,
+        refused_503,
+        decided: counted.decided,
+        pending_after_drain: counted.pending,
+        missing_rows: counted.missing,
+        invariants,
+        events: EventSummary {
+            records: events.records,
+            duplicates: events.duplicates,
+            duplicate_bound,
+            conflicting_repeats: events.conflicting_repeats,
+            out_of_order: events.out_of_order,
+            missing: events.missing,
+        },
+        poison,
+        scenarios,
+        problems,
+    })
+}
+
+/// Every few seconds: requests accepted and decided so far.
+fn spawn_progress(pool: sqlx::PgPool, started: Instant) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let counts: Result<(i64, i64), _> = sqlx::query_as(
+                "SELECT count(*), count(*) FILTER (WHERE status <> 'PENDING') FROM requests",
+            )
+            .fetch_one(&pool)
+            .await;
+            if let Ok((all, decided)) = counts {
+                say(
+                    started,
+                    format!("  requests: {all} recorded, {decided} decided"),
+                );
+            }
+        }
+    })
+}
+
+async fn wait_outbox_empty(stack: &Stack, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&stack.pool)
+            .await;
+        if matches!(left, Ok(0)) || Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every poison record must sit in its topic's dead-letter topic with a
+/// reason, and those with a request id must be recorded FAILED.
+async fn check_poison(stack: &Stack, poison: Vec<load::Poison>) -> anyhow::Result<PoisonSummary> {
+    let names = stack.common.topics();
+    let mut dead: Vec<testkit::topics::Record> = Vec::new();
+    for topic in schemas::Topic::ALL
+        .into_iter()
+        .filter(|t| t.is_request_topic())
+    {
+        let dlq = names.dlq(topic);
+        let common = stack.common.clone();
+        dead.extend(
+            tokio::task::spawn_blocking(move || testkit::topics::read_all(&common, &dlq)).await??,
+        );
+    }
+    let mut summary = PoisonSummary {
+        sent: poison.len(),
+        with_request_id: poison.iter().filter(|p| p.request_id.is_some()).count(),
+        ..PoisonSummary::default()
+    };
+    for p in &poison {
+        let marker = p.marker.to_string();
+        let found = dead.iter().any(|r| {
+            String::from_utf8_lossy(&r.payload).contains(&marker)
+                && r.header(schemas::HEADER_DLQ_REASON)
+                    .is_some_and(|reason| !reason.is_empty())
+        });
+        if found {
+            summary.dead_lettered += 1;
+        }
+        if let Some(id) = p.request_id {
+            let code: Option<String> = sqlx::query_scalar(
+                "SELECT error_code FROM requests WHERE id = $1 AND status = 'FAILED'",
+            )
+            .bind(id)
+            .fetch_optional(&stack.pool)
+            .await?
+            .flatten();
+            if code.as_deref() == Some("INVALID_REQUEST") {
+                summary.failed_outcomes += 1;
+            }
+        }
+    }
+    summary.records = poison;
+    Ok(summary)
+}

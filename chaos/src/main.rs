@@ -1,0 +1,16 @@
+//! The `chaos` command; see [`chaos::run`].
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::observability::init_tracing_with_default("pretty", "warn");
+    let report = chaos::run(chaos::Settings::parse()).await?;
+    if !report.ok {
+        for problem in &report.problems {
+            eprintln!("problem: {problem}");
+        }
+        anyhow::bail!("the chaos run found broken guarantees");
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! A stack of the chaos run's own: its own broker (nisshi on the durable
+//! SQLite engine, on its own port), its own database, three worker
+//! processes and a gateway. It refuses to start when any of its ports is
+//! taken, so it never measures a process it did not start.
+
+use std::time::Duration;
+
+use platform::CommonConfig;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use testkit::Api;
+
+use crate::process::{port_open, wait_until, Service};
+use crate::Settings;
+
+/// Workers the stack runs all the time (a fourth joins and leaves).
+pub const WORKERS: usize = 3;
+
+/// The running stack.
+pub struct Stack {
+    /// The broker.
+    pub broker: Service,
+    /// The gateway.
+    pub gateway: Service,
+    /// The worker processes.
+    pub workers: Vec<Service>,
+    /// Connection settings of the stack (database, broker, no prefix).
+    pub common: CommonConfig,
+    /// Pool on the stack's database (checks, faults).
+    pub pool: PgPool,
+    /// A patient client of the gateway.
+    pub api: Api,
+    /// Gateway base URL.
+    pub gateway_url: String,
+    /// The stack's database name.
+    pub database: String,
+    /// What the report says about the broker.
+    pub broker_description: String,
+    settings: Settings,
+    env: Vec<(String, String)>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .chain(uuid::Uuid::new_v4().simple().to_string().chars())
+        .take(bytes * 2)
+        .collect()
+}
+
+impl Stack {
+    /// Creates the database, starts broker, workers and gateway, and waits
+    /// until all are ready.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let mut ports = vec![settings.broker_port, settings.gateway_port];
+        ports.extend((0..=WORKERS).map(|i| settings.workers_port + i as u16));
+        for port in ports {
+            anyhow::ensure!(
+                !port_open(port).await,
+                "127.0.0.1:{port} is taken by a process this run did not start; \
+                 stop it (the chaos run uses a broker and services of its own)"
+            );
+        }
+        let logs = settings.log_dir.clone();
+        let broker_dir = logs.join("broker");
+        if broker_dir.exists() {
+            std::fs::remove_dir_all(&broker_dir)?;
+        }
+        std::fs::create_dir_all(&broker_dir)?;
+
+        // The database: dropped and created afresh.
+        let server: PgConnectOptions = settings.database_url.parse()?;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(server.clone().database("postgres"))
+            .await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            settings.database
+        ))
+        .execute(&admin)
+        .await?;
+        sqlx::query(&format!("CREATE DATABASE {}", settings.database))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let database_url = server
+            .database(&settings.database)
+            .to_url_lossy()
+            .to_string();
+
+        let brokers = format!("127.0.0.1:{}", settings.broker_port);
+        let listener = format!("tcp://{brokers}");
+        let mut broker = Service::new(
+            "broker",
+            &settings.nisshi,
+            &[
+                "broker",
+                "--listener-url",
+                &listener,
+                "--advertised-listener-url",
+                &listener,
+                "--storage-engine",
+                "sqlite://chaos-broker.db",
+                "--group-initial-rebalance-delay",
+                "100ms",
+            ],
+            Vec::new(),
+            &broker_dir,
+            logs.join("broker.log"),
+        );
+        broker.start()?;
+        wait_until("the broker", Duration::from_secs(60), || {
+            port_open(settings.broker_port)
+        })
+        .await?;
+        let broker_description = format!(
+            "nisshi (SQLite engine) started by this run, pid {}, on {brokers}",
+            broker.pid().unwrap_or_default()
+        );
+
+        let admin_token = format!("admin-{}", random_hex(16));
+        let env: Vec<(String, String)> = [
+            ("DATABASE_URL", database_url.clone()),
+            ("KAFKA_BROKERS", brokers.clone()),
+            ("ADMIN_TOKEN", admin_token.clone()),
+            ("AUTH_SECRET", random_hex(32)),
+            (
+                "GATEWAY_ADDR",
+                format!("127.0.0.1:{}", settings.gateway_port),
+            ),
+            ("QUEUE_ACTIVE_LIMIT", "1000000".into()),
+            ("RESERVATION_HOLD_SECS", settings.hold_secs.to_string()),
+            ("DATABASE_MAX_CONNECTIONS", "10".into()),
+            ("LOG_FORMAT", "json".into()),
+            ("RUST_LOG", "info,rdkafka=warn,sqlx=warn".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+
+        let workers_bin = settings.bin_dir.join("workers");
+        let setup_log = std::fs::File::create(logs.join("setup.log"))?;
+        let status = tokio::process::Command::new(&workers_bin)
+            .arg("--setup-only")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(setup_log.try_clone()?)
+            .stderr(setup_log)
+            .status()
+            .await?;
+        anyhow::ensure!(
+            status.success(),
+            "workers --setup-only failed; see {}",
+            logs.join("setup.log").display()
+        );
+
+        let mut common = CommonConfig::local();
+        common.database_url = database_url.clone();
+        common.kafka_brokers = brokers;
+        let pool = platform::db::pool(&database_url, 4)?;
+        let gateway_url = format!("http://127.0.0.1:{}", settings.gateway_port);
+        let mut stack = Self {
+            broker,
+            gateway: Service::new(
+                "gateway",
+                settings.bin_dir.join("gateway"),
+                &[],
+                env.clone(),
+                &logs,
+                logs.join("gateway.log"),
+            ),
+            workers: Vec::new(),
+            common,
+            pool,
+            api: Api::new(gateway_url.clone(), admin_token)
+                .patient(Duration::from_secs(settings.patience_secs)),
+            gateway_url,
+            database: settings.database.clone(),
+            broker_description,
+            settings: settings.clone(),
+            env,
+        };
+        for i in 0..WORKERS {
+            let mut worker = stack.worker(i);
+            worker.start()?;
+            stack.workers.push(worker);
+        }
+        stack.gateway.start()?;
+        for i in 0..WORKERS {
+            stack.wait_worker_ready(i).await?;
+        }
+        stack.wait_gateway_ready().await?;
+        Ok(stack)
+    }
+
+    /// Worker number `i` (0-based; `WORKERS` is the one that joins and
+    /// leaves), not started.
+    pub fn worker(&self, i: usize) -> Service {
+        let port = self.settings.workers_port + i as u16;
+        Service::new(
+            format!("worker-{}", i + 1),
+            self.settings.bin_dir.join("workers"),
+            &[],
+            with(&self.env, "WORKERS_ADDR", format!("127.0.0.1:{port}")),
+            &self.settings.log_dir,
+            self.settings.log_dir.join(format!("worker-{}.log", i + 1)),
+        )
+    }
+
+    /// Waits for worker `i`'s `/readyz`.
+    pub async fn wait_worker_ready(&self, i: usize) -> anyhow::Result<()> {
+        let url = format!(
+            "http://127.0.0.1:{}/readyz",
+            self.settings.workers_port + i as u16
+        );
+        wait_until(
+            &format!("worker {} ready", i + 1),
+            Duration::from_secs(120),
+            || ready(&self.api.http, &url),
+        )
+        .await
+    }
+
+    /// Waits for the gateway's `/readyz`.
+    pub async fn wait_gateway_ready(&self) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.gateway_url);
+        wait_until("gateway ready", Duration::from_secs(120), || {
+            ready(&self.api.http, &url)
+        })
+        .await
+    }
+
+    /// A pool on the server's `postgres` database, for terminating the
+    /// stack's connections.
+    pub async fn admin_pool(&self) -> anyhow::Result<PgPool> {
+        let server: PgConnectOptions = self.settings.database_url.parse()?;
+        Ok(PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(server.database("postgres"))
+            .await?)
+    }
+
+    /// Stops every process (workers politely first, so they leave their
+    /// groups), then the broker.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.gateway.terminate(Duration::from_secs(30)).await;
+        for worker in &mut self.workers {
+            let _ = worker.terminate(Duration::from_secs(40)).await;
+        }
+        let _ = self.broker.terminate(Duration::from_secs(10)).await;
+        self.pool.close().await;
+        Ok(())
+    }
+}
+
+fn with(env: &[(String, String)], key: &str, value: String) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    env.push((key.to_owned(), value));
+    env
+}
+
+async fn ready(http: &reqwest::Client, url: &str) -> bool {
+    matches!(
+        http.get(url).timeout(Duration::from_secs(3)).send().await,
+        Ok(response) if response.status().is_success()
+    )
+}

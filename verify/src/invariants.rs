@@ -1,0 +1,114 @@
+//! DESIGN §4.4 and exactly-once effects, as SQL that must count zero.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+/// One invariant: a name and a query counting its violations.
+struct Invariant {
+    name: &'static str,
+    violations: &'static str,
+}
+
+const INVARIANTS: &[Invariant] = &[
+    Invariant {
+        name: "no_double_booked_seat",
+        violations: "SELECT count(*) FROM (SELECT seat_id FROM reservations
+                     WHERE status IN ('PENDING', 'CONFIRMED') GROUP BY seat_id HAVING count(*) > 1) t",
+    },
+    Invariant {
+        name: "seat_flags_match_reservations",
+        violations: "SELECT count(*) FROM seats s WHERE s.is_reserved <> EXISTS (
+                     SELECT 1 FROM reservations r WHERE r.seat_id = s.id AND r.status IN ('PENDING', 'CONFIRMED'))",
+    },
+    Invariant {
+        name: "available_seat_counts_match",
+        violations: "SELECT count(*) FROM concert_schedules c WHERE c.available_seats_count <>
+                     (SELECT count(*) FROM seats s WHERE s.concert_schedule_id = c.id AND NOT s.is_reserved)",
+    },
+    Invariant {
+        name: "no_negative_balance",
+        violations: "SELECT count(*) FROM balances WHERE balance < 0",
+    },
+    Invariant {
+        name: "balances_equal_history",
+        violations: "SELECT count(*) FROM balances b LEFT JOIN (
+                     SELECT balance_id, sum(CASE type WHEN 'USE' THEN -amount ELSE amount END) AS total
+                     FROM balance_histories GROUP BY balance_id) h ON h.balance_id = b.id
+                     WHERE b.balance <> coalesce(h.total, 0)",
+    },
+    Invariant {
+        name: "confirmed_reservations_paid_once",
+        violations: "SELECT count(*) FROM reservations r WHERE r.status = 'CONFIRMED' AND
+                     (SELECT count(*) FROM payments p WHERE p.reservation_id = r.id AND p.status = 'SUCCESS') <> 1",
+    },
+    Invariant {
+        name: "no_negative_stock",
+        violations: "SELECT count(*) FROM product_stocks WHERE quantity < 0",
+    },
+    Invariant {
+        name: "no_request_applied_twice",
+        violations: "SELECT count(*) FROM (SELECT request_id FROM balance_histories
+                     WHERE request_id IS NOT NULL GROUP BY request_id HAVING count(*) > 1) t",
+    },
+    Invariant {
+        name: "succeeded_charges_charged_once",
+        violations: "SELECT count(*) FROM requests q WHERE q.type = 'balance.charge' AND q.status = 'SUCCEEDED'
+                     AND (SELECT count(*) FROM balance_histories h WHERE h.request_id = q.id AND h.type = 'CHARGE') <> 1",
+    },
+    Invariant {
+        name: "succeeded_orders_ordered_once",
+        violations: "SELECT count(*) FROM requests q WHERE q.type = 'order.place' AND q.status = 'SUCCEEDED'
+                     AND (SELECT count(*) FROM orders o WHERE o.request_id = q.id) <> 1",
+    },
+    Invariant {
+        name: "refused_requests_changed_nothing",
+        violations: "SELECT count(*) FROM requests q WHERE q.status IN ('REJECTED', 'FAILED')
+                     AND (EXISTS (SELECT 1 FROM balance_histories h WHERE h.request_id = q.id)
+                          OR EXISTS (SELECT 1 FROM orders o WHERE o.request_id = q.id))",
+    },
+];
+
+/// The daily stats must equal the paid orders, per product and business
+/// day; the stats lane folds order events asynchronously, so this one is
+/// given time to catch up.
+const STATS_EQUAL_PAID_ORDERS: &str = "SELECT count(*) FROM (
+        SELECT i.product_id, (o.order_date AT TIME ZONE $1)::date AS day, count(DISTINCT o.id) AS orders,
+               sum(i.quantity) AS quantity, sum(i.quantity * i.unit_price) AS amount
+        FROM orders o JOIN order_items i ON i.order_id = o.id
+        WHERE o.status = 'PAID' GROUP BY 1, 2) o
+    FULL JOIN product_order_stats s ON s.product_id = o.product_id AND s.order_date = o.day
+    WHERE coalesce(o.orders, 0) <> coalesce(s.total_orders, 0)
+       OR coalesce(o.quantity, 0) <> coalesce(s.total_quantity, 0)
+       OR coalesce(o.amount, 0) <> coalesce(s.total_sales_amount, 0)";
+
+/// Every invariant by name: true when it holds. `stats_wait` bounds how
+/// long the stats lane may take to catch up; `business_tz` is the stack's
+/// `BUSINESS_TZ`.
+pub async fn check(
+    pool: &PgPool,
+    business_tz: &str,
+    stats_wait: Duration,
+) -> anyhow::Result<BTreeMap<String, bool>> {
+    let mut results = BTreeMap::new();
+    for invariant in INVARIANTS {
+        let violations: i64 = sqlx::query_scalar(invariant.violations)
+            .fetch_one(pool)
+            .await?;
+        results.insert(invariant.name.to_owned(), violations == 0);
+    }
+    let deadline = Instant::now() + stats_wait;
+    let stats = loop {
+        let violations: i64 = sqlx::query_scalar(STATS_EQUAL_PAID_ORDERS)
+            .bind(business_tz)
+            .fetch_one(pool)
+            .await?;
+        if violations == 0 || Instant::now() >= deadline {
+            break violations == 0;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    results.insert("stats_equal_paid_orders".to_owned(), stats);
+    Ok(results)
+}

@@ -1,0 +1,14 @@
+//! The guarantees of DESIGN §4, checked from the outside against a stack's
+//! Postgres and topics. `loadgen` runs [`invariants`] after every run; the
+//! chaos run (`chaos`) runs all of them after its faults.
+//!
+//! - [`invariants`]: §4.4 in SQL (seats, balances, stock, stats, payments)
+//!   plus the effects of each decided request applied exactly once.
+//! - [`outcomes`]: every accepted request has exactly one decided outcome.
+//! - [`events`]: the event topics read from their start: every decided
+//!   effect has its event, repeats are whole copies of one event id, and
+//!   each key's events are in causal order.
+
+pub mod events;
+pub mod invariants;
+pub mod outcomes;

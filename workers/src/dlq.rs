@@ -1,0 +1,339 @@
+//! Dead letters: list them with their reasons, show one, and re-drive one to
+//! its request topic under its original request id (`workers dlq ...`).
+//!
+//! A re-driven request is decided once: the command reopens the request's
+//! FAILED outcome (a SUCCEEDED or REJECTED one is final and refuses the
+//! replay), then publishes the record; the lane applies it like any new
+//! request, and a second replay of the same dead letter finds it decided.
+
+use std::time::Duration;
+
+use platform::kafka::{self, OutgoingRecord};
+use platform::CommonConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use schemas::Topic;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::engine::decode;
+
+/// Header a re-driven record carries: the dead letter it came from.
+pub const HEADER_REPLAYED_FROM: &str = "dlq-replayed-from";
+
+/// One dead-lettered record.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Dead-letter topic (with the deployment's prefix).
+    pub topic: String,
+    /// Partition in the dead-letter topic.
+    pub partition: i32,
+    /// Offset in the dead-letter topic.
+    pub offset: i64,
+    /// The original record's key.
+    pub key: Option<String>,
+    /// Why the lane refused it (`dlq-reason`).
+    pub reason: Option<String>,
+    /// Where it came from (`dlq-origin`: topic/partition/offset).
+    pub origin: Option<String>,
+    /// Its request id, when the payload carries a readable one.
+    pub request_id: Option<Uuid>,
+    /// The original payload (UTF-8, lossy).
+    pub payload: String,
+}
+
+/// Why a dead-letter command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// The topic has no dead-letter topic.
+    #[error("{0} has no dead-letter topic; use one of: {1}")]
+    NoDeadLetters(String, String),
+    /// No record at that position.
+    #[error("no dead letter at partition {partition} offset {offset} of {topic}")]
+    NotFound {
+        /// Dead-letter topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+    /// The request was decided for good; replaying it would be a second
+    /// effect (or nothing at all).
+    #[error("request {0} is {1}: it was decided for good and is not replayed")]
+    Decided(Uuid, String),
+    /// The corrected payload names another request.
+    #[error("the corrected payload must keep the request id {expected} (it has {found:?})")]
+    OtherRequest {
+        /// The dead letter's request id.
+        expected: Uuid,
+        /// The corrected payload's.
+        found: Option<Uuid>,
+    },
+    /// The record would be dead-lettered again.
+    #[error(
+        "the lane would refuse this record again: {0} (correct it with --payload, or --force)"
+    )]
+    StillPoison(String),
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Publishing failed.
+    #[error(transparent)]
+    Produce(#[from] kafka::ProduceError),
+    /// Postgres failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// The request topic named `name` (base name, e.g. `charge-requests`).
+pub fn topic_named(name: &str) -> Result<Topic, DlqError> {
+    let with_dlq: Vec<Topic> = Topic::ALL.into_iter().filter(|t| t.has_dlq()).collect();
+    with_dlq
+        .iter()
+        .copied()
+        .find(|t| t.base_name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = with_dlq.iter().map(|t| t.base_name()).collect();
+            DlqError::NoDeadLetters(name.to_owned(), names.join(", "))
+        })
+}
+
+/// Every record of `topic`'s dead-letter topic, oldest first per partition.
+pub fn list(common: &CommonConfig, topic: Topic) -> Result<Vec<DeadLetter>, DlqError> {
+    let names = common.topics();
+    let dlq = names.dlq(topic);
+    let consumer: BaseConsumer = kafka::client_config(common)
+        .set(
+            "group.id",
+            format!("{}dlq-reader-{}", names.prefix(), Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(&dlq), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut wanted: Vec<(i32, i64, i64)> = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(&dlq, partition, Duration::from_secs(10))?;
+        if high > low {
+            assignment.add_partition_offset(&dlq, partition, Offset::Offset(low))?;
+            wanted.push((partition, low, high));
+        }
+    }
+    let mut letters = Vec::new();
+    if wanted.is_empty() {
+        return Ok(letters);
+    }
+    consumer.assign(&assignment)?;
+    let total: i64 = wanted.iter().map(|(_, low, high)| high - low).sum();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (letters.len() as i64) < total && std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message?;
+        let header = |name: &str| {
+            message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+        };
+        let payload = message.payload().unwrap_or_default();
+        letters.push(DeadLetter {
+            topic: dlq.clone(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            reason: header(schemas::HEADER_DLQ_REASON),
+            origin: header(schemas::HEADER_DLQ_ORIGIN),
+            request_id: decode::lenient_request_id(payload),
+            payload: String::from_utf8_lossy(payload).into_owned(),
+        });
+    }
+    letters.sort_by_key(|l| (l.partition, l.offset));
+    Ok(letters)
+}
+
+/// The dead letter at `partition`/`offset` of `topic`'s dead-letter topic.
+pub fn find(
+    common: &CommonConfig,
+    topic: Topic,
+    partition: i32,
+    offset: i64,
+) -> Result<DeadLetter, DlqError> {
+    list(common, topic)?
+        .into_iter()
+        .find(|l| l.partition == partition && l.offset == offset)
+        .ok_or_else(|| DlqError::NotFound {
+            topic: common.topics().dlq(topic),
+            partition,
+            offset,
+        })
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replayed {
+    /// The request id it was published under (None for a payload without
+    /// a readable one).
+    pub request_id: Option<Uuid>,
+    /// Where it was published.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Re-publishes `letter` (or `corrected`, a fixed payload that keeps its
+/// request id) to its request topic under its original key and request id.
+/// The request's FAILED outcome is reopened first, so the lane decides it
+/// again, once. Refuses a request decided SUCCEEDED or REJECTED, and a
+/// payload the lane would refuse again unless `force`.
+pub async fn replay(
+    common: &CommonConfig,
+    pool: &PgPool,
+    producer: &rdkafka::producer::FutureProducer,
+    topic: Topic,
+    letter: &DeadLetter,
+    corrected: Option<&str>,
+    force: bool,
+) -> Result<Replayed, DlqError> {
+    let payload = corrected.unwrap_or(&letter.payload).as_bytes().to_vec();
+    let request_id = decode::lenient_request_id(&payload);
+    if let Some(expected) = letter.request_id {
+        if request_id != Some(expected) {
+            return Err(DlqError::OtherRequest {
+                expected,
+                found: request_id,
+            });
+        }
+    }
+    let decoded = if topic.is_request_topic() {
+        let probe = rdkafka::message::OwnedMessage::new(
+            Some(payload.clone()),
+            letter.key.clone().map(String::into_bytes),
+            String::new(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            0,
+            None,
+        );
+        match decode::decode(&probe, topic) {
+            Ok(envelope) => Some(envelope),
+            Err(poison) if !force => return Err(DlqError::StillPoison(poison.reason)),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    // Who the reopened request acts for, so its client can follow it.
+    let (request_type, user_id) = decoded.as_ref().map_or((None, None), |e| {
+        (Some(e.request.type_name()), e.request.user_id())
+    });
+    // Reopen a FAILED outcome; keep what it said, to put it back if the
+    // publish fails.
+    let mut reopened: Option<(Option<String>, Option<String>)> = None;
+    if let Some(id) = request_id {
+        let row: Option<(String, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT status, error_code, error_message FROM requests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+        match row {
+            Some((status, code, message)) if status == "FAILED" => {
+                sqlx::query(
+                    "UPDATE requests SET status = 'PENDING', result = NULL, error_code = NULL,
+                            error_message = NULL, completed_at = NULL,
+                            type = coalesce($2, type), user_id = coalesce(user_id, $3)
+                     WHERE id = $1 AND status = 'FAILED'",
+                )
+                .bind(id)
+                .bind(request_type)
+                .bind(user_id)
+                .execute(pool)
+                .await?;
+                // Gateways cached the FAILED outcome: a bare id makes them
+                // forget it and read the row.
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(platform::db::OUTCOME_CHANNEL)
+                    .bind(id.to_string())
+                    .execute(pool)
+                    .await?;
+                reopened = Some((code, message));
+            }
+            Some((status, _, _)) if status != "PENDING" => {
+                return Err(DlqError::Decided(id, status));
+            }
+            _ => {}
+        }
+    }
+    let mut headers = vec![(
+        HEADER_REPLAYED_FROM,
+        format!("{}/{}/{}", letter.topic, letter.partition, letter.offset),
+    )];
+    if let Some(id) = request_id {
+        headers.push((schemas::HEADER_REQUEST_ID, id.to_string()));
+        headers.push((schemas::HEADER_TRACEPARENT, schemas::traceparent_for(id)));
+    }
+    let record = OutgoingRecord {
+        topic: common.topics().name(topic),
+        key: letter.key.clone().unwrap_or_default(),
+        payload,
+        headers,
+    };
+    let timeout = Duration::from_millis(common.kafka_produce_timeout_ms);
+    match kafka::produce(producer, &record, timeout).await {
+        Ok(delivered) => {
+            if let Some(id) = request_id {
+                sqlx::query(
+                    "UPDATE requests SET topic = $2, kafka_partition = $3, kafka_offset = $4
+                     WHERE id = $1 AND status = 'PENDING'",
+                )
+                .bind(id)
+                .bind(&record.topic)
+                .bind(delivered.partition)
+                .bind(delivered.offset)
+                .execute(pool)
+                .await?;
+            }
+            tracing::info!(request_id = ?request_id, topic = %record.topic, partition = delivered.partition,
+                offset = delivered.offset, from = %format!("{}/{}/{}", letter.topic, letter.partition, letter.offset),
+                "dead letter re-driven");
+            Ok(Replayed {
+                request_id,
+                topic: record.topic,
+                partition: delivered.partition,
+                offset: delivered.offset,
+            })
+        }
+        Err(error) => {
+            if let (Some(id), Some((code, message))) = (request_id, reopened) {
+                let _ = sqlx::query(
+                    "UPDATE requests SET status = 'FAILED', error_code = $2, error_message = $3,
+                            completed_at = now()
+                     WHERE id = $1 AND status = 'PENDING'",
+                )
+                .bind(id)
+                .bind(code)
+                .bind(message)
+                .execute(pool)
+                .await;
+            }
+            Err(error.into())
+        }
+    }
+}

@@ -1,0 +1,555 @@
+//! A partition recovers from what its log and its neighbours do to it:
+//! records deleted by retention before they were applied, a log recreated
+//! and grown past the stored offset, a poison record re-read on take-over,
+//! a neighbour partition stuck behind a lock, a dead letter the broker can
+//! never take.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{scalar, Options, Stack};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use testkit::api::User;
+use uuid::Uuid;
+
+/// The request-topic partition `user`'s requests go to (read from the
+/// PENDING row of a charge of 1).
+async fn partition_of(stack: &Stack, user: &User) -> anyhow::Result<i32> {
+    let id = stack.api.charge(user, 1).await?;
+    testkit::eventually("the request row", Duration::from_secs(10), || async {
+        Ok(sqlx::query_scalar::<_, Option<i32>>(
+            "SELECT kafka_partition FROM requests WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&stack.env.pool)
+        .await?
+        .flatten())
+    })
+    .await
+}
+
+async fn status_of(stack: &Stack, id: Uuid) -> anyhow::Result<(String, Option<String>)> {
+    Ok(
+        sqlx::query_as("SELECT status, error_code FROM requests WHERE id = $1")
+            .bind(id)
+            .fetch_one(&stack.env.pool)
+            .await?,
+    )
+}
+
+fn charge_record(id: Uuid, user_id: i64, amount: i64) -> anyhow::Result<Vec<u8>> {
+    let envelope = schemas::RequestEnvelope::new(
+        id,
+        schemas::Request::ChargeBalance(schemas::requests::ChargeBalance { user_id, amount }),
+    );
+    Ok(serde_json::to_vec(&envelope)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_deleted_before_they_were_applied_are_counted_and_the_lane_goes_on(
+) -> anyhow::Result<()> {
+    let mut stack = Stack::start(Options::default()).await?;
+    let user = stack.api.create_user("retained").await?;
+    let first = stack.api.charge(&user, 100).await?;
+    assert_eq!(
+        stack.api.outcome(&user.token, first).await?["status"],
+        "SUCCEEDED"
+    );
+    stack.stop_workers().await?;
+
+    // Accepted while the workers are down, then deleted by "retention".
+    let lost = [
+        stack.api.charge(&user, 10).await?,
+        stack.api.charge(&user, 20).await?,
+    ];
+    let topic = stack
+        .env
+        .common
+        .topics()
+        .name(schemas::Topic::ChargeRequests);
+    testkit::topics::delete_all_records(&stack.env.common, &topic).await?;
+
+    stack.start_workers();
+    let after = stack.api.charge(&user, 1_000).await?;
+    // Without the fix the partition waits forever for the deleted offset.
+    assert_eq!(
+        stack.api.outcome(&user.token, after).await?["status"],
+        "SUCCEEDED"
+    );
+    for id in lost {
+        let outcome = stack.api.outcome(&user.token, id).await?;
+        assert_eq!(outcome["status"], "FAILED", "{outcome}");
+        assert_eq!(outcome["error"]["code"], "RECORD_LOST", "{outcome}");
+    }
+    assert_eq!(stack.api.balance(&user).await?, 1_100);
+    stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_recreated_log_longer_than_the_stored_offset_is_read_from_its_start() -> anyhow::Result<()>
+{
+    let mut stack = Stack::start(Options::default()).await?;
+    let user = stack.api.create_user("recreated").await?;
+    for _ in 0..3 {
+        let id = stack.api.charge(&user, 10).await?;
+        assert_eq!(
+            stack.api.outcome(&user.token, id).await?["status"],
+            "SUCCEEDED"
+        );
+    }
+    stack.stop_workers().await?;
+
+    let topic = stack
+        .env
+        .common
+        .topics()
+        .name(schemas::Topic::ChargeRequests);
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        platform::kafka::client_config(&stack.env.common).create()?;
+    let options =
+        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(&[&topic], &options).await? {
+        result.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
+    }
+    testkit::eventually(
+        "the topic to be recreated",
+        Duration::from_secs(30),
+        || async {
+            platform::kafka::create_topics(&stack.env.common, &stack.env.common.topics()).await?;
+            let marks = testkit::topics::watermarks(&stack.env.common, &topic)?;
+            Ok((!marks.is_empty() && marks.iter().all(|(_, _, high)| *high == 0)).then_some(()))
+        },
+    )
+    .await?;
+
+    // The new log outgrows the stored offset (3) on the user's partition.
+    let producer = platform::kafka::producer(&stack.env.common)?;
+    let mut fresh = Vec::new();
+    for _ in 0..6 {
+        let id = Uuid::now_v7();
+        let record = platform::kafka::OutgoingRecord {
+            topic: topic.clone(),
+            key: user.id.to_string(),
+            payload: charge_record(id, user.id, 1_000)?,
+            headers: vec![],
+        };
+        platform::kafka::produce(&producer, &record, Duration::from_secs(10)).await?;
+        fresh.push(id);
+    }
+    stack.start_workers();
+    for id in &fresh {
+        // Without the fix the first three new records are skipped as
+        // "applied before" and never decided.
+        assert_eq!(
+            stack.api.outcome(&user.token, *id).await?["status"],
+            "SUCCEEDED"
+        );
+    }
+    assert_eq!(stack.api.balance(&user).await?, 30 + 6 * 1_000);
+    stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_is_dead_lettered_once_however_often_it_is_re_read() -> anyhow::Result<()> {
+    let mut stack = Stack::start(Options::default()).await?;
+    let user = stack.api.create_user("poisoned").await?;
+    let partition = partition_of(&stack, &user).await?;
+    let topics = stack.env.common.topics();
+    let topic = topics.name(schemas::Topic::ChargeRequests);
+    let producer = platform::kafka::producer(&stack.env.common)?;
+    // The poison is the last record of the partition, so every take-over
+    // re-reads it (the last applied record is checked against its digest).
+    let good = stack.api.charge(&user, 5).await?;
+    assert_eq!(
+        stack.api.outcome(&user.token, good).await?["status"],
+        "SUCCEEDED"
+    );
+    testkit::topics::produce(
+        &producer,
+        &topic,
+        Some(partition),
+        &user.id.to_string(),
+        b"{not json",
+        &[],
+    )
+    .await?;
+    let dlq = topics.dlq(schemas::Topic::ChargeRequests);
+    testkit::eventually("the dead letter", Duration::from_secs(30), || async {
+        Ok((testkit::topics::read_all(&stack.env.common, &dlq)?.len() == 1).then_some(()))
+    })
+    .await?;
+    for _ in 0..2 {
+        stack.stop_workers().await?;
+        stack.start_workers();
+        // A request behind the poison shows the partition was re-read.
+        let id = stack.api.charge(&user, 5).await?;
+        assert_eq!(
+            stack.api.outcome(&user.token, id).await?["status"],
+            "SUCCEEDED"
+        );
+    }
+    assert_eq!(
+        testkit::topics::read_all(&stack.env.common, &dlq)?.len(),
+        1,
+        "re-reading the poison dead-letters it again"
+    );
+    stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stuck_partition_never_stops_the_others() -> anyhow::Result<()> {
+    let mut stack = Stack::start(Options {
+        in_process_workers: false,
+        ..Options::default()
+    })
+    .await?;
+    // Small batches: the stuck partition's queue fills after a dozen records.
+    stack.workers_config.batch_max = 4;
+    stack.start_workers();
+    let api = &stack.api;
+    let stuck = api.create_user("stuck").await?;
+    let stuck_partition = partition_of(&stack, &stuck).await?;
+    let mut other = api.create_user("other").await?;
+    while partition_of(&stack, &other).await? == stuck_partition {
+        other = api.create_user("other").await?;
+    }
+    let settled = api.charge(&stuck, 1).await?;
+    api.outcome(&stuck.token, settled).await?;
+
+    // Hold the stuck user's balance row: its partition's batches wait on it.
+    let mut blocker = stack.env.pool.begin().await?;
+    sqlx::query("SELECT balance FROM balances WHERE user_id = $1 FOR UPDATE")
+        .bind(stuck.id)
+        .execute(&mut *blocker)
+        .await?;
+    let waiting: Vec<Uuid> = stream::iter(0..60)
+        .map(|_| api.charge(&stuck, 10))
+        .buffered(8)
+        .try_collect()
+        .await?;
+    // The other partition goes on while the stuck one waits.
+    let free = api.charge(&other, 7).await?;
+    let outcome = tokio::time::timeout(Duration::from_secs(20), api.outcome(&other.token, free))
+        .await
+        .map_err(|_| anyhow::anyhow!("the other partition stalled behind the stuck one"))??;
+    assert_eq!(outcome["status"], "SUCCEEDED");
+    let decided: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM requests WHERE id = ANY($1) AND status <> 'PENDING'",
+    )
+    .bind(&waiting)
+    .fetch_one(&stack.env.pool)
+    .await?;
+    assert_eq!(
+        decided, 0,
+        "the stuck partition decided nothing while blocked"
+    );
+
+    blocker.rollback().await?;
+    for id in &waiting {
+        assert_eq!(api.outcome(&stuck.token, *id).await?["status"], "SUCCEEDED");
+    }
+    assert_eq!(api.balance(&stuck).await?, 2 + 60 * 10);
+    stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_the_broker_can_never_take_is_skipped_past() -> anyhow::Result<()> {
+    let mut stack = Stack::start(Options {
+        in_process_workers: false,
+        ..Options::default()
+    })
+    .await?;
+    // The workers may send at most 20 kB; the poison below is 30 kB, so its
+    // dead letter fails for good (and at once) in their producer.
+    stack.workers_config.common.kafka_message_max_bytes = 20_000;
+    stack.start_workers();
+    let user = stack.api.create_user("oversized").await?;
+    let topic = stack
+        .env
+        .common
+        .topics()
+        .name(schemas::Topic::ChargeRequests);
+    let producer = platform::kafka::producer(&stack.env.common)?;
+    let poison = format!("{{not json {}", "x".repeat(30_000));
+    testkit::topics::produce(
+        &producer,
+        &topic,
+        None,
+        &user.id.to_string(),
+        poison.as_bytes(),
+        &[],
+    )
+    .await?;
+    let behind = stack.api.charge(&user, 42).await?;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        stack.api.outcome(&user.token, behind),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the lane retries the impossible dead letter forever"))??;
+    assert_eq!(outcome["status"], "SUCCEEDED");
+    let dlq = stack
+        .env
+        .common
+        .topics()
+        .dlq(schemas::Topic::ChargeRequests);
+    assert!(testkit::topics::read_all(&stack.env.common, &dlq)?.is_empty());
+    let metrics = platform::observability::metrics_handle().render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lane_dead_letter_failures_total")),
+        "the skipped dead letter is counted"
+    );
+    stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_records_of_one_request_on_two_partitions_apply_once() -> anyhow::Result<()> {
+    // One request id on two partitions (a dead letter re-driven under
+    // another key, a client reusing an id across users): the batches race,
+    // and only one may commit its effects.
+    let stack = Stack::start(Options::default()).await?;
+    let a = stack.api.create_user("a").await?;
+    let b = stack.api.create_user("b").await?;
+    let id = Uuid::now_v7();
+    // The test holds the request's row, so both batches get as far as
+    // recording the outcome before either can commit.
+    sqlx::query("INSERT INTO requests (id, type, status) VALUES ($1, 'balance.charge', 'PENDING')")
+        .bind(id)
+        .execute(&stack.env.pool)
+        .await?;
+    let mut blocker = stack.env.pool.begin().await?;
+    sqlx::query("SELECT 1 FROM requests WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *blocker)
+        .await?;
+    let topic = stack
+        .env
+        .common
+        .topics()
+        .name(schemas::Topic::ChargeRequests);
+    let producer = platform::kafka::producer(&stack.env.common)?;
+    for (partition, user) in [(0, &a), (1, &b)] {
+        testkit::topics::produce(
+            &producer,
+            &topic,
+            Some(partition),
+            &user.id.to_string(),
+            &charge_record(id, user.id, 500)?,
+            &[],
+        )
+        .await?;
+    }
+    // Both batches are now waiting on the row.
+    testkit::eventually("both batches to wait on the request row", Duration::from_secs(30), || async {
+        let waiting = scalar(
+            &stack,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .await?;
+        Ok((waiting >= 2).then_some(()))
+    })
+    .await?;
+    blocker.commit().await?;
+    testkit::eventually(
+        "the request to be decided",
+        Duration::from_secs(30),
+        || async { Ok((status_of(&stack, id).await?.0 != "PENDING").then_some(())) },
+    )
+    .await?;
+    // Let the loser retry, then count effects.
+    let b_settled = stack.api.charge(&b, 1).await?;
+    stack.api.outcome(&b.token, b_settled).await?;
+    let a_settled = stack.api.charge(&a, 1).await?;
+    stack.api.outcome(&a.token, a_settled).await?;
+    let effects = scalar(
+        &stack,
+        &format!("SELECT count(*) FROM balance_histories WHERE request_id = '{id}'"),
+    )
+    .await?;
+    assert_eq!(effects, 1, "one request applied twice");
+    stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outcomes_of_failed_records_show_no_internals() -> anyhow::Result<()> {
+    // A record whose statement the database refuses is isolated, recorded
+    // FAILED with a generic message, and dead-lettered with the cause.
+    let stack = Stack::start(Options::default()).await?;
+    let user = stack.api.create_user("refused").await?;
+    // A constraint the lane cannot foresee refuses one charge's history row.
+    sqlx::query("ALTER TABLE balance_histories ADD CONSTRAINT test_no_777 CHECK (amount <> 777)")
+        .execute(&stack.env.pool)
+        .await?;
+    let bad = stack.api.charge(&user, 777).await?;
+    let good = stack.api.charge(&user, 5).await?;
+    let outcome = stack.api.outcome(&user.token, bad).await?;
+    assert_eq!(outcome["status"], "FAILED", "{outcome}");
+    assert_eq!(outcome["error"]["code"], "INTERNAL", "{outcome}");
+    let message = outcome["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        !message.contains("test_no_777") && !message.contains("constraint"),
+        "{message}"
+    );
+    assert_eq!(
+        stack.api.outcome(&user.token, good).await?["status"],
+        "SUCCEEDED"
+    );
+    let dlq = stack
+        .env
+        .common
+        .topics()
+        .dlq(schemas::Topic::ChargeRequests);
+    let letters = testkit::eventually("the dead letter", Duration::from_secs(30), || async {
+        let letters = testkit::topics::read_all(&stack.env.common, &dlq)?;
+        Ok((!letters.is_empty()).then_some(letters))
+    })
+    .await?;
+    let reason = letters[0]
+        .header(schemas::HEADER_DLQ_REASON)
+        .unwrap_or_default();
+    assert!(reason.contains("test_no_777"), "{reason}");
+    stack.stop().await
+}
+
+/// A lane with a programming error: a charge of 13 changes a balance the
+/// batch never locked (the ledger calls that a bug).
+struct BuggyLane;
+
+#[async_trait::async_trait]
+impl workers::engine::Lane for BuggyLane {
+    type Input = schemas::RequestEnvelope;
+    type Batch = workers::lanes::ledger::Ledger;
+
+    fn name(&self) -> &'static str {
+        "buggy"
+    }
+
+    fn topic(&self) -> schemas::Topic {
+        schemas::Topic::ChargeRequests
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        ledger: &mut workers::lanes::ledger::Ledger,
+        envelope: &schemas::RequestEnvelope,
+    ) -> workers::error::LaneResult<workers::engine::Applied> {
+        let schemas::Request::ChargeBalance(charge) = &envelope.request else {
+            return Ok(workers::engine::Applied::rejected(
+                schemas::ErrorCode::InvalidRequest,
+                "not a charge",
+            ));
+        };
+        if charge.amount == 13 {
+            ledger
+                .change(
+                    tx,
+                    charge.user_id,
+                    schemas::events::BalanceChangeKind::Charge,
+                    charge.amount,
+                    None,
+                    None,
+                    envelope.request_id,
+                )
+                .await?;
+        }
+        Ok(workers::engine::Applied::succeeded(
+            serde_json::json!({"amount": charge.amount}),
+            Vec::new(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bug_in_a_lane_fails_its_record_and_the_partition_goes_on() -> anyhow::Result<()> {
+    let env = testkit::TestEnv::new().await?;
+    let producer = platform::kafka::producer(&env.common)?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let settings = workers::engine::LaneSettings {
+        batch_max: 16,
+        batch_wait: Duration::from_millis(5),
+        produce_timeout: Duration::from_secs(5),
+        retention: chrono::TimeDelta::days(7),
+    };
+    let lane = {
+        let (common, pool, producer, cancel) = (
+            env.common.clone(),
+            env.pool.clone(),
+            producer.clone(),
+            cancel.clone(),
+        );
+        tokio::spawn(async move {
+            workers::engine::run_lane(
+                std::sync::Arc::new(BuggyLane),
+                &common,
+                settings,
+                pool,
+                producer,
+                cancel,
+            )
+            .await
+        })
+    };
+    let topic = env.common.topics().name(schemas::Topic::ChargeRequests);
+    let (buggy, fine) = (Uuid::now_v7(), Uuid::now_v7());
+    // Same key, same partition: the fine record sits behind the buggy one.
+    for (id, amount) in [(buggy, 13), (fine, 7)] {
+        testkit::topics::produce(
+            &producer,
+            &topic,
+            Some(0),
+            "1",
+            &charge_record(id, 1, amount)?,
+            &[],
+        )
+        .await?;
+    }
+    let decided = |id: Uuid| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
+                "SELECT status, error_code, error_message FROM requests WHERE id = $1 AND status <> 'PENDING'",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .map_err(anyhow::Error::from)
+        }
+    };
+    // Without the fix the bug reads as "database unavailable" and the
+    // partition retries it forever.
+    let (status, _, _) =
+        testkit::eventually("the record behind the bug", Duration::from_secs(30), || {
+            decided(fine)
+        })
+        .await?;
+    assert_eq!(status, "SUCCEEDED");
+    let (status, code, message) = decided(buggy).await?.expect("decided");
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("FAILED", Some("INTERNAL"))
+    );
+    assert!(
+        !message.unwrap_or_default().contains("lock"),
+        "internals leak to the client"
+    );
+    let dlq = env.common.topics().dlq(schemas::Topic::ChargeRequests);
+    let letters = testkit::eventually("the dead letter", Duration::from_secs(30), || async {
+        let letters = testkit::topics::read_all(&env.common, &dlq)?;
+        Ok((!letters.is_empty()).then_some(letters))
+    })
+    .await?;
+    let reason = letters[0]
+        .header(schemas::HEADER_DLQ_REASON)
+        .unwrap_or_default();
+    assert!(
+        reason.contains("bug") && reason.contains("without its lock"),
+        "{reason}"
+    );
+    cancel.cancel();
+    lane.await??;
+    Ok(())
+}
