@@ -114,6 +114,12 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<ChaosReport> {
         150 * rounds as u64
     };
     std::fs::create_dir_all(&settings.log_dir)?;
+    // The processes run from their log directory: absolute paths only.
+    settings.log_dir = std::fs::canonicalize(&settings.log_dir)?;
+    settings.bin_dir = std::fs::canonicalize(&settings.bin_dir)?;
+    if settings.nisshi.components().count() > 1 {
+        settings.nisshi = std::fs::canonicalize(&settings.nisshi)?;
+    }
     say(started, format!(
         "starting a stack of its own: broker on 127.0.0.1:{}, database {}, {} workers, gateway on 127.0.0.1:{}",
         settings.broker_port, settings.database, stack::WORKERS, settings.gateway_port

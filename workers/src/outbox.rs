@@ -55,15 +55,17 @@ pub struct RelaySettings {
     pub produce_timeout: Duration,
 }
 
-/// Why leading ended.
+/// Why a round, or leading, ended.
 #[derive(Debug, thiserror::Error)]
-enum RelayError {
+pub enum RelayError {
     /// Another relay holds the lease now (this one stalled or lost its
     /// connection past the lease): stand by.
     #[error("the relay lease was taken over")]
     LeaseLost,
+    /// Postgres failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// Publishing failed.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -79,9 +81,10 @@ pub async fn run(
     let holder = Uuid::new_v4();
     loop {
         match acquire(&pool, holder, settings.lease).await {
-            Ok(Some(token)) => {
+            Ok(Some(lease)) => {
+                let token = lease.token;
                 tracing::info!(%holder, token, "outbox relay leads");
-                match lead(&pool, &producer, &topics, &settings, holder, token, &cancel).await {
+                match lead(&pool, &producer, &topics, &settings, &lease, &cancel).await {
                     Ok(()) => {}
                     Err(RelayError::LeaseLost) => {
                         metrics::counter!("outbox_lease_lost_total").increment(1);
@@ -103,9 +106,13 @@ pub async fn run(
     }
 }
 
-/// Takes the lease if it is free, expired, or already this holder's;
-/// returns the new fencing token.
-async fn acquire(pool: &PgPool, holder: Uuid, lease: Duration) -> Result<Option<i64>, sqlx::Error> {
+/// Takes the lease for `holder` if it is free, expired, or already this
+/// holder's, for `lease`; returns it with a new fencing token.
+pub async fn acquire(
+    pool: &PgPool,
+    holder: Uuid,
+    lease: Duration,
+) -> Result<Option<Lease>, sqlx::Error> {
     // Look first without waiting: the leader keeps the row locked while it
     // publishes, and a stand-by relay has no reason to queue behind it.
     let free: Option<bool> =
@@ -117,7 +124,7 @@ async fn acquire(pool: &PgPool, holder: Uuid, lease: Duration) -> Result<Option<
     if free == Some(false) {
         return Ok(None);
     }
-    sqlx::query_scalar(
+    let token: Option<i64> = sqlx::query_scalar(
         "INSERT INTO leases (name, holder, token, expires_at)
          VALUES ($1, $2, 1, now() + make_interval(secs => $3))
          ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, token = leases.token + 1,
@@ -129,7 +136,12 @@ async fn acquire(pool: &PgPool, holder: Uuid, lease: Duration) -> Result<Option<
     .bind(holder)
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(token.map(|token| Lease {
+        holder,
+        token,
+        lease,
+    }))
 }
 
 /// Gives the lease up on shutdown, so a stand-by relay takes over at once.
@@ -148,23 +160,17 @@ async fn lead(
     producer: &FutureProducer,
     topics: &TopicNames,
     settings: &RelaySettings,
-    holder: Uuid,
-    token: i64,
+    lease: &Lease,
     cancel: &CancellationToken,
 ) -> Result<(), RelayError> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(OUTBOX_CHANNEL).await?;
-    let fence = Fence {
-        holder,
-        token,
-        lease: settings.lease,
-    };
     loop {
         if cancel.is_cancelled() {
             return Ok(());
         }
         let published =
-            publish_round(pool, producer, topics, settings.produce_timeout, &fence).await?;
+            publish_round(pool, producer, topics, settings.produce_timeout, lease).await?;
         if published as i64 >= ROUND {
             continue;
         }
@@ -178,13 +184,14 @@ async fn lead(
 
 /// A relay's claim to lead: checked and renewed by every round.
 #[derive(Debug, Clone, Copy)]
-struct Fence {
+pub struct Lease {
     holder: Uuid,
-    token: i64,
+    /// The fencing token: raised by every take-over.
+    pub token: i64,
     lease: Duration,
 }
 
-impl Fence {
+impl Lease {
     /// Renews the lease inside `tx` if it is still this relay's (same
     /// token, not expired), locking its row until `tx` ends.
     async fn renew(&self, tx: &mut PgConnection) -> Result<(), RelayError> {
@@ -204,13 +211,15 @@ impl Fence {
 }
 
 /// One round: renews the lease, publishes up to [`ROUND`] events, deletes
-/// them once every one was acknowledged, in one transaction.
-async fn publish_round(
+/// them once every one was acknowledged, in one transaction. A lease taken
+/// over since fails with [`RelayError::LeaseLost`] before anything is
+/// published.
+pub async fn publish_round(
     pool: &PgPool,
     producer: &FutureProducer,
     topics: &TopicNames,
     produce_timeout: Duration,
-    fence: &Fence,
+    fence: &Lease,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
     // A relay frozen mid-round must not keep the lease row locked: past the

@@ -161,3 +161,50 @@ async fn the_relay_stops_on_shutdown_even_with_a_backlog() -> anyhow::Result<()>
     );
     stack.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_whose_lease_was_taken_over_publishes_nothing() -> anyhow::Result<()> {
+    let env = testkit::TestEnv::new().await?;
+    let producer = platform::kafka::producer(&env.common)?;
+    let topics = env.common.topics();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, topic, event_key, payload)
+         SELECT gen_random_uuid(), 'balance-events', n::text, jsonb_build_object('n', n)
+         FROM generate_series(1, 10) AS n",
+    )
+    .execute(&env.pool)
+    .await?;
+    let lease = Duration::from_millis(500);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let old = workers::outbox::acquire(&env.pool, a, lease)
+        .await?
+        .expect("the lease is free");
+    assert!(
+        workers::outbox::acquire(&env.pool, b, lease)
+            .await?
+            .is_none(),
+        "a live lease is not taken over"
+    );
+    // The leader stalls past its lease; another relay takes over.
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let new = workers::outbox::acquire(&env.pool, b, lease)
+        .await?
+        .expect("an expired lease is taken over");
+    assert!(new.token > old.token);
+    // The old leader wakes up and tries a round: refused before publishing.
+    let stale =
+        workers::outbox::publish_round(&env.pool, &producer, &topics, Duration::from_secs(5), &old)
+            .await;
+    assert!(
+        matches!(stale, Err(workers::outbox::RelayError::LeaseLost)),
+        "{stale:?}"
+    );
+    let topic = topics.name(schemas::Topic::BalanceEvents);
+    assert!(testkit::topics::read_all(&env.common, &topic)?.is_empty());
+    let published =
+        workers::outbox::publish_round(&env.pool, &producer, &topics, Duration::from_secs(5), &new)
+            .await?;
+    assert_eq!(published, 10);
+    assert_eq!(testkit::topics::read_all(&env.common, &topic)?.len(), 10);
+    Ok(())
+}
