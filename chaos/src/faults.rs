@@ -66,8 +66,9 @@ pub struct FaultRecord {
     /// How long it lasted (0 for an instant one, such as terminated
     /// connections).
     pub duration_ms: u64,
-    /// From its end until a request sent after it was decided (outcomes
-    /// flow again); None if that never happened.
+    /// From its end until outcomes flow steadily again: a charge on every
+    /// partition decided within a second, three rounds in a row (this is
+    /// the end of the first of them); None if that never happened.
     pub recovered_ms: Option<u64>,
     /// Set when the fault could not be injected on this machine.
     pub skipped: Option<String>,
@@ -197,16 +198,70 @@ impl Injector {
     }
 }
 
-/// Sends a charge as `probe` and waits for its outcome: the time until
-/// outcomes flow again. None after `limit`.
-pub async fn probe(stack: &Stack, probe: &User, limit: Duration) -> Option<Duration> {
+/// Users whose charges cover every partition of `charge-requests`, so a
+/// probe sees a partition that is still stalled (say, waiting out a killed
+/// worker's session) as well as the others.
+pub async fn probe_users(stack: &Stack) -> anyhow::Result<Vec<User>> {
+    let partitions = stack.common.kafka_request_partitions.max(1) as usize;
+    let mut by_partition: std::collections::BTreeMap<i32, User> = Default::default();
+    for attempt in 0..64 {
+        if by_partition.len() >= partitions {
+            break;
+        }
+        let user = stack.api.create_user(&format!("probe{attempt}")).await?;
+        let id = stack.api.charge(&user, 1).await?;
+        stack.api.outcome(&user.token, id).await?;
+        let partition: Option<i32> =
+            sqlx::query_scalar("SELECT kafka_partition FROM requests WHERE id = $1")
+                .bind(id)
+                .fetch_one(&stack.pool)
+                .await?;
+        if let Some(partition) = partition {
+            by_partition.entry(partition).or_insert(user);
+        }
+    }
+    Ok(by_partition.into_values().collect())
+}
+
+/// Sends a charge as each of `probes` (one per partition) and waits for
+/// every outcome; how long that took, or None after `limit`.
+async fn probe_once(stack: &Stack, probes: &[User], limit: Duration) -> Option<Duration> {
     let started = Instant::now();
-    let attempt = async {
-        let id = stack.api.charge(probe, 1).await?;
-        stack.api.outcome(&probe.token, id).await
-    };
-    match tokio::time::timeout(limit, attempt).await {
+    let attempts = probes.iter().map(|user| async move {
+        let id = stack.api.charge(user, 1).await?;
+        stack.api.outcome(&user.token, id).await
+    });
+    match tokio::time::timeout(limit, futures::future::try_join_all(attempts)).await {
         Ok(Ok(_)) => Some(started.elapsed()),
         _ => None,
     }
+}
+
+/// Probes until outcomes flow steadily on every partition: three rounds in
+/// a row, each decided within a second. Returns the time from now to the
+/// end of the first of those rounds, or None after `limit`. A single fast
+/// round is not enough: a worker restarted after a kill is answered at once,
+/// then the rebalance it starts waits out the dead member's session and
+/// stalls its partitions for seconds.
+pub async fn probe(stack: &Stack, probes: &[User], limit: Duration) -> Option<Duration> {
+    const STEADY_ROUNDS: usize = 3;
+    const FAST: Duration = Duration::from_secs(1);
+    let started = Instant::now();
+    let mut steady_since: Option<Duration> = None;
+    let mut steady = 0;
+    while started.elapsed() < limit {
+        let took = probe_once(stack, probes, limit.saturating_sub(started.elapsed())).await?;
+        if took <= FAST {
+            steady_since.get_or_insert(started.elapsed());
+            steady += 1;
+            if steady == STEADY_ROUNDS {
+                return steady_since;
+            }
+        } else {
+            steady_since = None;
+            steady = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    None
 }

@@ -29,7 +29,8 @@ pub struct Part {
 /// The mix: charges, shop orders, hold-then-pay pairs, and a rush on one
 /// schedule (whose unpaid holds expire during the run).
 pub fn mix(settings: &Settings) -> Vec<Part> {
-    let booking_pairs = (settings.rate * 0.15 * settings.expected_secs as f64).ceil() as u64;
+    // One user and seat per hold-then-pay pair, seeded before the load.
+    let booking_pairs = (settings.rate * 0.1 * settings.expected_secs as f64).ceil() as u64;
     vec![
         Part {
             scenario: "charge",
@@ -49,7 +50,7 @@ pub fn mix(settings: &Settings) -> Vec<Part> {
         Part {
             scenario: "booking",
             args: vec!["--requests".into(), booking_pairs.max(50).to_string()],
-            share: 0.15,
+            share: 0.1,
         },
         Part {
             scenario: "rush",
@@ -59,7 +60,7 @@ pub fn mix(settings: &Settings) -> Vec<Part> {
                 "--seats".into(),
                 "50".into(),
             ],
-            share: 0.15,
+            share: 0.2,
         },
     ]
 }

@@ -117,8 +117,11 @@ impl ChaosReport {
              honouring `Retry-After` and retrying under its own `Idempotency-Key`. \
              Run took {secs:.0} s.\n\n\
              ## Faults\n\n\
-             `recovered ms` runs from the end of the fault until a charge sent after it was \
-             decided (outcomes flow again).\n\n\
+             `recovered ms` runs from the end of the fault until outcomes flow steadily again: \
+             a charge on every partition of `charge-requests` decided within a second, three \
+             probe rounds in a row (the time is the end of the first of them). A worker killed \
+             without leaving its group holds its partitions until the broker's 10 s session \
+             timeout hands them over.\n\n\
              | # | fault | at s | lasted ms | recovered ms | note |\n|---|---|---|---|---|---|\n",
             mode = self.mode,
             ok = if self.ok { "ok" } else { "FAILED" },

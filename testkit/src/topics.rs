@@ -167,3 +167,25 @@ pub async fn delete_all_records(common: &CommonConfig, topic: &str) -> anyhow::R
     }
     Ok(())
 }
+
+/// Deletes `topic` and creates every missing topic of `common`'s deployment
+/// again, waiting until the new `topic` exists and is empty (the broker may
+/// need a moment to forget the old one): a topic recreated under a stack.
+pub async fn recreate(common: &CommonConfig, topic: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        platform::kafka::client_config(common).create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(&[topic], &options).await? {
+        result.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
+    }
+    crate::eventually(
+        "the topic to be recreated",
+        Duration::from_secs(30),
+        || async {
+            platform::kafka::create_topics(common, &common.topics()).await?;
+            let marks = watermarks(common, topic)?;
+            Ok((!marks.is_empty() && marks.iter().all(|(_, _, high)| *high == 0)).then_some(()))
+        },
+    )
+    .await
+}

@@ -191,3 +191,98 @@ fn check_seats(events: &[EventEnvelope], result: &mut EventCheck) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::events::BalanceChanged;
+
+    fn balance(
+        user_id: i64,
+        history_id: i64,
+        kind: BalanceChangeKind,
+        amount: i64,
+        after: i64,
+    ) -> EventEnvelope {
+        EventEnvelope::new(
+            None,
+            Event::BalanceChanged(BalanceChanged {
+                user_id,
+                history_id,
+                kind,
+                amount,
+                balance_after: after,
+                payment_id: None,
+            }),
+        )
+    }
+
+    fn seat(event: fn(ReservationChanged) -> Event, reservation_id: i64) -> EventEnvelope {
+        EventEnvelope::new(
+            None,
+            event(ReservationChanged {
+                reservation_id,
+                seat_id: 7,
+                schedule_id: 1,
+                user_id: 1,
+                status: String::new(),
+                amount: 10,
+                expires_at: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_users_balance_events_must_follow_each_other() {
+        let mut result = EventCheck::default();
+        let in_order = [
+            balance(1, 1, BalanceChangeKind::Charge, 100, 100),
+            balance(2, 2, BalanceChangeKind::Charge, 5, 5),
+            balance(1, 3, BalanceChangeKind::Use, 30, 70),
+            balance(1, 4, BalanceChangeKind::Refund, 30, 100),
+        ];
+        check_balances(&in_order, &mut result);
+        assert_eq!(result.out_of_order, 0, "{:?}", result.problems);
+        let swapped = [
+            balance(1, 1, BalanceChangeKind::Charge, 100, 100),
+            balance(1, 3, BalanceChangeKind::Use, 30, 100),
+            balance(1, 2, BalanceChangeKind::Charge, 30, 130),
+        ];
+        check_balances(&swapped, &mut result);
+        assert_eq!(result.out_of_order, 2, "{:?}", result.problems);
+    }
+
+    #[test]
+    fn a_seat_is_held_before_it_is_confirmed_and_freed_before_it_is_held_again() {
+        let mut result = EventCheck::default();
+        let in_order = [
+            seat(Event::ReservationHeld, 1),
+            seat(Event::ReservationExpired, 1),
+            seat(Event::ReservationHeld, 2),
+            seat(Event::ReservationConfirmed, 2),
+            seat(Event::ReservationCancelled, 2),
+        ];
+        check_seats(&in_order, &mut result);
+        assert_eq!(result.out_of_order, 0, "{:?}", result.problems);
+        for wrong in [
+            vec![seat(Event::ReservationConfirmed, 1)],
+            vec![
+                seat(Event::ReservationHeld, 1),
+                seat(Event::ReservationHeld, 2),
+            ],
+            vec![
+                seat(Event::ReservationHeld, 1),
+                seat(Event::ReservationExpired, 2),
+            ],
+            vec![
+                seat(Event::ReservationHeld, 1),
+                seat(Event::ReservationConfirmed, 1),
+                seat(Event::ReservationExpired, 1),
+            ],
+        ] {
+            let mut result = EventCheck::default();
+            check_seats(&wrong, &mut result);
+            assert_eq!(result.out_of_order, 1, "{:?}", result.problems);
+        }
+    }
+}

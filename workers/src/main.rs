@@ -31,6 +31,20 @@ enum Command {
     },
 }
 
+/// Which dead letter.
+#[derive(Debug, clap::Args)]
+struct Position {
+    /// The topic whose dead letters to read (e.g. `charge-requests`).
+    #[arg(long)]
+    topic: String,
+    /// Partition of the dead letter.
+    #[arg(long, default_value_t = 0)]
+    partition: i32,
+    /// Offset of the dead letter.
+    #[arg(long)]
+    offset: i64,
+}
+
 #[derive(Debug, Subcommand)]
 enum DlqAction {
     /// Lists the dead letters of a topic with their reasons.
@@ -44,28 +58,14 @@ enum DlqAction {
     },
     /// Shows one dead letter: headers and payload.
     Show {
-        /// The topic whose dead letters to read.
-        #[arg(long)]
-        topic: String,
-        /// Partition of the dead letter.
-        #[arg(long, default_value_t = 0)]
-        partition: i32,
-        /// Offset of the dead letter.
-        #[arg(long)]
-        offset: i64,
+        #[command(flatten)]
+        at: Position,
     },
     /// Re-publishes a dead letter to its topic under its original request
     /// id; the request is decided once.
     Replay {
-        /// The topic whose dead letters to read.
-        #[arg(long)]
-        topic: String,
-        /// Partition of the dead letter.
-        #[arg(long, default_value_t = 0)]
-        partition: i32,
-        /// Offset of the dead letter.
-        #[arg(long)]
-        offset: i64,
+        #[command(flatten)]
+        at: Position,
         /// A corrected payload (JSON file) to publish instead; it must keep
         /// the request id.
         #[arg(long)]
@@ -151,26 +151,21 @@ async fn dlq(config: &WorkersConfig, action: DlqAction) -> anyhow::Result<()> {
                 );
             }
         }
-        DlqAction::Show {
-            topic,
-            partition,
-            offset,
-        } => {
+        DlqAction::Show { at } => {
             let letter = tokio::task::block_in_place(|| {
-                dlq::find(common, dlq::topic_named(&topic)?, partition, offset)
+                dlq::find(
+                    common,
+                    dlq::topic_named(&at.topic)?,
+                    at.partition,
+                    at.offset,
+                )
             })?;
             println!("{}", serde_json::to_string_pretty(&letter)?);
         }
-        DlqAction::Replay {
-            topic,
-            partition,
-            offset,
-            payload,
-            force,
-        } => {
-            let topic = dlq::topic_named(&topic)?;
+        DlqAction::Replay { at, payload, force } => {
+            let topic = dlq::topic_named(&at.topic)?;
             let letter =
-                tokio::task::block_in_place(|| dlq::find(common, topic, partition, offset))?;
+                tokio::task::block_in_place(|| dlq::find(common, topic, at.partition, at.offset))?;
             let corrected = payload.map(std::fs::read_to_string).transpose()?;
             let pool = platform::db::pool(&common.database_url, 2)?;
             let producer = platform::kafka::producer(common)?;

@@ -486,30 +486,7 @@ async fn a_recreated_topic_is_consumed_from_its_start_not_skipped() -> anyhow::R
         .common
         .topics()
         .name(schemas::Topic::ChargeRequests);
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        platform::kafka::client_config(&stack.env.common).create()?;
-    let options =
-        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.delete_topics(&[&topic], &options).await? {
-        result.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
-    }
-    // Recreate it (the broker may need a moment to forget the old one).
-    testkit::eventually(
-        "the topic to be recreated",
-        Duration::from_secs(30),
-        || async {
-            platform::kafka::create_topics(&stack.env.common, &stack.env.common.topics()).await?;
-            let consumer: BaseConsumer =
-                platform::kafka::client_config(&stack.env.common).create()?;
-            let (_, high) = consumer.fetch_watermarks(
-                &topic,
-                0,
-                rdkafka::util::Timeout::After(Duration::from_secs(5)),
-            )?;
-            Ok((high == 0).then_some(()))
-        },
-    )
-    .await?;
+    testkit::topics::recreate(&stack.env.common, &topic).await?;
 
     let api = &stack.api;
     // The gateway's idempotent producer has sequence numbers for the old

@@ -74,31 +74,28 @@ async fn a_dead_letter_is_listed_and_re_driven_once() -> anyhow::Result<()> {
     // Replaying it as it is would only dead-letter it again: refused.
     let letter = workers::dlq::find(common, schemas::Topic::ChargeRequests, 0, 0)
         .or_else(|_| workers::dlq::find(common, schemas::Topic::ChargeRequests, 1, 0))?;
-    let refused = workers::dlq::replay(
-        common,
-        &stack.env.pool,
-        &producer,
-        schemas::Topic::ChargeRequests,
-        &letter,
-        None,
-        false,
-    )
-    .await;
+    let replay = |corrected: Option<String>| {
+        let (pool, producer, letter) = (&stack.env.pool, &producer, &letter);
+        async move {
+            workers::dlq::replay(
+                common,
+                pool,
+                producer,
+                schemas::Topic::ChargeRequests,
+                letter,
+                corrected.as_deref(),
+                false,
+            )
+            .await
+        }
+    };
+    let refused = replay(None).await;
     assert!(
         matches!(refused, Err(workers::dlq::DlqError::StillPoison(_))),
         "{refused:?}"
     );
     // A corrected payload must keep the request id.
-    let other = workers::dlq::replay(
-        common,
-        &stack.env.pool,
-        &producer,
-        schemas::Topic::ChargeRequests,
-        &letter,
-        Some(&charge_payload(Uuid::now_v7(), user.id, 5, &now)),
-        false,
-    )
-    .await;
+    let other = replay(Some(charge_payload(Uuid::now_v7(), user.id, 5, &now))).await;
     assert!(
         matches!(other, Err(workers::dlq::DlqError::OtherRequest { .. })),
         "{other:?}"
@@ -106,31 +103,13 @@ async fn a_dead_letter_is_listed_and_re_driven_once() -> anyhow::Result<()> {
 
     // The corrected record is decided once.
     let corrected = charge_payload(id, user.id, 5, &now);
-    let replayed = workers::dlq::replay(
-        common,
-        &stack.env.pool,
-        &producer,
-        schemas::Topic::ChargeRequests,
-        &letter,
-        Some(&corrected),
-        false,
-    )
-    .await?;
+    let replayed = replay(Some(corrected.clone())).await?;
     assert_eq!(replayed.request_id, Some(id));
     let outcome = stack.api.outcome(&user.token, id).await?;
     assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
     assert_eq!(stack.api.balance(&user).await?, 5);
     // A second replay finds it decided.
-    let again = workers::dlq::replay(
-        common,
-        &stack.env.pool,
-        &producer,
-        schemas::Topic::ChargeRequests,
-        &letter,
-        Some(&corrected),
-        false,
-    )
-    .await;
+    let again = replay(Some(corrected.clone())).await;
     assert!(
         matches!(again, Err(workers::dlq::DlqError::Decided(..))),
         "{again:?}"

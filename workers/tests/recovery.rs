@@ -105,23 +105,7 @@ async fn a_recreated_log_longer_than_the_stored_offset_is_read_from_its_start() 
         .common
         .topics()
         .name(schemas::Topic::ChargeRequests);
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        platform::kafka::client_config(&stack.env.common).create()?;
-    let options =
-        rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.delete_topics(&[&topic], &options).await? {
-        result.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
-    }
-    testkit::eventually(
-        "the topic to be recreated",
-        Duration::from_secs(30),
-        || async {
-            platform::kafka::create_topics(&stack.env.common, &stack.env.common.topics()).await?;
-            let marks = testkit::topics::watermarks(&stack.env.common, &topic)?;
-            Ok((!marks.is_empty() && marks.iter().all(|(_, _, high)| *high == 0)).then_some(()))
-        },
-    )
-    .await?;
+    testkit::topics::recreate(&stack.env.common, &topic).await?;
 
     // The new log outgrows the stored offset (3) on the user's partition.
     let producer = platform::kafka::producer(&stack.env.common)?;

@@ -113,6 +113,18 @@ pub async fn move_offset(
     from: i64,
     to: i64,
 ) -> Result<bool, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    move_offset_on(&mut conn, group, topic, partition, from, to).await
+}
+
+async fn move_offset_on(
+    conn: &mut PgConnection,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    to: i64,
+) -> Result<bool, sqlx::Error> {
     let moved = sqlx::query(
         "UPDATE consumer_offsets SET next_offset = $5, last_record_digest = NULL, updated_at = now()
          WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 AND next_offset = $4",
@@ -122,7 +134,7 @@ pub async fn move_offset(
     .bind(partition)
     .bind(from)
     .bind(to)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?
     .rows_affected();
     Ok(moved == 1)
@@ -143,19 +155,7 @@ pub async fn skip_deleted_records(
     to: i64,
 ) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let moved = sqlx::query(
-        "UPDATE consumer_offsets SET next_offset = $5, last_record_digest = NULL, updated_at = now()
-         WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 AND next_offset = $4",
-    )
-    .bind(group)
-    .bind(topic)
-    .bind(partition)
-    .bind(from)
-    .bind(to)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved != 1 {
+    if !move_offset_on(&mut tx, group, topic, partition, from, to).await? {
         return Ok(None);
     }
     let lost: Vec<(Uuid, Option<i64>, String)> = sqlx::query_as(

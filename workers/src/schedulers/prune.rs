@@ -24,42 +24,27 @@ pub struct Pruned {
 /// undecided request is an operator's business, never silently dropped.
 pub async fn prune(pool: &PgPool, retention: chrono::TimeDelta) -> Result<Pruned, sqlx::Error> {
     let secs = retention.num_seconds() as f64;
-    let mut pruned = Pruned::default();
-    loop {
-        let deleted = sqlx::query(
+    let pruned = Pruned {
+        requests: delete_in_chunks(
+            pool,
             "DELETE FROM requests WHERE id IN (
                  SELECT id FROM requests
                  WHERE accepted_at < now() - make_interval(secs => $1)
                    AND status <> 'PENDING' AND completed_at < now() - make_interval(secs => $1)
                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            secs,
         )
-        .bind(secs)
-        .bind(CHUNK)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        pruned.requests += deleted;
-        if (deleted as i64) < CHUNK {
-            break;
-        }
-    }
-    loop {
-        let deleted = sqlx::query(
+        .await?,
+        counted_orders: delete_in_chunks(
+            pool,
             "DELETE FROM stats_counted_orders WHERE order_id IN (
                  SELECT order_id FROM stats_counted_orders
                  WHERE counted_at < now() - make_interval(secs => $1)
                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            secs,
         )
-        .bind(secs)
-        .bind(CHUNK)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        pruned.counted_orders += deleted;
-        if (deleted as i64) < CHUNK {
-            break;
-        }
-    }
+        .await?,
+    };
     if pruned != Pruned::default() {
         metrics::counter!("pruned_rows_total", "table" => "requests").increment(pruned.requests);
         metrics::counter!("pruned_rows_total", "table" => "stats_counted_orders")
@@ -71,4 +56,22 @@ pub async fn prune(pool: &PgPool, retention: chrono::TimeDelta) -> Result<Pruned
         );
     }
     Ok(pruned)
+}
+
+/// Runs `delete` (`$1` the horizon in seconds, `$2` the chunk size) until
+/// it deletes less than a chunk; returns how many rows it deleted.
+async fn delete_in_chunks(pool: &PgPool, delete: &str, secs: f64) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(delete)
+            .bind(secs)
+            .bind(CHUNK)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += deleted;
+        if (deleted as i64) < CHUNK {
+            return Ok(total);
+        }
+    }
 }
