@@ -1,6 +1,7 @@
 //! The `chaos` command; see [`chaos::run`].
 
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -10,7 +11,14 @@ async fn main() -> anyhow::Result<()> {
         "pretty",
         "warn,rdkafka=off,librdkafka=off,sqlx=error",
     );
-    let report = chaos::run(chaos::Settings::parse()).await?;
+    let interrupted = CancellationToken::new();
+    platform::lifecycle::cancel_on_signal(interrupted.clone());
+    // Interrupted, the run is dropped, and with it the stack: every process
+    // it started is killed (they are spawned kill-on-drop).
+    let report = tokio::select! {
+        report = chaos::run(chaos::Settings::parse()) => report?,
+        _ = interrupted.cancelled() => anyhow::bail!("interrupted; the stack was stopped"),
+    };
     if !report.ok {
         for problem in &report.problems {
             eprintln!("problem: {problem}");
