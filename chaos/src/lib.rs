@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Parser;
 use faults::{FaultKind, FaultRecord, Injector};
 use report::{ChaosReport, EventSummary, PoisonSummary, ScenarioSummary};
@@ -115,12 +116,16 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<ChaosReport> {
     } else {
         150 * rounds as u64
     };
+    stack::check_ports(&settings).await?;
     std::fs::create_dir_all(&settings.log_dir)?;
     // The processes run from their log directory: absolute paths only.
-    settings.log_dir = std::fs::canonicalize(&settings.log_dir)?;
-    settings.bin_dir = std::fs::canonicalize(&settings.bin_dir)?;
+    let absolute = |path: &std::path::Path| {
+        std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))
+    };
+    settings.log_dir = absolute(&settings.log_dir)?;
+    settings.bin_dir = absolute(&settings.bin_dir)?;
     if settings.nisshi.components().count() > 1 {
-        settings.nisshi = std::fs::canonicalize(&settings.nisshi)?;
+        settings.nisshi = absolute(&settings.nisshi)?;
     }
     say(started, format!(
         "starting a stack of its own: broker on 127.0.0.1:{}, database {}, {} workers, gateway on 127.0.0.1:{}",

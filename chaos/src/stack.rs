@@ -54,15 +54,7 @@ impl Stack {
     /// Creates the database, starts broker, workers and gateway, and waits
     /// until all are ready.
     pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
-        let mut ports = vec![settings.broker_port, settings.gateway_port];
-        ports.extend((0..=WORKERS).map(|i| settings.workers_port + i as u16));
-        for port in ports {
-            anyhow::ensure!(
-                !port_open(port).await,
-                "127.0.0.1:{port} is taken by a process this run did not start; \
-                 stop it (the chaos run uses a broker and services of its own)"
-            );
-        }
+        check_ports(settings).await?;
         let logs = settings.log_dir.clone();
         let broker_dir = logs.join("broker");
         if broker_dir.exists() {
@@ -253,6 +245,21 @@ impl Stack {
         self.pool.close().await;
         Ok(())
     }
+}
+
+/// Refuses to go on when a port of the stack is taken: the run would talk to
+/// (and measure) a process it did not start.
+pub async fn check_ports(settings: &Settings) -> anyhow::Result<()> {
+    let mut ports = vec![settings.broker_port, settings.gateway_port];
+    ports.extend((0..=WORKERS).map(|i| settings.workers_port + i as u16));
+    for port in ports {
+        anyhow::ensure!(
+            !port_open(port).await,
+            "127.0.0.1:{port} is taken by a process this run did not start; \
+             stop it (the chaos run uses a broker and services of its own)"
+        );
+    }
+    Ok(())
 }
 
 fn with(env: &[(String, String)], key: &str, value: String) -> Vec<(String, String)> {
