@@ -404,16 +404,14 @@ async fn wait_outbox_empty(stack: &Stack, limit: Duration) -> anyhow::Result<()>
 /// Every poison record must sit in its topic's dead-letter topic with a
 /// reason, and those with a request id must be recorded FAILED.
 async fn check_poison(stack: &Stack, poison: Vec<load::Poison>) -> anyhow::Result<PoisonSummary> {
-    let names = stack.common.topics();
-    let mut dead: Vec<testkit::topics::Record> = Vec::new();
+    let mut dead = Vec::new();
     for topic in schemas::Topic::ALL
         .into_iter()
         .filter(|t| t.is_request_topic())
     {
-        let dlq = names.dlq(topic);
         let common = stack.common.clone();
         dead.extend(
-            tokio::task::spawn_blocking(move || testkit::topics::read_all(&common, &dlq)).await??,
+            tokio::task::spawn_blocking(move || workers::dlq::list(&common, topic)).await??,
         );
     }
     let mut summary = PoisonSummary {
@@ -423,9 +421,11 @@ async fn check_poison(stack: &Stack, poison: Vec<load::Poison>) -> anyhow::Resul
     };
     for p in &poison {
         let marker = p.marker.to_string();
-        let found = dead.iter().any(|r| {
-            String::from_utf8_lossy(&r.payload).contains(&marker)
-                && r.header(schemas::HEADER_DLQ_REASON)
+        let found = dead.iter().any(|letter| {
+            letter.payload.contains(&marker)
+                && letter
+                    .reason
+                    .as_deref()
                     .is_some_and(|reason| !reason.is_empty())
         });
         if found {

@@ -4,7 +4,6 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 /// Every way a gateway call can fail.
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +14,9 @@ pub enum ApiError {
     /// A field breaks a rule.
     #[error("{field}: {message}")]
     Validation {
-        /// The offending field.
-        field: &'static str,
+        /// The offending field: a body path (`items[1].quantity`), a path
+        /// or query parameter, or a header.
+        field: String,
         /// What is wrong with it.
         message: String,
     },
@@ -56,8 +56,8 @@ pub enum ApiError {
     /// A call with this `Idempotency-Key` is being accepted right now.
     #[error("a call with this Idempotency-Key is in progress; retry")]
     IdempotencyKeyInUse,
-    /// A text field holds a NUL character, which no text column stores.
-    #[error("{field}: text must not contain NUL (U+0000) characters")]
+    /// A text field holds a NUL or another control character.
+    #[error("{field}: text must not contain control characters (U+0000 to U+001F, U+007F)")]
     InvalidText {
         /// Where: a JSON path into the body, or `query`.
         field: String,
@@ -75,9 +75,9 @@ pub enum ApiError {
 
 impl ApiError {
     /// Shorthand for a validation failure.
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Validation {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }
@@ -114,12 +114,19 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
-        match &self {
-            ApiError::Validation { field, .. } => body["error"]["field"] = json!(field),
-            ApiError::InvalidText { field } => body["error"]["field"] = json!(field),
-            _ => {}
-        }
+        let field = match &self {
+            ApiError::Validation { field, .. } | ApiError::InvalidText { field } => {
+                Some(field.clone())
+            }
+            _ => None,
+        };
+        let body = api::ErrorBody {
+            error: api::ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+                field,
+            },
+        };
         if status.is_server_error() {
             tracing::error!(error = ?self, code, "request failed");
         }

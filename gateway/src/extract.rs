@@ -4,20 +4,22 @@
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::validate::Validate;
 
 /// Like `axum::Json`, but bad bodies become `INVALID_JSON` (400),
 /// `INVALID_TEXT` (400, a NUL character anywhere in a string, which no
-/// Postgres text column stores), `VALIDATION_FAILED` (422) or
-/// `PAYLOAD_TOO_LARGE` (413).
+/// Postgres text column stores, or a control character in a text field)
+/// or `VALIDATION_FAILED` (422: the wrong shape, or a broken rule of the
+/// body's [`Validate`]). Too large a body never gets here: [`limit_body`]
+/// answers it.
 pub struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + Validate,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -28,18 +30,17 @@ where
                 "expected Content-Type: application/json".into(),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::InvalidJson(rejection.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::InvalidJson("the body could not be read".into()))?;
         if let Some(field) = nul_in_text(&bytes) {
             return Err(ApiError::InvalidText { field });
         }
         match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Ok(axum::Json(value)) => {
+                value.validate()?;
+                Ok(ApiJson(value))
+            }
             Err(rejection) => Err(match rejection {
                 JsonRejection::JsonDataError(e) => ApiError::invalid("body", e.body_text()),
                 JsonRejection::JsonSyntaxError(e) => ApiError::InvalidJson(e.body_text()),

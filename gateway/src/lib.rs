@@ -6,10 +6,12 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod pending;
 pub mod publish;
 pub mod routes;
 pub mod state;
+pub mod validate;
 pub mod waiter;
 
 use std::sync::Arc;
@@ -69,10 +71,26 @@ impl Gateway {
     /// The router with every middleware applied.
     pub fn router(&self) -> Router {
         let x_request_id = axum::http::HeaderName::from_static("x-request-id");
-        routes::router()
+        let document: Arc<str> = Arc::from(openapi::document_json());
+        let (routes, _) = routes::router().split_for_parts();
+        routes
+            .route(
+                "/openapi.json",
+                axum::routing::get(move || {
+                    let document = document.clone();
+                    async move {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            document.to_string(),
+                        )
+                    }
+                }),
+            )
             .fallback(|| async { error::ApiError::NotFound("route") })
             .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
-            .layer(DefaultBodyLimit::max(self.max_body_bytes))
+            // `limit_body` is the one limit (it answers 413 after a bounded
+            // drain); axum's own default of 2 MiB would only shadow it.
+            .layer(DefaultBodyLimit::disable())
             .layer(middleware::from_fn_with_state(
                 self.max_body_bytes,
                 extract::limit_body,

@@ -2,8 +2,29 @@ use clap::Parser;
 use gateway::{Gateway, GatewayConfig};
 use tokio_util::sync::CancellationToken;
 
+/// Tools of the gateway binary that need no configuration.
+#[derive(Parser)]
+#[command(name = "gateway")]
+enum Tool {
+    /// Writes the OpenAPI document (what `GET /openapi.json` serves).
+    Openapi {
+        /// Where to write it; standard output when absent.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("openapi") {
+        let Tool::Openapi { out } = Tool::parse();
+        let document = gateway::openapi::document_json();
+        match out {
+            Some(path) => std::fs::write(path, document)?,
+            None => print!("{document}"),
+        }
+        return Ok(());
+    }
     let config = GatewayConfig::parse();
     platform::observability::init_tracing(&config.common.log_format);
     let cancel = CancellationToken::new();

@@ -1,19 +1,104 @@
-//! Accepting a request: publish it to its topic, wait for the broker's
-//! acknowledgement, record it PENDING and answer 202.
+//! The accept path of every state-changing call, in one place
+//! ([`Intake::accept`]): the request id (from the `Idempotency-Key`, scoped
+//! by caller and matched route), the answer for a repeated call, the
+//! handler's look-ups, then publishing to the request's topic, waiting for
+//! the broker's acknowledgement, recording it PENDING and answering 202.
 
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use platform::kafka::{self, OutgoingRecord};
 use schemas::{Request, RequestEnvelope};
 use serde::Serialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::pending::PendingRow;
 use crate::state::AppState;
+
+/// A state-changing call on its way in: who makes it, on which route, with
+/// which path parameters and headers. Handlers validate their body, then
+/// hand it to [`Intake::accept`] with the look-ups that turn it into a
+/// [`Request`].
+pub struct Intake {
+    state: AppState,
+    user: AuthUser,
+    headers: HeaderMap,
+    /// `METHOD /matched/{template}`: what an `Idempotency-Key` is scoped by.
+    route: String,
+    /// The path parameters as sent, in template order.
+    path: Vec<(String, String)>,
+}
+
+impl FromRequestParts<AppState> for Intake {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        let template = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_owned())
+            .ok_or_else(|| anyhow::anyhow!("an accept route without a matched path"))?;
+        let path = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid("path", rejection.body_text()))?
+            .iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        Ok(Self {
+            state: state.clone(),
+            user,
+            headers: parts.headers.clone(),
+            route: format!("{} {template}", parts.method),
+            path,
+        })
+    }
+}
+
+impl Intake {
+    /// The handlers' state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The caller.
+    pub fn user(&self) -> AuthUser {
+        self.user
+    }
+
+    /// The caller's id.
+    pub fn user_id(&self) -> i64 {
+        self.user.0
+    }
+
+    /// The call's headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Accepts the call: derives its request id, answers a repeat of an
+    /// earlier keyed call as that call was answered, else runs `build` (the
+    /// handler's look-ups and checks, which may refuse the call) and
+    /// publishes the request it returns. `body` is what the call sent (with
+    /// the path parameters, what an `Idempotency-Key` must always mean).
+    pub async fn accept(
+        self,
+        body: &impl Serialize,
+        build: impl AsyncFnOnce(&Intake) -> ApiResult<Request>,
+    ) -> ApiResult<Response> {
+        let id = request_id(&self.headers, self.user.0, &self.route, &(&self.path, body))?;
+        if let Some(response) = replay(&self.state, &id).await? {
+            return Ok(response);
+        }
+        let request = build(&self).await?;
+        submit(&self.state, id, request).await
+    }
+}
 
 /// Namespace of request ids derived from an `Idempotency-Key`.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1d_9a52_0c3e_4b8e_9d41_7a0b_52c8_e013);
@@ -39,7 +124,7 @@ pub struct RequestId {
 /// same id), fresh otherwise. `input` is what the call asks for (path
 /// parameters and body): a keyed call remembers its fingerprint, and the
 /// same key with another input is refused.
-pub fn request_id(
+fn request_id(
     headers: &HeaderMap,
     caller: i64,
     route: &str,
@@ -51,10 +136,12 @@ pub fn request_id(
             fingerprint: None,
         }),
         Some(value) => {
-            let key = value
-                .to_str()
+            let key = std::str::from_utf8(value.as_bytes())
                 .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .filter(|k| {
+                    (1..=api::limits::MAX_IDEMPOTENCY_KEY_BYTES).contains(&k.len())
+                        && k.bytes().all(|b| b.is_ascii_graphic())
+                })
                 .ok_or_else(|| {
                     ApiError::invalid(
                         "Idempotency-Key",
@@ -74,7 +161,7 @@ pub fn request_id(
 /// What the `requests` table says of a keyed call's id.
 #[derive(sqlx::FromRow)]
 struct Claim {
-    status: String,
+    status: api::status::RequestStatus,
     fingerprint: Option<Vec<u8>>,
     /// The broker acknowledged it (or a lane decided it already).
     published: bool,
@@ -90,7 +177,7 @@ impl Claim {
             return Err(ApiError::IdempotencyKeyReused);
         }
         if self.published {
-            return Ok(Some(accepted(request.id, &self.status)));
+            return Ok(Some(accepted(request.id, self.status)));
         }
         if self.stale {
             return Ok(None);
@@ -119,7 +206,7 @@ async fn read_claim(state: &AppState, id: Uuid) -> ApiResult<Option<Claim>> {
 /// still being published, a second one is told to retry (`409
 /// IDEMPOTENCY_KEY_IN_USE`). A fresh id (no key) was never seen: no
 /// database round trip.
-pub async fn replay(state: &AppState, request_id: &RequestId) -> ApiResult<Option<Response>> {
+async fn replay(state: &AppState, request_id: &RequestId) -> ApiResult<Option<Response>> {
     if request_id.fingerprint.is_none() {
         return Ok(None);
     }
@@ -184,11 +271,7 @@ async fn release_claim(state: &AppState, id: Uuid) {
 /// Publishes `request` under `request_id` and answers 202. Callers look
 /// for an earlier acceptance with [`replay`] first; a keyed call claims its
 /// id here, just before publishing.
-pub async fn submit(
-    state: &AppState,
-    request_id: RequestId,
-    request: Request,
-) -> ApiResult<Response> {
+async fn submit(state: &AppState, request_id: RequestId, request: Request) -> ApiResult<Response> {
     let keyed = request_id.fingerprint.is_some();
     if keyed {
         if let Some(response) = claim(state, &request_id, &request).await? {
@@ -245,14 +328,14 @@ pub async fn submit(
     if let Err(error) = inserted {
         tracing::warn!(%request_id, %error, "could not record the accepted request as PENDING");
     }
-    Ok(accepted(request_id, "PENDING"))
+    Ok(accepted(request_id, api::status::RequestStatus::Pending))
 }
 
-fn accepted(request_id: Uuid, status: &str) -> Response {
+fn accepted(request_id: Uuid, status: api::status::RequestStatus) -> Response {
     let location = format!("/v1/requests/{request_id}");
     let mut response = (
         StatusCode::ACCEPTED,
-        Json(json!({"request_id": request_id, "status": status})),
+        Json(api::Accepted { request_id, status }),
     )
         .into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {

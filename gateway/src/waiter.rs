@@ -137,12 +137,6 @@ impl OutcomeWaiter {
         })
     }
 
-    /// Long-polls waiting now, and the request ids they wait on.
-    pub fn waiting(&self) -> (usize, usize) {
-        let waiting = self.lock();
-        (waiting.count, waiting.by_id.len())
-    }
-
     fn wake(&self, payload: &str) {
         let notices = parse_outcome_payload(payload);
         // Cache first, then wake: a woken client finds the outcome. A bare

@@ -573,7 +573,7 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
     let writer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut tx = pool.begin().await?;
-        succeed_row(&mut *tx, request_id, json!({"ok": true})).await?;
+        succeed_row(&mut *tx, request_id, marked(7)).await?;
         notify_id(&mut *tx, request_id).await?;
         tx.commit().await?;
         anyhow::Ok(())
@@ -589,7 +589,7 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
     writer.await??;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply["status"], "SUCCEEDED", "{reply}");
-    assert_eq!(reply["result"]["ok"], true);
+    assert_eq!(reply["result"]["history_id"], 7);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "long-poll woke up on the outcome"
@@ -614,6 +614,13 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
 
 /// Writes the row of `request_id` as SUCCEEDED with `result`, as a lane
 /// does, without notifying.
+/// A charge's result whose `history_id` says where the answer came from.
+fn marked(history_id: i64) -> Value {
+    json!({"user_id": 1, "balance": 0, "history_id": history_id})
+}
+const FROM_NOTIFICATION: i64 = 1;
+const FROM_ROW: i64 = 2;
+
 async fn succeed_row<'e>(
     db: impl sqlx::PgExecutor<'e>,
     request_id: uuid::Uuid,
@@ -656,7 +663,7 @@ async fn notify_outcome(
             request_type: "balance.charge".into(),
             user_id: Some(user_id),
             status: "SUCCEEDED".into(),
-            result: Some(json!({"from": "notification"})),
+            result: Some(marked(FROM_NOTIFICATION)),
             error_code: None,
             error_message: None,
         }),
@@ -694,7 +701,7 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
     lane.await??;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply["status"], "SUCCEEDED", "{reply}");
-    assert_eq!(reply["result"]["from"], "notification", "{reply}");
+    assert_eq!(reply["result"]["history_id"], FROM_NOTIFICATION, "{reply}");
     assert_eq!(reply["type"], "balance.charge");
     // Access is checked against what the gateway knows, as against the row.
     let (status, reply) = h
@@ -716,7 +723,7 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
     let pool = h.env.pool.clone();
     let lane = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        succeed_row(&pool, second, json!({"from": "row"})).await
+        succeed_row(&pool, second, marked(FROM_ROW)).await
     });
     let started = Instant::now();
     let (status, reply) = h
@@ -729,7 +736,7 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
     lane.await??;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(reply["status"], "SUCCEEDED", "{reply}");
-    assert_eq!(reply["result"]["from"], "row", "{reply}");
+    assert_eq!(reply["result"]["history_id"], FROM_ROW, "{reply}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "a stale cache entry held the long-poll: {:?}",
@@ -739,7 +746,7 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
     // 3. A bare id on the channel (an outcome too large to notify, or an
     //    operator after fixing a row) means "read the row": what the cache
     //    held for that request is forgotten.
-    succeed_row(&h.env.pool, first, json!({"from": "row"})).await?;
+    succeed_row(&h.env.pool, first, marked(FROM_ROW)).await?;
     notify_id(&h.env.pool, first).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -747,7 +754,7 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
             .api
             .get(&format!("/v1/requests/{first}?wait_ms=100"), &alice.token)
             .await?;
-        if reply["result"]["from"] == "row" {
+        if reply["result"]["history_id"] == FROM_ROW {
             break;
         }
         assert!(
@@ -780,8 +787,8 @@ async fn shop_bad_input_gets_a_stable_code_and_publishes_nothing() -> anyhow::Re
             "negative quantity",
         ),
         (
-            json!([{"product_stock_id": stocks[0], "quantity": 1}, {"product_stock_id": stocks[0], "quantity": 1}]),
-            "same stock twice",
+            json!([{"product_stock_id": stocks[0], "quantity": 600}, {"product_stock_id": stocks[0], "quantity": 600}]),
+            "same stock twice, over 1,000 together",
         ),
     ] {
         let (status, reply) = h
@@ -1107,21 +1114,24 @@ async fn an_idempotency_key_is_one_request_for_one_body_even_when_calls_race() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_characters_are_refused_with_the_field_named() -> anyhow::Result<()> {
     let h = Harness::start().await?;
-    let (status, reply) = h
-        .api
-        .post(
-            "/v1/users",
-            None,
-            &[],
-            &json!({"name": "a\u{0}b", "email": "nul@example.com"}),
-        )
-        .await?;
-    assert_eq!(
-        (status, code(&reply)),
-        (StatusCode::BAD_REQUEST, "INVALID_TEXT"),
-        "{reply}"
-    );
-    assert_eq!(reply["error"]["field"], "name");
+    // NUL, and any other control character in a text field.
+    for name in ["a\u{0}b", "tab\there", "bell\u{7}"] {
+        let (status, reply) = h
+            .api
+            .post(
+                "/v1/users",
+                None,
+                &[],
+                &json!({"name": name, "email": "nul@example.com"}),
+            )
+            .await?;
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::BAD_REQUEST, "INVALID_TEXT"),
+            "{name:?}: {reply}"
+        );
+        assert_eq!(reply["error"]["field"], "name");
+    }
     let (status, reply) = h
         .api
         .post(
@@ -1270,5 +1280,97 @@ async fn long_polls_are_capped_and_an_abandoned_one_frees_its_place() -> anyhow:
         second? < Duration::from_millis(1000),
         "a second long-poll waited past the cap"
     );
+    Ok(())
+}
+
+/// The contract's input rules at the edge: lines naming one stock are
+/// merged, integers may be written `2.0`, lists page by cursor until
+/// `next` is null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_keeps_the_documented_input_rules() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let alice = h.api.create_user("alice").await?;
+    let (_, stocks) = h
+        .api
+        .create_product("Cap", "hats", 1_000, &[("S", 10)])
+        .await?;
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/orders",
+            Some(&alice.token),
+            &[],
+            &json!({"items": [{"product_stock_id": stocks[0], "quantity": 1},
+                              {"product_stock_id": stocks[0], "quantity": 2.0}]}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    let records = testkit::topics::read_all(
+        &h.env.common,
+        &h.env.common.topics().name(schemas::Topic::OrderRequests),
+    )?;
+    assert_eq!(records.len(), 1);
+    let published = records[0].json().unwrap_or_default();
+    assert_eq!(
+        published["payload"]["items"],
+        json!([{"product_stock_id": stocks[0], "quantity": 3}]),
+        "one line per stock, quantities added"
+    );
+    let (status, reply) = h
+        .api
+        .post(
+            "/v1/orders",
+            Some(&alice.token),
+            &[],
+            &json!({"items": [{"product_stock_id": stocks[0], "quantity": 1.5}]}),
+        )
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED")
+    );
+
+    for i in 0..5 {
+        h.api
+            .create_product(&format!("P{i}"), "pages", 100, &[("S", 1)])
+            .await?;
+    }
+    let mut seen = Vec::new();
+    let mut path = "/v1/products?category=pages&limit=2".to_owned();
+    loop {
+        let (status, page) = h.api.get(&path, &alice.token).await?;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        assert!(items.len() <= 2);
+        seen.extend(
+            items
+                .iter()
+                .map(|p| p["name"].as_str().unwrap_or("").to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/products?category=pages&limit=2&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["P0", "P1", "P2", "P3", "P4"]);
+    let (status, reply) = h
+        .api
+        .get("/v1/products?cursor=not-a-cursor", &alice.token)
+        .await?;
+    assert_eq!(
+        (status, code(&reply)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED")
+    );
+    assert_eq!(reply["error"]["field"], "cursor");
+    Ok(())
+}
+
+/// A running gateway serves the document the code generates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_its_openapi_document() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let served = reqwest::get(h.api.url("/openapi.json")).await?;
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.text().await?, gateway::openapi::document_json());
     Ok(())
 }

@@ -104,8 +104,9 @@ pub struct Cli {
     pub no_progress: bool,
     /// How long a client keeps retrying one call that is refused with 503
     /// (waiting its `Retry-After`), told its `Idempotency-Key` is in
-    /// progress, or cut off, seeding included; every call carries its own
-    /// key, so a retry is never a second request. 0 gives up at once.
+    /// progress, or cut off, seeding included; a patient client's calls
+    /// carry a key of their own, so a retry is never a second request.
+    /// 0 sends no key and gives up at once.
     #[arg(long, default_value_t = 60)]
     pub patience_secs: u64,
     /// The stack's `BUSINESS_TZ`, for the daily-stats check.

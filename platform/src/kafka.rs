@@ -1,15 +1,19 @@
-//! Kafka clients: the idempotent producer, consumer settings, topic creation
-//! and a produce call that waits for the broker's acknowledgement.
+//! Kafka clients: the idempotent producer, consumer settings, topic creation,
+//! a produce call that waits for the broker's acknowledgement, and a reader
+//! of a whole topic (dead letters for operators, event topics for checks).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 use schemas::{RequestEnvelope, TopicNames};
 
 use crate::CommonConfig;
@@ -204,4 +208,128 @@ pub async fn create_topics(config: &CommonConfig, names: &TopicNames) -> Result<
         }
     }
     Ok(())
+}
+
+/// A record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key, as text.
+    pub key: Option<String>,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// Headers, as text.
+    pub headers: HashMap<String, String>,
+}
+
+impl StoredRecord {
+    /// The payload as JSON, if it is.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.payload).ok()
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Why a topic could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The broker or client failed.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The records up to the high watermarks did not all arrive in time.
+    #[error("reading {topic} timed out with {read} of {expected} records")]
+    TimedOut {
+        /// Topic.
+        topic: String,
+        /// Records read.
+        read: usize,
+        /// Records the watermarks promised.
+        expected: i64,
+    },
+}
+
+/// Partitions of `topic` and their (low, high) watermarks, in partition order.
+pub fn watermarks(config: &CommonConfig, topic: &str) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+    let consumer: BaseConsumer = client_config(config).create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut out = Vec::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            out.push((p.id(), low.max(0), high));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Every record `topic` holds now, read from the start of each partition up
+/// to its high watermark with a fresh client (no consumer group state), in
+/// offset order per partition. Blocks; fails after a minute.
+pub fn read_all(config: &CommonConfig, topic: &str) -> Result<Vec<StoredRecord>, ReadError> {
+    let marks = watermarks(config, topic)?;
+    let consumer: BaseConsumer = client_config(config)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "50")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    let mut wanted: HashMap<i32, i64> = HashMap::new();
+    for (partition, low, high) in &marks {
+        if high > low {
+            assignment.add_partition_offset(topic, *partition, Offset::Offset(*low))?;
+            wanted.insert(*partition, *high);
+        }
+    }
+    let mut records = Vec::new();
+    if wanted.is_empty() {
+        return Ok(records);
+    }
+    consumer.assign(&assignment)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    while wanted
+        .iter()
+        .any(|(p, high)| next.get(p).copied().unwrap_or(0) < *high)
+    {
+        if std::time::Instant::now() >= deadline {
+            return Err(ReadError::TimedOut {
+                topic: topic.to_owned(),
+                read: records.len(),
+                expected: marks.iter().map(|(_, low, high)| high - low).sum(),
+            });
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message?;
+        let mut headers = HashMap::new();
+        if let Some(hs) = message.headers() {
+            for h in hs.iter() {
+                if let Some(v) = h.value {
+                    headers.insert(h.key.to_owned(), String::from_utf8_lossy(v).into_owned());
+                }
+            }
+        }
+        next.insert(message.partition(), message.offset() + 1);
+        records.push(StoredRecord {
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: message.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    Ok(records)
 }

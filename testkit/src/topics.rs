@@ -1,43 +1,19 @@
 //! Kafka access for tests and tools: produce a raw record (to a chosen
-//! partition), read a whole topic from its start, delete a log's records.
+//! partition), read a whole topic from its start, delete a log's records,
+//! recreate a topic.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use platform::CommonConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-/// A record read back from a topic.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-    /// Key, as text.
-    pub key: Option<String>,
-    /// Payload bytes.
-    pub payload: Vec<u8>,
-    /// Headers, as text.
-    pub headers: HashMap<String, String>,
-}
-
-impl Record {
-    /// The payload as JSON, if it is.
-    pub fn json(&self) -> Option<serde_json::Value> {
-        serde_json::from_slice(&self.payload).ok()
-    }
-
-    /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-}
+/// A record read back from a topic; the reader itself is the platform's
+/// (the workers' dead-letter commands use it too).
+pub use platform::kafka::{read_all, watermarks, StoredRecord as Record};
 
 /// Produces one record to `topic` (full name), to `partition` if given
 /// (else by key), and waits for the acknowledgement.
@@ -68,82 +44,6 @@ pub async fn produce(
         .await
         .map_err(|(e, _)| anyhow::anyhow!("produce to {topic}: {e}"))?;
     Ok((delivery.partition, delivery.offset))
-}
-
-/// Partitions of `topic` and their (low, high) watermarks.
-pub fn watermarks(common: &CommonConfig, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
-    let consumer: BaseConsumer = platform::kafka::client_config(common).create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut out = Vec::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            out.push((p.id(), low.max(0), high));
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
-}
-
-/// Every record `topic` holds now, read from the start of each partition
-/// up to its high watermark with a fresh client (no consumer group state),
-/// in offset order per partition.
-pub fn read_all(common: &CommonConfig, topic: &str) -> anyhow::Result<Vec<Record>> {
-    let marks = watermarks(common, topic)?;
-    let consumer: BaseConsumer = platform::kafka::client_config(common)
-        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "50")
-        .create()?;
-    let mut assignment = TopicPartitionList::new();
-    let mut wanted: HashMap<i32, i64> = HashMap::new();
-    for (partition, low, high) in &marks {
-        if high > low {
-            assignment.add_partition_offset(topic, *partition, Offset::Offset(*low))?;
-            wanted.insert(*partition, *high);
-        }
-    }
-    let mut records = Vec::new();
-    if wanted.is_empty() {
-        return Ok(records);
-    }
-    consumer.assign(&assignment)?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut next: HashMap<i32, i64> = HashMap::new();
-    while wanted
-        .iter()
-        .any(|(p, high)| next.get(p).copied().unwrap_or(0) < *high)
-    {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "reading {topic} timed out"
-        );
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message?;
-        let mut headers = HashMap::new();
-        if let Some(hs) = message.headers() {
-            for h in hs.iter() {
-                if let Some(v) = h.value {
-                    headers.insert(h.key.to_owned(), String::from_utf8_lossy(v).into_owned());
-                }
-            }
-        }
-        next.insert(message.partition(), message.offset() + 1);
-        records.push(Record {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: message.payload().unwrap_or_default().to_vec(),
-            headers,
-        });
-    }
-    records.sort_by_key(|r| (r.partition, r.offset));
-    Ok(records)
 }
 
 /// Deletes every record of every partition of `topic` below its high

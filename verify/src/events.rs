@@ -64,7 +64,7 @@ pub async fn check(common: &CommonConfig, pool: &PgPool) -> anyhow::Result<Event
         let name = common.topics().name(*topic);
         let reader = common.clone();
         let records =
-            tokio::task::spawn_blocking(move || testkit::topics::read_all(&reader, &name))
+            tokio::task::spawn_blocking(move || platform::kafka::read_all(&reader, &name))
                 .await??;
         result.records += records.len();
         for record in records {

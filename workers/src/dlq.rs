@@ -10,9 +10,6 @@ use std::time::Duration;
 
 use platform::kafka::{self, OutgoingRecord};
 use platform::CommonConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use schemas::Topic;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -80,6 +77,9 @@ pub enum DlqError {
     /// Kafka failed.
     #[error(transparent)]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The dead-letter topic could not be read whole.
+    #[error(transparent)]
+    Read(#[from] kafka::ReadError),
     /// Publishing failed.
     #[error(transparent)]
     Produce(#[from] kafka::ProduceError),
@@ -103,68 +103,20 @@ pub fn topic_named(name: &str) -> Result<Topic, DlqError> {
 
 /// Every record of `topic`'s dead-letter topic, oldest first per partition.
 pub fn list(common: &CommonConfig, topic: Topic) -> Result<Vec<DeadLetter>, DlqError> {
-    let names = common.topics();
-    let dlq = names.dlq(topic);
-    let consumer: BaseConsumer = kafka::client_config(common)
-        .set(
-            "group.id",
-            format!("{}dlq-reader-{}", names.prefix(), Uuid::new_v4()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(&dlq), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut wanted: Vec<(i32, i64, i64)> = Vec::new();
-    let mut assignment = TopicPartitionList::new();
-    for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(&dlq, partition, Duration::from_secs(10))?;
-        if high > low {
-            assignment.add_partition_offset(&dlq, partition, Offset::Offset(low))?;
-            wanted.push((partition, low, high));
-        }
-    }
-    let mut letters = Vec::new();
-    if wanted.is_empty() {
-        return Ok(letters);
-    }
-    consumer.assign(&assignment)?;
-    let total: i64 = wanted.iter().map(|(_, low, high)| high - low).sum();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while (letters.len() as i64) < total && std::time::Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = message?;
-        let header = |name: &str| {
-            message.headers().and_then(|headers| {
-                headers
-                    .iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            })
-        };
-        let payload = message.payload().unwrap_or_default();
-        letters.push(DeadLetter {
+    let dlq = common.topics().dlq(topic);
+    Ok(kafka::read_all(common, &dlq)?
+        .into_iter()
+        .map(|record| DeadLetter {
             topic: dlq.clone(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            reason: header(schemas::HEADER_DLQ_REASON),
-            origin: header(schemas::HEADER_DLQ_ORIGIN),
-            request_id: decode::lenient_request_id(payload),
-            payload: String::from_utf8_lossy(payload).into_owned(),
-        });
-    }
-    letters.sort_by_key(|l| (l.partition, l.offset));
-    Ok(letters)
+            partition: record.partition,
+            offset: record.offset,
+            reason: record.header(schemas::HEADER_DLQ_REASON).map(str::to_owned),
+            origin: record.header(schemas::HEADER_DLQ_ORIGIN).map(str::to_owned),
+            request_id: decode::lenient_request_id(&record.payload),
+            payload: String::from_utf8_lossy(&record.payload).into_owned(),
+            key: record.key,
+        })
+        .collect())
 }
 
 /// The dead letter at `partition`/`offset` of `topic`'s dead-letter topic.

@@ -219,18 +219,18 @@ pub async fn publish_round(
     producer: &FutureProducer,
     topics: &TopicNames,
     produce_timeout: Duration,
-    fence: &Lease,
+    lease: &Lease,
 ) -> Result<usize, RelayError> {
     let mut tx = pool.begin().await?;
     // A relay frozen mid-round must not keep the lease row locked: past the
     // lease, Postgres ends its session and a stand-by relay takes over.
     sqlx::query(&format!(
         "SET LOCAL idle_in_transaction_session_timeout = {}",
-        fence.lease.as_millis().max(1)
+        lease.lease.as_millis().max(1)
     ))
     .execute(&mut *tx)
     .await?;
-    fence.renew(&mut tx).await?;
+    lease.renew(&mut tx).await?;
     let rows: Vec<OutboxRow> = sqlx::query_as(
         "SELECT id, event_id, topic, event_key, payload, request_id FROM outbox ORDER BY id LIMIT $1",
     )

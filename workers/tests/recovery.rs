@@ -441,7 +441,11 @@ impl workers::engine::Lane for BuggyLane {
                 .await?;
         }
         Ok(workers::engine::Applied::succeeded(
-            serde_json::json!({"amount": charge.amount}),
+            api::outcomes::ChargeResult {
+                user_id: charge.user_id,
+                balance: charge.amount,
+                history_id: 0,
+            },
             Vec::new(),
         ))
     }

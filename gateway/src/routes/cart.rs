@@ -1,81 +1,78 @@
 //! The cart: set or remove lines, read it, and check it out as an order.
 
+use api::limits::MAX_ORDER_ITEMS;
+use api::shop::{Cart, CartLine, SetQuantity};
+use api::Accepted;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use schemas::requests::{OrderLine, PlaceOrder, MAX_ITEM_QUANTITY, MAX_ORDER_ITEMS};
+use axum::Json;
+use schemas::requests::{OrderLine, PlaceOrder};
 use schemas::Request;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{AuthUser, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
-use crate::publish::{replay, request_id, submit};
+use crate::publish::Intake;
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/{id}/cart", get(show).delete(clear))
-        .route(
-            "/v1/users/{id}/cart/items/{stock_id}",
-            put(set_item).delete(remove_item),
-        )
-        .route("/v1/users/{id}/cart/checkout", post(checkout))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(show, clear))
+        .routes(routes!(set_item, remove_item))
+        .routes(routes!(checkout))
 }
 
-/// Body of `PUT /v1/users/{id}/cart/items/{stock_id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetQuantity {
-    quantity: i32,
-}
-
-async fn cart_json(state: &AppState, user_id: i64) -> ApiResult<Value> {
-    #[allow(clippy::type_complexity)]
-    let rows: Vec<(i64, i64, String, String, i32, i64, i32)> = sqlx::query_as(
-        "SELECT c.product_stock_id, c.product_id, p.name, s.size, c.quantity, p.price, s.quantity
+async fn read_cart(state: &AppState, user_id: i64) -> ApiResult<Cart> {
+    let items: Vec<CartLine> = sqlx::query_as(
+        "SELECT c.product_stock_id, c.product_id, p.name, s.size, c.quantity,
+                p.price AS unit_price, s.quantity AS in_stock
          FROM user_carts c JOIN product_stocks s ON s.id = c.product_stock_id JOIN products p ON p.id = c.product_id
          WHERE c.user_id = $1 ORDER BY c.id",
     )
     .bind(user_id)
     .fetch_all(&state.pool)
     .await?;
-    let total: i64 = rows.iter().map(|r| r.5 * i64::from(r.4)).sum();
-    let items: Vec<Value> = rows
-        .into_iter()
-        .map(|(stock_id, product_id, name, size, quantity, price, in_stock)| {
-            json!({"product_stock_id": stock_id, "product_id": product_id, "name": name, "size": size,
-                   "quantity": quantity, "unit_price": price, "in_stock": in_stock})
-        })
-        .collect();
-    Ok(json!({"user_id": user_id, "items": items, "total_amount": total}))
+    let total_amount = items
+        .iter()
+        .map(|line| line.unit_price * i64::from(line.quantity))
+        .sum();
+    Ok(Cart {
+        user_id,
+        items,
+        total_amount,
+    })
 }
 
+/// A user's cart.
+#[utoipa::path(get, path = "/v1/users/{id}/cart", tag = "cart",
+    params(("id" = i64, Path, description = "The user")),
+    security(("user" = []), ("admin" = [])),
+    responses((status = 200, description = "The cart", body = Cart)))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(user_id): ApiPath<i64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Cart>> {
     caller.require_access(user_id)?;
-    Ok(Json(cart_json(&state, user_id).await?))
+    Ok(Json(read_cart(&state, user_id).await?))
 }
 
+/// Sets the quantity of one product stock in the caller's cart (adds the
+/// line if new; a cart holds at most 50 lines).
+#[utoipa::path(put, path = "/v1/users/{id}/cart/items/{stock_id}", tag = "cart", request_body = SetQuantity,
+    params(("id" = i64, Path, description = "The caller's own user id"),
+           ("stock_id" = i64, Path, description = "The product stock")),
+    security(("user" = [])),
+    responses((status = 200, description = "The cart afterwards", body = Cart)))]
 async fn set_item(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath((user_id, stock_id)): ApiPath<(i64, i64)>,
     ApiJson(body): ApiJson<SetQuantity>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Cart>> {
     user.require_self(user_id)?;
-    if !(1..=MAX_ITEM_QUANTITY).contains(&body.quantity) {
-        return Err(ApiError::invalid(
-            "quantity",
-            format!("must be 1 to {MAX_ITEM_QUANTITY}"),
-        ));
-    }
     let lines: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM user_carts WHERE user_id = $1 AND product_stock_id <> $2",
     )
@@ -85,7 +82,7 @@ async fn set_item(
     .await?;
     if lines >= MAX_ORDER_ITEMS as i64 {
         return Err(ApiError::invalid(
-            "product_stock_id",
+            "stock_id",
             format!("a cart holds at most {MAX_ORDER_ITEMS} lines"),
         ));
     }
@@ -102,76 +99,82 @@ async fn set_item(
     if written.rows_affected() == 0 {
         return Err(ApiError::NotFound("product stock"));
     }
-    Ok(Json(cart_json(&state, user_id).await?))
+    Ok(Json(read_cart(&state, user_id).await?))
 }
 
+/// Removes one product stock from the caller's cart.
+#[utoipa::path(delete, path = "/v1/users/{id}/cart/items/{stock_id}", tag = "cart",
+    params(("id" = i64, Path, description = "The caller's own user id"),
+           ("stock_id" = i64, Path, description = "The product stock")),
+    security(("user" = [])),
+    responses((status = 200, description = "The cart afterwards", body = Cart)))]
 async fn remove_item(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath((user_id, stock_id)): ApiPath<(i64, i64)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Cart>> {
     user.require_self(user_id)?;
     sqlx::query("DELETE FROM user_carts WHERE user_id = $1 AND product_stock_id = $2")
         .bind(user_id)
         .bind(stock_id)
         .execute(&state.pool)
         .await?;
-    Ok(Json(cart_json(&state, user_id).await?))
+    Ok(Json(read_cart(&state, user_id).await?))
 }
 
+/// Empties the caller's cart.
+#[utoipa::path(delete, path = "/v1/users/{id}/cart", tag = "cart",
+    params(("id" = i64, Path, description = "The caller's own user id")),
+    security(("user" = [])),
+    responses((status = 200, description = "The empty cart", body = Cart)))]
 async fn clear(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(user_id): ApiPath<i64>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Cart>> {
     user.require_self(user_id)?;
     sqlx::query("DELETE FROM user_carts WHERE user_id = $1")
         .bind(user_id)
         .execute(&state.pool)
         .await?;
-    Ok(Json(cart_json(&state, user_id).await?))
+    Ok(Json(read_cart(&state, user_id).await?))
 }
 
 /// Orders the cart's lines as they are now; the order lane removes them
 /// from the cart only if the order succeeds.
-async fn checkout(
-    State(state): State<AppState>,
-    user: AuthUser,
-    headers: HeaderMap,
-    ApiPath(user_id): ApiPath<i64>,
-) -> ApiResult<Response> {
-    user.require_self(user_id)?;
-    let id = request_id(
-        &headers,
-        user_id,
-        "POST /v1/users/{id}/cart/checkout",
-        &user_id,
-    )?;
-    if let Some(response) = replay(&state, &id).await? {
-        return Ok(response);
-    }
-    let lines: Vec<(i64, i32)> = sqlx::query_as(
-        "SELECT product_stock_id, quantity FROM user_carts WHERE user_id = $1 ORDER BY id",
-    )
-    .bind(user_id)
-    .fetch_all(&state.pool)
-    .await?;
-    if lines.is_empty() {
-        return Err(ApiError::invalid("cart", "the cart is empty"));
-    }
-    let order = PlaceOrder {
-        user_id,
-        items: lines
-            .into_iter()
-            .map(|(product_stock_id, quantity)| OrderLine {
-                product_stock_id,
-                quantity,
-            })
-            .collect(),
-        from_cart: true,
-    };
-    order
-        .validate()
-        .map_err(|message| ApiError::invalid("cart", message))?;
-    submit(&state, id, Request::PlaceOrder(order)).await
+#[utoipa::path(post, path = "/v1/users/{id}/cart/checkout", tag = "cart",
+    params(("id" = i64, Path, description = "The caller's own user id"), crate::openapi::IdempotencyKey),
+    security(("user" = [])),
+    responses((status = 202, description = "Accepted: poll Location for the outcome",
+               body = Accepted, headers(("Location" = String, description = "/v1/requests/{request_id}")))))]
+async fn checkout(intake: Intake, ApiPath(user_id): ApiPath<i64>) -> ApiResult<Response> {
+    intake.user().require_self(user_id)?;
+    intake
+        .accept(&(), async |intake| {
+            let lines: Vec<(i64, i32)> = sqlx::query_as(
+                "SELECT product_stock_id, quantity FROM user_carts WHERE user_id = $1 ORDER BY id",
+            )
+            .bind(user_id)
+            .fetch_all(&intake.state().pool)
+            .await?;
+            if lines.is_empty() {
+                return Err(ApiError::invalid("cart", "the cart is empty"));
+            }
+            let order = PlaceOrder {
+                user_id,
+                items: lines
+                    .into_iter()
+                    .map(|(product_stock_id, quantity)| OrderLine {
+                        product_stock_id,
+                        quantity,
+                    })
+                    .collect(),
+                from_cart: true,
+            };
+            order
+                .validate()
+                .map_err(|message| ApiError::invalid("cart", message))?;
+            Ok(Request::PlaceOrder(order))
+        })
+        .await
 }

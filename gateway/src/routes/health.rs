@@ -1,30 +1,39 @@
-//! Liveness, readiness and Prometheus metrics.
+//! Liveness, readiness, Prometheus metrics and the OpenAPI document.
 
 use std::time::Duration;
 
+use api::health::{Live, Ready};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(ready))
-        .route(
-            "/metrics",
-            get(|| async { platform::observability::metrics_handle().render() }),
-        )
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = Live)))]
+async fn live() -> Json<Live> {
+    Json(Live {
+        status: "ok".into(),
+    })
 }
 
 /// Ready when both Postgres and Kafka answer and the producer has not
 /// failed for good (a fatal idempotence error, e.g. after a topic was
 /// recreated under it, refuses every later publish until a restart).
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready", body = Ready),
+              (status = 503, description = "Not ready", body = Ready)))]
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let producer_error = platform::kafka::fatal_error(&state.producer);
     let database = sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(&state.pool)
@@ -37,16 +46,26 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     .await
     .unwrap_or(false)
         && producer_error.is_none();
-    let status = if database && kafka {
+    let ready = database && kafka;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(
-            json!({"database": database, "kafka": kafka, "producer_error": producer_error,
-                    "ready": database && kafka}),
-        ),
+        Json(Ready {
+            database,
+            kafka,
+            producer_error,
+            ready,
+        }),
     )
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
+async fn metrics() -> String {
+    platform::observability::metrics_handle().render()
 }

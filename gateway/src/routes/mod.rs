@@ -1,6 +1,7 @@
-//! One module per resource; [`router`] merges them.
+//! One module per resource; [`router`] merges them into one router that
+//! carries its OpenAPI description.
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
@@ -16,9 +17,9 @@ pub mod requests;
 pub mod reservations;
 pub mod users;
 
-/// Every route of the gateway.
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// Every route of the gateway, with its OpenAPI description.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(users::router())
         .merge(queue::router())
         .merge(concerts::router())
@@ -32,21 +33,53 @@ pub fn router() -> Router<AppState> {
         .merge(health::router())
 }
 
-/// Paging parameters of list endpoints.
-#[derive(Debug, serde::Deserialize)]
-pub struct Page {
-    /// Rows to return (1..=200, default 50).
-    pub limit: Option<i64>,
-    /// Rows to skip.
-    pub offset: Option<i64>,
-}
+/// Keyset paging: a page is the rows past the cursor's id, one more than
+/// the limit fetched to learn whether a next page exists
+/// ([`api::Paged::from_rows`]).
+pub mod page {
+    use api::limits::{PAGE_DEFAULT, PAGE_MAX};
+    use api::Cursor;
 
-impl Page {
-    /// `(limit, offset)` clamped to sane bounds.
-    pub fn bounds(&self) -> (i64, i64) {
-        (
-            self.limit.unwrap_or(50).clamp(1, 200),
-            self.offset.unwrap_or(0).max(0),
-        )
+    use crate::error::{ApiError, ApiResult};
+
+    /// The limit asked for, within 1 to [`PAGE_MAX`].
+    pub fn limit(limit: Option<i64>) -> ApiResult<i64> {
+        let limit = limit.unwrap_or(PAGE_DEFAULT);
+        if (1..=PAGE_MAX).contains(&limit) {
+            Ok(limit)
+        } else {
+            Err(ApiError::invalid(
+                "limit",
+                format!("must be 1 to {PAGE_MAX}"),
+            ))
+        }
+    }
+
+    /// The id a cursor stands for.
+    pub fn position(cursor: Option<&str>) -> ApiResult<Option<i64>> {
+        cursor
+            .map(|c| {
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|id| *id >= 0)
+                    .ok_or_else(|| ApiError::invalid("cursor", "not a cursor this list gave"))
+            })
+            .transpose()
+    }
+
+    /// `(limit, after id)` of a list in ascending id order.
+    pub fn forward(cursor: &Cursor) -> ApiResult<(i64, i64)> {
+        Ok((
+            limit(cursor.limit)?,
+            position(cursor.cursor.as_deref())?.unwrap_or(0),
+        ))
+    }
+
+    /// `(limit, before id)` of a list in descending id order (newest first).
+    pub fn backward(cursor: &Cursor) -> ApiResult<(i64, i64)> {
+        Ok((
+            limit(cursor.limit)?,
+            position(cursor.cursor.as_deref())?.unwrap_or(i64::MAX),
+        ))
     }
 }

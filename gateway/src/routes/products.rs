@@ -1,26 +1,33 @@
 //! Shop catalogue: products with stock per size, admin set-up, best sellers
 //! and daily stats.
 
+use api::shop::{
+    DailyQuery, DailyStats, NewProduct, Product, ProductDay, ProductFilter, TopProduct,
+    TopProducts, TopQuery,
+};
+use api::{Cursor, Paged};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use sqlx::types::Json as Jsonb;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::routes::page;
 use crate::state::AppState;
+use crate::validate;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/products", get(list))
-        .route("/v1/products/top", get(top))
-        .route("/v1/products/{id}", get(show))
-        .route("/v1/stats/products/daily", get(daily))
-        .route("/v1/admin/products", post(create))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(top))
+        .routes(routes!(show))
+        .routes(routes!(daily))
+        .routes(routes!(create))
 }
 
 #[derive(sqlx::FromRow)]
@@ -30,7 +37,7 @@ struct ProductRow {
     category: String,
     price: i64,
     created_at: DateTime<Utc>,
-    stocks: Value,
+    stocks: Jsonb<Vec<api::shop::Stock>>,
 }
 
 const PRODUCT_SELECT: &str = "SELECT p.id, p.name, p.category, p.price, p.created_at,
@@ -39,106 +46,77 @@ const PRODUCT_SELECT: &str = "SELECT p.id, p.name, p.category, p.price, p.create
                   FROM product_stocks s WHERE s.product_id = p.id), '[]'::jsonb) AS stocks
      FROM products p";
 
-impl ProductRow {
-    fn to_json(&self) -> Value {
-        json!({"id": self.id, "name": self.name, "category": self.category, "price": self.price,
-               "created_at": self.created_at, "stocks": self.stocks})
+impl From<ProductRow> for Product {
+    fn from(row: ProductRow) -> Self {
+        Product {
+            id: row.id,
+            name: row.name,
+            category: row.category,
+            price: row.price,
+            created_at: row.created_at,
+            stocks: row.stocks.0,
+        }
     }
 }
 
-/// `?category=&limit=&offset=`.
-#[derive(Debug, Deserialize)]
-pub struct ProductFilter {
-    category: Option<String>,
-    limit: Option<i64>,
-    offset: Option<i64>,
-}
-
+/// Products, by id, optionally of one category.
+#[utoipa::path(get, path = "/v1/products", tag = "products", params(ProductFilter),
+    responses((status = 200, description = "A page of products", body = Paged<Product>)))]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(filter): ApiQuery<ProductFilter>,
-) -> ApiResult<Json<Value>> {
-    let limit = filter.limit.unwrap_or(50).clamp(1, 200);
-    let offset = filter.offset.unwrap_or(0).max(0);
+) -> ApiResult<Json<Paged<Product>>> {
+    let (limit, after) = page::forward(&Cursor {
+        limit: filter.limit,
+        cursor: filter.cursor,
+    })?;
+    if let Some(category) = &filter.category {
+        validate::text("category", category, api::limits::MAX_CATEGORY_CHARS)?;
+    }
     let rows: Vec<ProductRow> = sqlx::query_as(&format!(
-        "{PRODUCT_SELECT} WHERE ($1::text IS NULL OR p.category = $1) ORDER BY p.id LIMIT $2 OFFSET $3"
+        "{PRODUCT_SELECT} WHERE ($1::text IS NULL OR p.category = $1) AND p.id > $2
+         ORDER BY p.id LIMIT $3"
     ))
     .bind(filter.category)
-    .bind(limit)
-    .bind(offset)
+    .bind(after)
+    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    Ok(Json(
-        json!({"items": rows.iter().map(ProductRow::to_json).collect::<Vec<_>>(),
-                   "limit": limit, "offset": offset}),
-    ))
+    let rows: Vec<Product> = rows.into_iter().map(Product::from).collect();
+    Ok(Json(Paged::from_rows(rows, limit, |p| p.id)))
 }
 
-async fn show(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Value>> {
+/// One product with its stock per size.
+#[utoipa::path(get, path = "/v1/products/{id}", tag = "products",
+    params(("id" = i64, Path, description = "The product")),
+    responses((status = 200, description = "The product", body = Product)))]
+async fn show(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Product>> {
     let row: ProductRow = sqlx::query_as(&format!("{PRODUCT_SELECT} WHERE p.id = $1"))
         .bind(id)
         .fetch_optional(&state.pool)
         .await?
         .ok_or(ApiError::NotFound("product"))?;
-    Ok(Json(row.to_json()))
+    Ok(Json(row.into()))
 }
 
-/// Body of `POST /v1/admin/products`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewProduct {
-    name: String,
-    category: String,
-    price: i64,
-    stocks: Vec<NewStock>,
-}
-
-/// One size of a new product.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewStock {
-    size: String,
-    quantity: i32,
-}
-
+/// Sets up a product with its sizes and stock (admin).
+#[utoipa::path(post, path = "/v1/admin/products", tag = "admin", request_body = NewProduct,
+    security(("admin" = [])),
+    responses((status = 201, description = "Created", body = Product)))]
 async fn create(
     State(state): State<AppState>,
     _admin: Admin,
     ApiJson(body): ApiJson<NewProduct>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 255 {
-        return Err(ApiError::invalid("name", "must be 1 to 255 characters"));
-    }
-    let category = body.category.trim();
-    if category.is_empty() || category.chars().count() > 100 {
-        return Err(ApiError::invalid("category", "must be 1 to 100 characters"));
-    }
-    if !(0..=100_000_000).contains(&body.price) {
-        return Err(ApiError::invalid("price", "must be 0 to 100000000"));
-    }
-    if body.stocks.is_empty() || body.stocks.len() > 50 {
-        return Err(ApiError::invalid("stocks", "must hold 1 to 50 sizes"));
-    }
-    let mut sizes = std::collections::HashSet::new();
-    for stock in &body.stocks {
-        let size = stock.size.trim();
-        if size.is_empty() || size.chars().count() > 20 || !sizes.insert(size) {
-            return Err(ApiError::invalid(
-                "stocks.size",
-                "must be 1 to 20 characters and distinct",
-            ));
-        }
-        if !(0..=1_000_000).contains(&stock.quantity) {
-            return Err(ApiError::invalid("stocks.quantity", "must be 0 to 1000000"));
-        }
-    }
+) -> ApiResult<(StatusCode, Json<Product>)> {
     let mut tx = state.pool.begin().await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO products (name, category, price) VALUES ($1, $2, $3) RETURNING id",
     )
-    .bind(name)
-    .bind(category)
+    .bind(body.name.trim())
+    .bind(body.category.trim())
     .bind(body.price)
     .fetch_one(&mut *tx)
     .await?;
@@ -159,30 +137,21 @@ async fn create(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(row.to_json())))
-}
-
-/// `?days=3&limit=5`.
-#[derive(Debug, Deserialize)]
-pub struct TopQuery {
-    days: Option<i32>,
-    limit: Option<i64>,
+    Ok((StatusCode::CREATED, Json(row.into())))
 }
 
 /// Best sellers over the last `days` business days (today included), by
 /// units sold, then sales amount, then product id (so ties are stable).
+#[utoipa::path(get, path = "/v1/products/top", tag = "products", params(TopQuery),
+    responses((status = 200, description = "The best sellers", body = TopProducts)))]
 async fn top(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<TopQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TopProducts>> {
     let days = query.days.unwrap_or(3);
-    if !(1..=90).contains(&days) {
-        return Err(ApiError::invalid("days", "must be 1 to 90"));
-    }
+    validate::within("days", days, 1..=90)?;
     let limit = query.limit.unwrap_or(5);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be 1 to 100"));
-    }
+    validate::within("limit", limit, 1..=100)?;
     let (from, to): (NaiveDate, NaiveDate) = sqlx::query_as(
         "SELECT (now() AT TIME ZONE $1)::date - ($2 - 1), (now() AT TIME ZONE $1)::date",
     )
@@ -204,29 +173,40 @@ async fn top(
     .bind(limit)
     .fetch_all(&state.pool)
     .await?;
-    let items: Vec<Value> = rows
+    let items = rows
         .into_iter()
-        .enumerate()
-        .map(|(i, (id, name, category, orders, quantity, amount))| {
-            json!({"rank": i + 1, "product_id": id, "name": name, "category": category,
-                   "total_orders": orders, "total_quantity": quantity, "total_sales_amount": amount})
-        })
+        .zip(1..)
+        .map(
+            |((product_id, name, category, orders, quantity, amount), rank)| TopProduct {
+                rank,
+                product_id,
+                name,
+                category,
+                total_orders: orders,
+                total_quantity: quantity,
+                total_sales_amount: amount,
+            },
+        )
         .collect();
-    Ok(Json(
-        json!({"from": from, "to": to, "time_zone": &*state.business_tz, "items": items}),
-    ))
+    Ok(Json(TopProducts {
+        from,
+        to,
+        time_zone: state.business_tz.to_string(),
+        items,
+    }))
 }
 
-/// `?date=YYYY-MM-DD` (default: today in the business time zone).
-#[derive(Debug, Deserialize)]
-pub struct DailyQuery {
-    date: Option<NaiveDate>,
-}
-
+/// One business day's totals per product, by product id.
+#[utoipa::path(get, path = "/v1/stats/products/daily", tag = "products", params(DailyQuery),
+    responses((status = 200, description = "A page of the day's totals", body = DailyStats)))]
 async fn daily(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<DailyQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DailyStats>> {
+    let (limit, after) = page::forward(&Cursor {
+        limit: query.limit,
+        cursor: query.cursor,
+    })?;
     let date: NaiveDate = match query.date {
         Some(date) => date,
         None => {
@@ -236,22 +216,22 @@ async fn daily(
                 .await?
         }
     };
-    let rows: Vec<(i64, String, i32, i64, i64)> = sqlx::query_as(
-        "SELECT s.product_id, p.name, s.total_orders, s.total_quantity, s.total_sales_amount
+    let rows: Vec<ProductDay> = sqlx::query_as(
+        "SELECT s.product_id, p.name, s.order_date AS date, s.total_orders, s.total_quantity,
+                s.total_sales_amount
          FROM product_order_stats s JOIN products p ON p.id = s.product_id
-         WHERE s.order_date = $1 ORDER BY s.product_id",
+         WHERE s.order_date = $1 AND s.product_id > $2 ORDER BY s.product_id LIMIT $3",
     )
     .bind(date)
+    .bind(after)
+    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let items: Vec<Value> = rows
-        .into_iter()
-        .map(|(product_id, name, orders, quantity, amount)| {
-            json!({"product_id": product_id, "name": name, "date": date, "total_orders": orders,
-                   "total_quantity": quantity, "total_sales_amount": amount})
-        })
-        .collect();
-    Ok(Json(
-        json!({"date": date, "time_zone": &*state.business_tz, "items": items}),
-    ))
+    let page = Paged::from_rows(rows, limit, |d| d.product_id);
+    Ok(Json(DailyStats {
+        date,
+        time_zone: state.business_tz.to_string(),
+        items: page.items,
+        next: page.next,
+    }))
 }

@@ -1,12 +1,13 @@
 //! The waiting queue: join for a schedule, read a token's status.
 
+use api::concert::{JoinQueue, QueueToken};
+use api::status::QueueStatus;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -14,17 +15,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 
-/// Body of `POST /v1/queue/tokens`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinQueue {
-    schedule_id: i64,
-}
-
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/queue/tokens", post(join))
-        .route("/v1/queue/tokens/{token}", get(status))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(join))
+        .routes(routes!(status))
 }
 
 #[derive(sqlx::FromRow)]
@@ -32,15 +26,15 @@ struct TokenRow {
     token: Uuid,
     user_id: i64,
     concert_schedule_id: i64,
-    status: String,
+    status: QueueStatus,
     queue_no: i64,
     expires_at: Option<DateTime<Utc>>,
 }
 
 const TOKEN_COLUMNS: &str = "token, user_id, concert_schedule_id, status, queue_no, expires_at";
 
-async fn describe(state: &AppState, row: &TokenRow) -> ApiResult<Value> {
-    let position: Option<i64> = if row.status == "WAITING" {
+async fn describe(state: &AppState, row: &TokenRow) -> ApiResult<QueueToken> {
+    let position: Option<i64> = if row.status == QueueStatus::Waiting {
         Some(
             sqlx::query_scalar(
                 "SELECT count(*) + 1 FROM reservation_queue
@@ -54,28 +48,35 @@ async fn describe(state: &AppState, row: &TokenRow) -> ApiResult<Value> {
     } else {
         None
     };
-    let status = match (&*row.status, row.expires_at) {
-        ("ACTIVE", Some(at)) if at <= Utc::now() => "EXPIRED",
+    let status = match (row.status, row.expires_at) {
+        (QueueStatus::Active, Some(at)) if at <= Utc::now() => QueueStatus::Expired,
         (status, _) => status,
     };
-    Ok(json!({
-        "token": row.token,
-        "user_id": row.user_id,
-        "schedule_id": row.concert_schedule_id,
-        "status": status,
-        "position": position,
-        "active_until": if status == "ACTIVE" { row.expires_at } else { None },
-    }))
+    Ok(QueueToken {
+        token: row.token,
+        user_id: row.user_id,
+        schedule_id: row.concert_schedule_id,
+        status,
+        position,
+        active_until: if status == QueueStatus::Active {
+            row.expires_at
+        } else {
+            None
+        },
+    })
 }
 
+/// Joins the waiting queue of a schedule (201), or answers the caller's
+/// live place in it (200): one per user and schedule.
+#[utoipa::path(post, path = "/v1/queue/tokens", tag = "queue", request_body = JoinQueue,
+    security(("user" = [])),
+    responses((status = 201, description = "Joined", body = QueueToken),
+              (status = 200, description = "Already in line (or admitted)", body = QueueToken)))]
 async fn join(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     ApiJson(body): ApiJson<JoinQueue>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    if body.schedule_id <= 0 {
-        return Err(ApiError::invalid("schedule_id", "must be positive"));
-    }
+) -> ApiResult<(StatusCode, Json<QueueToken>)> {
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM concert_schedules WHERE id = $1)")
             .bind(body.schedule_id)
@@ -117,11 +118,16 @@ async fn join(
     Ok((code, Json(describe(&state, &row).await?)))
 }
 
+/// A queue token's status and place in line.
+#[utoipa::path(get, path = "/v1/queue/tokens/{token}", tag = "queue",
+    params(("token" = String, Path, description = "The queue token")),
+    security(("user" = [])),
+    responses((status = 200, description = "The token", body = QueueToken)))]
 async fn status(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     ApiPath(token): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<QueueToken>> {
     let token = Uuid::parse_str(&token).map_err(|_| ApiError::NotFound("queue token"))?;
     let row: TokenRow = sqlx::query_as(&format!(
         "SELECT {TOKEN_COLUMNS} FROM reservation_queue WHERE token = $1"
@@ -164,9 +170,9 @@ pub async fn require_active_token(
     if row.concert_schedule_id != schedule_id {
         return Err(ApiError::QueueTokenInvalid("token is for another schedule"));
     }
-    match (&*row.status, row.expires_at) {
-        ("ACTIVE", Some(at)) if at > Utc::now() => Ok(token),
-        ("WAITING", _) => Err(ApiError::QueueTokenInvalid("still waiting in the queue")),
+    match (row.status, row.expires_at) {
+        (QueueStatus::Active, Some(at)) if at > Utc::now() => Ok(token),
+        (QueueStatus::Waiting, _) => Err(ApiError::QueueTokenInvalid("still waiting in the queue")),
         _ => Err(ApiError::QueueTokenInvalid("token expired")),
     }
 }

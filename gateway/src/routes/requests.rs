@@ -4,12 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::outcomes::OutcomeError;
+use api::status::RequestStatus;
+use api::RequestOutcome;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use platform::db::RequestView;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -18,13 +22,19 @@ use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::waiter::{KnownRequest, PENDING};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/requests/{id}", get(show))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show))
 }
 
-/// `?wait_ms=N`: wait up to N ms for a final outcome.
-#[derive(Debug, Deserialize)]
+/// `?wait_ms=N`: long-poll.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Wait {
+    /// Wait up to this many milliseconds for the outcome while PENDING
+    /// (capped by the gateway's `REQUEST_WAIT_MAX_MS`, 30 s by default);
+    /// 0 or absent answers at once.
+    #[param(minimum = 0)]
     wait_ms: Option<u64>,
 }
 
@@ -47,12 +57,17 @@ fn authorize(caller: Caller, row: &RequestView) -> ApiResult<()> {
     }
 }
 
+/// The outcome of an accepted request, optionally waiting for it.
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
+    params(("id" = Uuid, Path, description = "The request id a 202 answered"), Wait),
+    security(("user" = []), ("admin" = [])),
+    responses((status = 200, description = "Where the request stands", body = RequestOutcome)))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(wait): ApiQuery<Wait>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RequestOutcome>> {
     let wait = Duration::from_millis(wait.wait_ms.unwrap_or(0)).min(state.max_wait);
     // Past LONG_POLL_MAX waiting long-polls, a long-poll is answered at
     // once, as a plain GET: clients poll again, and the gateway's memory
@@ -76,15 +91,31 @@ async fn show(
             wait_for_outcome(&state, caller, id, subscription.notify(), wait).await?
         }
     };
-    let mut body = json!({"request_id": id, "type": row.request_type, "status": row.status});
-    if let Some(result) = &row.result {
-        body["result"] = result.clone();
-    }
-    if let Some(code) = &row.error_code {
-        body["error"] =
-            json!({"code": code, "message": row.error_message.as_deref().unwrap_or_default()});
-    }
-    Ok(Json(body))
+    Ok(Json(outcome(id, &row)?))
+}
+
+/// The API's view of a `requests` row.
+fn outcome(id: Uuid, row: &RequestView) -> ApiResult<RequestOutcome> {
+    let status: RequestStatus =
+        serde_json::from_value(serde_json::Value::String(row.status.clone()))
+            .map_err(|_| anyhow::anyhow!("request {id} has status {:?}", row.status))?;
+    let result = match &row.result {
+        Some(result) => Some(
+            serde_json::from_value(result.clone())
+                .map_err(|e| anyhow::anyhow!("request {id} has a result of no known shape: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(RequestOutcome {
+        request_id: id,
+        request_type: row.request_type.clone(),
+        status,
+        result,
+        error: row.error_code.as_ref().map(|code| OutcomeError {
+            code: code.clone(),
+            message: row.error_message.clone().unwrap_or_default(),
+        }),
+    })
 }
 
 /// Looks the request up until it is decided or `wait` has passed. The first

@@ -1,53 +1,29 @@
 //! `POST /v1/users`: identity, with a signed bearer credential.
 
+use api::users::{NewUser, User};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 
-/// Body of `POST /v1/users`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewUser {
-    name: String,
-    email: String,
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_user))
 }
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/users", post(create_user))
-}
-
-fn validate(user: &NewUser) -> ApiResult<()> {
-    let name = user.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
-    }
-    let email = user.email.trim();
-    let well_formed = email.len() <= 255
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
-        });
-    if !well_formed {
-        return Err(ApiError::invalid(
-            "email",
-            "must be an email address of at most 255 characters",
-        ));
-    }
-    Ok(())
-}
-
+/// Creates a user (with a zero balance) and answers their bearer
+/// credential.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser,
+    responses((status = 201, description = "Created", body = User)))]
 async fn create_user(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewUser>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    validate(&body)?;
-    let email = body.email.trim().to_lowercase();
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let email = body.email.to_lowercase();
     let name = body.name.trim().to_owned();
     let mut tx = state.pool.begin().await?;
     let id: i64 =
@@ -74,6 +50,11 @@ async fn create_user(
     let token = state.signer.issue(id);
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": id, "name": name, "email": email, "token": token})),
+        Json(User {
+            id,
+            name,
+            email,
+            token,
+        }),
     ))
 }

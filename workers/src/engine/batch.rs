@@ -477,7 +477,10 @@ impl<L: Lane> PartitionWorker<L> {
             match applied.outcome {
                 Outcome::Succeeded(result) => {
                     outcome.status = "SUCCEEDED";
-                    outcome.result = Some(result);
+                    outcome.result = result
+                        .map(serde_json::to_value)
+                        .transpose()
+                        .map_err(|e| LaneError::Bug(e.to_string()))?;
                 }
                 Outcome::Rejected(code, message) => {
                     outcome.status = "REJECTED";

@@ -27,8 +27,8 @@ pub use decode::{LaneInput, Poison, RequestMeta};
 /// What applying one request decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Applied; the value is the request's `result`.
-    Succeeded(serde_json::Value),
+    /// Applied; the value is the request's `result` (none for an event).
+    Succeeded(Option<api::RequestResult>),
     /// A business rule refused it. Nothing was changed.
     Rejected(ErrorCode, String),
 }
@@ -43,10 +43,18 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// A success with `result` and `events`.
-    pub fn succeeded(result: serde_json::Value, events: Vec<Event>) -> Self {
+    /// A request applied with `result` and `events`.
+    pub fn succeeded(result: impl Into<api::RequestResult>, events: Vec<Event>) -> Self {
         Self {
-            outcome: Outcome::Succeeded(result),
+            outcome: Outcome::Succeeded(Some(result.into())),
+            events,
+        }
+    }
+
+    /// An event consumed, emitting `events`.
+    pub fn consumed(events: Vec<Event>) -> Self {
+        Self {
+            outcome: Outcome::Succeeded(None),
             events,
         }
     }

@@ -3,10 +3,10 @@
 //! charge is applied in memory, and the balances and history rows are
 //! written with one statement each.
 
+use api::outcomes::ChargeResult;
 use async_trait::async_trait;
 use schemas::events::BalanceChangeKind;
 use schemas::{ErrorCode, Event, Request, RequestEnvelope, Topic};
-use serde_json::json;
 use sqlx::PgConnection;
 
 use super::ledger::{Ledger, MAX_BALANCE};
@@ -76,7 +76,11 @@ impl Lane for ChargeLane {
             )
             .await?;
         Ok(Applied::succeeded(
-            json!({"user_id": charge.user_id, "balance": changed.balance_after, "history_id": changed.history_id}),
+            ChargeResult {
+                user_id: charge.user_id,
+                balance: changed.balance_after,
+                history_id: changed.history_id,
+            },
             vec![Event::BalanceChanged(changed)],
         ))
     }

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeSet;
 
+use api::outcomes::OrderResult;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use schemas::events::{BalanceChangeKind, OrderPaid, OrderPaidItem};
 use schemas::requests::PlaceOrder;
 use schemas::{ErrorCode, Event, Request, RequestEnvelope, Topic};
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -171,7 +171,12 @@ impl OrderLane {
             }),
         );
         Ok(Applied::succeeded(
-            json!({"order_id": order_id, "payment_id": payment_id, "total_amount": total, "balance": balance_after}),
+            OrderResult {
+                order_id,
+                payment_id,
+                total_amount: total,
+                balance: balance_after,
+            },
             events,
         ))
     }

@@ -9,12 +9,12 @@
 
 use std::collections::HashMap;
 
+use api::outcomes::PaymentResult;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use schemas::events::{BalanceChangeKind, PaymentChanged};
 use schemas::requests::PayReservation;
 use schemas::{ErrorCode, Event, Request, RequestEnvelope, Topic};
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -122,8 +122,12 @@ impl PaymentLane {
         batch.confirmed.push(reservation.id);
         batch.tokens.push(pay.queue_token);
         Ok(Applied::succeeded(
-            json!({"payment_id": payment_id, "reservation_id": reservation.id, "amount": amount,
-                   "balance": changed.balance_after}),
+            PaymentResult {
+                payment_id,
+                reservation_id: reservation.id,
+                amount,
+                balance: changed.balance_after,
+            },
             vec![
                 Event::PaymentSucceeded(PaymentChanged {
                     payment_id,

@@ -4,18 +4,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use api::outcomes::{CancelResult, ExpireResult, HoldResult};
+use api::status::{ReservationStatus, UnknownStatus};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use schemas::events::{BalanceChangeKind, PaymentChanged, ReservationChanged};
 use schemas::requests::{CancelReservation, ExpireHold, HoldSeat};
 use schemas::{ErrorCode, Event, Request, RequestEnvelope, Topic};
-use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::ledger::{self, Ledger};
 use crate::engine::{Applied, Lane};
-use crate::error::LaneResult;
+use crate::error::{LaneError, LaneResult};
 
 /// Applies `reservation.hold`, `reservation.cancel` and `reservation.expire`.
 #[derive(Debug, Clone)]
@@ -179,8 +180,13 @@ impl ReservationLane {
         *deltas.entry(schedule_id).or_default() -= 1;
         events.push(Event::ReservationHeld(reservation.changed("PENDING")));
         Ok(Applied::succeeded(
-            json!({"reservation_id": reservation.id, "seat_id": hold.seat_id, "schedule_id": schedule_id,
-                   "amount": price, "expires_at": reservation.expires_at}),
+            HoldResult {
+                reservation_id: reservation.id,
+                seat_id: hold.seat_id,
+                schedule_id,
+                amount: price,
+                expires_at: reservation.expires_at,
+            },
             events,
         ))
     }
@@ -208,7 +214,11 @@ impl ReservationLane {
             "PENDING" => {
                 release(tx, &mut batch.deltas, &reservation, "CANCELLED").await?;
                 Ok(Applied::succeeded(
-                    json!({"reservation_id": reservation.id, "status": "CANCELLED", "refunded": 0}),
+                    CancelResult {
+                        reservation_id: reservation.id,
+                        status: ReservationStatus::Cancelled,
+                        refunded: 0,
+                    },
                     vec![Event::ReservationCancelled(
                         reservation.changed("CANCELLED"),
                     )],
@@ -273,7 +283,11 @@ impl ReservationLane {
                     Event::ReservationCancelled(reservation.changed("CANCELLED")),
                 );
                 Ok(Applied::succeeded(
-                    json!({"reservation_id": reservation.id, "status": "CANCELLED", "refunded": refunded}),
+                    CancelResult {
+                        reservation_id: reservation.id,
+                        status: ReservationStatus::Cancelled,
+                        refunded,
+                    },
                     events,
                 ))
             }
@@ -299,13 +313,24 @@ impl ReservationLane {
         if reservation.status != "PENDING" || !reservation.lapsed {
             // Paid, cancelled, already expired, or not due: nothing to do.
             return Ok(Applied::succeeded(
-                json!({"reservation_id": reservation.id, "expired": false, "status": reservation.status}),
+                ExpireResult {
+                    reservation_id: reservation.id,
+                    expired: false,
+                    status: reservation
+                        .status
+                        .parse()
+                        .map_err(|e: UnknownStatus| LaneError::Bug(e.to_string()))?,
+                },
                 Vec::new(),
             ));
         }
         release(tx, deltas, &reservation, "EXPIRED").await?;
         Ok(Applied::succeeded(
-            json!({"reservation_id": reservation.id, "expired": true, "status": "EXPIRED"}),
+            ExpireResult {
+                reservation_id: reservation.id,
+                expired: true,
+                status: ReservationStatus::Expired,
+            },
             vec![Event::ReservationExpired(reservation.changed("EXPIRED"))],
         ))
     }

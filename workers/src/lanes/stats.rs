@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use chrono::NaiveDate;
 use schemas::events::ProductDailyStats;
 use schemas::{Event, EventEnvelope, Topic};
-use serde_json::Value;
 use sqlx::PgConnection;
 
 use crate::engine::{Applied, Lane};
@@ -54,7 +53,7 @@ impl Lane for StatsLane {
         if let Event::OrderPaid(order) = &envelope.event {
             if !folded.orders.insert(order.order_id) {
                 // The same order twice in one batch (a re-published event).
-                return Ok(Applied::succeeded(Value::Null, Vec::new()));
+                return Ok(Applied::consumed(Vec::new()));
             }
             // One order counts once per product, whatever its sizes.
             let mut per_product: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
@@ -69,7 +68,7 @@ impl Lane for StatsLane {
                     .push((order.order_id, product_id, order.paid_at, quantity, amount));
             }
         }
-        Ok(Applied::succeeded(Value::Null, Vec::new()))
+        Ok(Applied::consumed(Vec::new()))
     }
 
     async fn finish(&self, tx: &mut PgConnection, folded: Folded) -> LaneResult<Vec<Event>> {
