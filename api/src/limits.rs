@@ -35,5 +35,7 @@ pub const MAX_ITEM_QUANTITY: i32 = 1_000;
 pub const PAGE_DEFAULT: i64 = 50;
 /// Largest page of a list.
 pub const PAGE_MAX: i64 = 200;
+/// Longest cursor a list takes back, in characters.
+pub const MAX_CURSOR_CHARS: usize = 64;
 /// Longest `Idempotency-Key`, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;

@@ -84,6 +84,14 @@ fn the_document_states_the_enforced_limits() {
         .and_then(|p| p.iter().find(|p| p["name"] == "limit"))
         .expect("limit parameter");
     assert_eq!(number(&limit["schema"]["maximum"]), PAGE_MAX);
+    let cursor = doc["paths"]["/v1/concerts"]["get"]["parameters"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["name"] == "cursor"))
+        .expect("cursor parameter");
+    assert_eq!(
+        number(&cursor["schema"]["maxLength"]),
+        MAX_CURSOR_CHARS as i64
+    );
     // The body keeps its schemas' shape rules too: unknown fields are refused.
     assert_eq!(
         doc["components"]["schemas"]["NewUser"]["additionalProperties"],
