@@ -74,18 +74,19 @@ struct Errors;
 
 impl Modify for Errors {
     fn modify(&self, openapi: &mut OpenApi) {
-        let answers: [(&str, &str, &str, bool); 8] = [
-            ("400", "BadInput", "Malformed input: `INVALID_JSON` (not JSON, wrong Content-Type), `INVALID_TEXT` (a control character in text; `field` says where)", false),
-            ("401", "Unauthorized", "`UNAUTHORIZED`: no or a bad credential; `QUEUE_TOKEN_REQUIRED`", false),
-            ("403", "Forbidden", "`FORBIDDEN`: another user's resource; `QUEUE_TOKEN_INVALID`", false),
-            ("404", "NotFound", "`NOT_FOUND`: the resource, or one the call names, does not exist", false),
-            ("409", "Conflict", "`IDEMPOTENCY_KEY_IN_USE` (retry after `Retry-After`); `EMAIL_TAKEN`", true),
-            ("413", "PayloadTooLarge", "`PAYLOAD_TOO_LARGE`: the body is over `MAX_BODY_BYTES`", false),
-            ("422", "Invalid", "`VALIDATION_FAILED` (`field` says which); `IDEMPOTENCY_KEY_REUSED`", false),
-            ("503", "Unavailable", "`DATABASE_UNAVAILABLE` or `KAFKA_UNAVAILABLE`: nothing was accepted; retry after `Retry-After`", true),
+        let answers: [(&str, &str, bool); 9] = [
+            ("BadInput", "Malformed input: `INVALID_JSON` (not JSON, wrong Content-Type), `INVALID_TEXT` (a control character in text; `field` says where)", false),
+            ("Unauthorized", "`UNAUTHORIZED`: no or a bad credential; `QUEUE_TOKEN_REQUIRED`", false),
+            ("Forbidden", "`FORBIDDEN`: another user's resource; `QUEUE_TOKEN_INVALID`", false),
+            ("NotFound", "`NOT_FOUND`: the resource, or one the call names, does not exist", false),
+            ("Conflict", "`IDEMPOTENCY_KEY_IN_USE`: retry after `Retry-After`", true),
+            ("PayloadTooLarge", "`PAYLOAD_TOO_LARGE`: the body is over `MAX_BODY_BYTES`", false),
+            ("Invalid", "`VALIDATION_FAILED` (`field` says which); `IDEMPOTENCY_KEY_REUSED`", false),
+            ("Internal", "`INTERNAL`: a defect; the cause is logged", false),
+            ("Unavailable", "`DATABASE_UNAVAILABLE` or `KAFKA_UNAVAILABLE`: nothing was accepted; retry after `Retry-After`", true),
         ];
         let components = openapi.components.get_or_insert_with(Default::default);
-        for (_, name, description, retry) in answers {
+        for (name, description, retry) in answers {
             let mut response = ResponseBuilder::new().description(description).content(
                 "application/json",
                 utoipa::openapi::ContentBuilder::new()
@@ -107,31 +108,16 @@ impl Modify for Errors {
                 .responses
                 .insert(name.to_owned(), RefOr::T(response.build()));
         }
-        let internal = ResponseBuilder::new()
-            .description("`INTERNAL`: a defect; the cause is logged")
-            .content(
-                "application/json",
-                utoipa::openapi::ContentBuilder::new()
-                    .schema(Some(RefOr::<utoipa::openapi::Schema>::Ref(
-                        utoipa::openapi::Ref::from_schema_name("ErrorBody"),
-                    )))
-                    .build(),
-            )
-            .build();
-        components
-            .responses
-            .insert("Internal".to_owned(), RefOr::T(internal));
         for (_, item) in openapi.paths.paths.iter_mut() {
             for operation in operations(item) {
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
                 let has_body = operation.request_body.is_some();
-                let conflicts = operation.responses.responses.contains_key("202")
-                    || operation.operation_id.as_deref() == Some("create_user");
+                let accepts = operation.responses.responses.contains_key("202");
                 let mut statuses = vec![("400", "BadInput"), ("404", "NotFound")];
                 if secured {
                     statuses.extend([("401", "Unauthorized"), ("403", "Forbidden")]);
                 }
-                if conflicts {
+                if accepts {
                     statuses.push(("409", "Conflict"));
                 }
                 if has_body {

@@ -18,11 +18,7 @@ pub trait Validate {
 /// character (400 `INVALID_TEXT`), not blank once trimmed. Returns it
 /// trimmed.
 pub fn text<'a>(field: &str, value: &'a str, max: usize) -> ApiResult<&'a str> {
-    if value.chars().any(|c| c.is_ascii_control()) {
-        return Err(ApiError::InvalidText {
-            field: field.to_owned(),
-        });
-    }
+    no_controls(field, value)?;
     if value.chars().count() > max {
         return Err(ApiError::invalid(
             field,
@@ -34,6 +30,17 @@ pub fn text<'a>(field: &str, value: &'a str, max: usize) -> ApiResult<&'a str> {
         return Err(ApiError::invalid(field, "must not be blank"));
     }
     Ok(trimmed)
+}
+
+/// Refuses a control character (U+0000 to U+001F, U+007F) in a text
+/// field with 400 `INVALID_TEXT`.
+fn no_controls(field: &str, value: &str) -> ApiResult<()> {
+    if value.chars().any(|c| c.is_ascii_control()) {
+        return Err(ApiError::InvalidText {
+            field: field.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks `value` is within `range`.
@@ -83,11 +90,7 @@ fn email_well_formed(email: &str) -> bool {
 impl Validate for users::NewUser {
     fn validate(&self) -> ApiResult<()> {
         text("name", &self.name, MAX_NAME_CHARS)?;
-        if self.email.chars().any(|c| c.is_ascii_control()) {
-            return Err(ApiError::InvalidText {
-                field: "email".into(),
-            });
-        }
+        no_controls("email", &self.email)?;
         if self.email.chars().count() > MAX_EMAIL_BYTES || !email_well_formed(&self.email) {
             return Err(ApiError::invalid(
                 "email",

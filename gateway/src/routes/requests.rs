@@ -96,9 +96,10 @@ async fn show(
 
 /// The API's view of a `requests` row.
 fn outcome(id: Uuid, row: &RequestView) -> ApiResult<RequestOutcome> {
-    let status: RequestStatus =
-        serde_json::from_value(serde_json::Value::String(row.status.clone()))
-            .map_err(|_| anyhow::anyhow!("request {id} has status {:?}", row.status))?;
+    let status: RequestStatus = row
+        .status
+        .parse()
+        .map_err(|e| anyhow::anyhow!("request {id}: {e}"))?;
     let result = match &row.result {
         Some(result) => Some(
             serde_json::from_value(result.clone())

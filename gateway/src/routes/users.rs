@@ -18,7 +18,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 /// Creates a user (with a zero balance) and answers their bearer
 /// credential.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser,
-    responses((status = 201, description = "Created", body = User)))]
+    responses((status = 201, description = "Created", body = User),
+              (status = 409, description = "`EMAIL_TAKEN`: a user with this email exists", body = api::ErrorBody)))]
 async fn create_user(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewUser>,
