@@ -39,6 +39,37 @@ pub struct RequestOutcome {
     pub error: Option<OutcomeError>,
 }
 
+impl RequestOutcome {
+    /// The code of a refusal or failure (`SEAT_TAKEN`, …), once decided so.
+    pub fn error_code(&self) -> Option<&str> {
+        self.error.as_ref().map(|error| error.code.as_str())
+    }
+
+    /// What a succeeded hold did.
+    pub fn held(&self) -> Option<&HoldResult> {
+        match &self.result {
+            Some(RequestResult::Held(held)) => Some(held),
+            _ => None,
+        }
+    }
+
+    /// What a succeeded cancellation did.
+    pub fn cancelled(&self) -> Option<&CancelResult> {
+        match &self.result {
+            Some(RequestResult::Cancelled(cancelled)) => Some(cancelled),
+            _ => None,
+        }
+    }
+
+    /// What a succeeded order did.
+    pub fn ordered(&self) -> Option<&OrderResult> {
+        match &self.result {
+            Some(RequestResult::Ordered(ordered)) => Some(ordered),
+            _ => None,
+        }
+    }
+}
+
 /// A refusal or failure of a decided request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct OutcomeError {

@@ -18,10 +18,11 @@ pub struct NewUser {
         pattern = r"^[^\u0000-\u001F\u007F]+$"
     )]
     pub name: String,
-    /// Email address, at most 255 characters; unique regardless of case.
+    /// Email address (`local@domain.tld`), at most 255 characters, without
+    /// spaces or control characters; unique regardless of case.
     #[schema(
         max_length = 255,
-        pattern = r"^[^@\s\u0000-\u001F\u007F]+@[^@\s\u0000-\u001F\u007F]+\.[^@\s\u0000-\u001F\u007F]+$"
+        pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]+@[^@\s\u0000-\u001F\u007F-\u009F]+\.[^@\s\u0000-\u001F\u007F-\u009F]+$"
     )]
     pub email: String,
 }

@@ -234,6 +234,8 @@ mod tests {
             "a b@c.de",
             "a@b@c.de",
             "a@b.c\u{feff}",
+            "a\u{9a}@b.co",
+            "a@b.c\u{85}",
         ] {
             assert!(!email_well_formed(bad), "{bad}");
         }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use api::status::QueueStatus;
 use gateway::{Gateway, GatewayConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -86,8 +87,8 @@ async fn queue_token_is_required_active_and_the_callers_own() -> anyhow::Result<
 
     let alice_token = h.api.join_queue(&alice, schedule_id).await?;
     let status_body = h.api.queue_status(&alice, &alice_token).await?;
-    assert_eq!(status_body["status"], "WAITING");
-    assert_eq!(status_body["position"], 1);
+    assert_eq!(status_body.status, QueueStatus::Waiting);
+    assert_eq!(status_body.position, Some(1));
     let (status, reply) = h
         .api
         .post(
@@ -104,7 +105,10 @@ async fn queue_token_is_required_active_and_the_callers_own() -> anyhow::Result<
     );
 
     let bob_token = h.api.join_queue(&bob, schedule_id).await?;
-    assert_eq!(h.api.queue_status(&bob, &bob_token).await?["position"], 2);
+    assert_eq!(
+        h.api.queue_status(&bob, &bob_token).await?.position,
+        Some(2)
+    );
     h.activate(&bob_token).await?;
     let (status, reply) = h
         .api
@@ -1362,6 +1366,29 @@ async fn the_edge_keeps_the_documented_input_rules() -> anyhow::Result<()> {
         (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED")
     );
     assert_eq!(reply["error"]["field"], "cursor");
+
+    // `wait_ms` is an int64 of 0 or more, as documented (found by
+    // schemathesis: a number past int64 was taken as a u64).
+    let id = uuid::Uuid::new_v4();
+    for wait in ["-1", "9223372036854775808", "15548317028459726848"] {
+        let (status, reply) = h
+            .api
+            .get(&format!("/v1/requests/{id}?wait_ms={wait}"), &alice.token)
+            .await?;
+        assert_eq!(
+            (status, code(&reply)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED"),
+            "wait_ms={wait}: {reply}"
+        );
+    }
+    let (status, _) = h
+        .api
+        .get(
+            &format!("/v1/requests/{id}?wait_ms=9223372036854775807"),
+            &alice.token,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the largest int64 is taken");
     Ok(())
 }
 

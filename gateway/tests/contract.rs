@@ -92,6 +92,16 @@ fn the_document_states_the_enforced_limits() {
         number(&cursor["schema"]["maxLength"]),
         MAX_CURSOR_CHARS as i64
     );
+    // The email rule refuses every control character (C0, DEL and C1), as
+    // the gateway does (found by schemathesis: C1 was documented as valid).
+    let email = doc["components"]["schemas"]["NewUser"]["properties"]["email"]["pattern"]
+        .as_str()
+        .expect("email pattern");
+    assert_eq!(
+        email.matches(r"\u0000-\u001F\u007F-\u009F").count(),
+        3,
+        "{email}"
+    );
     // The body keeps its schemas' shape rules too: unknown fields are refused.
     assert_eq!(
         doc["components"]["schemas"]["NewUser"]["additionalProperties"],
@@ -113,6 +123,24 @@ fn every_operation_documents_its_errors() {
                     responses.get(status).is_some(),
                     "{method} {path} does not document {status}"
                 );
+            }
+        }
+    }
+}
+
+/// Operation ids name one operation each (generated clients and
+/// schemathesis' links refer to operations by them).
+#[test]
+fn operation_ids_are_unique() {
+    let doc: Value = serde_json::from_str(&gateway::openapi::document_json()).expect("json");
+    let mut seen = std::collections::HashMap::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            if let Some(other) = seen.insert(id.to_owned(), format!("{method} {path}")) {
+                panic!("operationId {id} names both {other} and {method} {path}");
             }
         }
     }

@@ -1,13 +1,19 @@
 //! The scenarios: a seed step that creates their own catalogue and users,
 //! and the request each client sends.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
+use client::api::concert::{HoldSeat, PayReservation};
+use client::api::outcomes::RequestResult;
+use client::api::shop::{OrderLine, PlaceOrder};
+use client::api::status::RequestStatus;
+use client::api::users::Charge;
+use client::api::RequestOutcome;
+use client::{Client, Submitted};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use schemas::requests::MAX_CHARGE_AMOUNT;
-use serde_json::{json, Value};
 use testkit::api::User;
 use testkit::Api;
 use uuid::Uuid;
@@ -20,7 +26,7 @@ pub struct Scenario {
     /// Which one.
     pub name: ScenarioName,
     /// Users with, where needed, their ACTIVE queue token.
-    pub users: Vec<(User, String)>,
+    pub users: Vec<(User, Option<Uuid>)>,
     /// Seats to hold (rush: the seats of one schedule; booking: one per request).
     pub seats: Vec<i64>,
     /// The schedule of the seats.
@@ -36,7 +42,7 @@ async fn users(
     n: usize,
     balance: i64,
     schedule: Option<i64>,
-) -> anyhow::Result<Vec<(User, String)>> {
+) -> anyhow::Result<Vec<(User, Option<Uuid>)>> {
     stream::iter(0..n)
         .map(|i| async move {
             let user = api.create_user(&format!("load{i}")).await?;
@@ -48,9 +54,9 @@ async fn users(
                 Some(schedule_id) => {
                     let token = api.join_queue(&user, schedule_id).await?;
                     api.wait_active(&user, &token).await?;
-                    token
+                    Some(token.parse()?)
                 }
-                None => String::new(),
+                None => None,
             };
             anyhow::Ok((user, token))
         })
@@ -131,21 +137,13 @@ impl Scenario {
     ) -> Sample {
         let n = self.users.len().max(1);
         let (user, token) = &self.users[i as usize % n];
+        let client = api.as_user(user);
         let Ok(slot) = posting.acquire().await else {
             return Sample::failed("ERROR");
         };
         let sent = due.unwrap_or_else(Instant::now);
         let first = match self.name {
-            ScenarioName::Charge => {
-                call(
-                    api,
-                    &format!("/v1/users/{}/balance/charge", user.id),
-                    user,
-                    None,
-                    json!({"amount": 500}),
-                )
-                .await
-            }
+            ScenarioName::Charge => accepted(client.charge(user.id, &Charge { amount: 500 }).await),
             ScenarioName::Rush | ScenarioName::Booking => {
                 // A rush scatters users over few seats; a booking takes the
                 // seats in turn, one per pair.
@@ -154,163 +152,99 @@ impl Scenario {
                 } else {
                     1
                 };
-                let seat = self.seats[(i as usize * stride) % self.seats.len()];
-                call(
-                    api,
-                    "/v1/reservations",
-                    user,
-                    Some(token),
-                    json!({"seat_id": seat}),
+                let seat_id = self.seats[(i as usize * stride) % self.seats.len()];
+                accepted(
+                    client
+                        .hold(&HoldSeat { seat_id }, token.unwrap_or_default())
+                        .await,
                 )
-                .await
             }
             ScenarioName::Shop => {
                 let hot = self.hot[i as usize % self.hot.len()];
                 let cold = self.cold[(i as usize * 7) % self.cold.len()];
-                let items = json!([{"product_stock_id": hot, "quantity": 1},
-                                   {"product_stock_id": cold, "quantity": 1 + (i % 2)}]);
-                call(api, "/v1/orders", user, None, json!({"items": items})).await
+                let line = |product_stock_id, quantity| OrderLine {
+                    product_stock_id,
+                    quantity,
+                };
+                let order = PlaceOrder {
+                    items: vec![line(hot, 1), line(cold, 1 + (i % 2) as i32)],
+                };
+                accepted(client.order(&order).await)
             }
         };
         drop(slot);
-        let first = match first {
+        let (at, first) = match first {
             Ok(accepted) => accepted,
-            Err((code, refused)) => return Sample::failed(code).refused(refused),
+            Err(code) => return Sample::failed(code),
         };
-        let mut ids = vec![first.id];
-        let mut refused = first.refused_503;
-        let outcome = match follow(api, user, first.id).await {
+        let mut ids = vec![first.request_id];
+        let mut refused = first.retried_503;
+        let outcome = match follow(&client, first.request_id).await {
             Ok(outcome) => outcome,
             Err(code) => return Sample::failed(code).with(ids, refused),
         };
-        if self.name == ScenarioName::Booking && outcome["status"] == "SUCCEEDED" {
+        if let (ScenarioName::Booking, Some(RequestResult::Held(held))) =
+            (self.name, &outcome.result)
+        {
             // Hold won: pay for it; the pair completes with the payment.
-            let reservation = outcome["result"]["reservation_id"].clone();
+            let pay = PayReservation {
+                reservation_id: held.reservation_id,
+            };
             let Ok(slot) = posting.acquire().await else {
                 return Sample::failed("ERROR");
             };
-            let paid = call(
-                api,
-                "/v1/payments",
-                user,
-                Some(token),
-                json!({"reservation_id": reservation}),
-            )
-            .await;
+            let paid = accepted(client.pay(&pay, token.unwrap_or_default()).await);
             drop(slot);
             let paid = match paid {
-                Ok(paid) => {
-                    ids.push(paid.id);
-                    refused += paid.refused_503;
-                    follow(api, user, paid.id).await
+                Ok((_, paid)) => {
+                    ids.push(paid.request_id);
+                    refused += paid.retried_503;
+                    follow(&client, paid.request_id).await
                 }
-                Err((code, more)) => return Sample::failed(code).with(ids, refused + more),
+                Err(code) => return Sample::failed(code).with(ids, refused),
             };
             return match paid {
                 Ok(outcome) => {
-                    Sample::decided(started, sent, first.at, code_of(&outcome)).with(ids, refused)
+                    Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused)
                 }
                 Err(code) => Sample::failed(code).with(ids, refused),
             };
         }
-        Sample::decided(started, sent, first.at, code_of(&outcome)).with(ids, refused)
+        Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused)
     }
 }
 
-fn code_of(outcome: &Value) -> String {
-    match outcome["status"].as_str() {
-        Some("SUCCEEDED") => "SUCCEEDED".into(),
-        _ => outcome["error"]["code"]
-            .as_str()
-            .unwrap_or("UNKNOWN")
-            .into(),
+/// `SUCCEEDED`, or the code of the refusal or failure.
+fn code_of(outcome: &RequestOutcome) -> String {
+    match (&outcome.status, &outcome.error) {
+        (RequestStatus::Succeeded, _) => "SUCCEEDED".into(),
+        (_, Some(error)) => error.code.clone(),
+        _ => "UNKNOWN".into(),
     }
 }
 
-/// A call the gateway accepted: when the 202 arrived, its request id, and
-/// how many 503s came before it.
-struct Accepted {
-    at: Instant,
-    id: Uuid,
-    refused_503: u32,
-}
-
-/// POSTs, retrying while the client's patience lasts (503 after its
-/// `Retry-After`, a key in progress, a connection cut off) under an
-/// `Idempotency-Key` of its own, which makes every retry the same request.
-/// An impatient client (`--patience-secs 0`, the benchmark's) sends no key
-/// and never retries.
-async fn call(
-    api: &Api,
-    path: &str,
-    user: &User,
-    queue_token: Option<&str>,
-    body: Value,
-) -> Result<Accepted, (String, u32)> {
-    let key = Uuid::new_v4().to_string();
-    let answer = api
-        .send(|| {
-            let mut request = api
-                .http
-                .post(api.url(path))
-                .bearer_auth(&user.token)
-                .json(&body);
-            if !api.patience.is_zero() {
-                request = request.header("Idempotency-Key", &key);
-            }
-            if let Some(token) = queue_token {
-                request = request.header("X-Queue-Token", token);
-            }
-            request
-        })
-        .await
-        .map_err(|_| ("ERROR".to_owned(), 0))?;
-    let at = Instant::now();
-    let refused_503 = answer.refused_503;
-    let status = answer.response.status();
-    if status != reqwest::StatusCode::ACCEPTED {
-        return Err((format!("HTTP_{}", status.as_u16()), refused_503));
+/// The moment a call was accepted, or the code its sample records: the
+/// HTTP status of a refusal (`HTTP_503` when patience ran out), `ERROR`
+/// when no answer came. A patient client repeats a call under an
+/// `Idempotency-Key` of its own, so every repeat is the same request; an
+/// impatient one (`--patience-secs 0`, the benchmark's) sends no key and
+/// never repeats.
+fn accepted(call: Result<Submitted, client::Error>) -> Result<(Instant, Submitted), String> {
+    match call {
+        Ok(submitted) => Ok((Instant::now(), submitted)),
+        Err(error) => Err(error
+            .status()
+            .map_or_else(|| "ERROR".to_owned(), |s| format!("HTTP_{}", s.as_u16()))),
     }
-    let body: Value = answer
-        .response
-        .json()
-        .await
-        .map_err(|_| ("ERROR".to_owned(), refused_503))?;
-    let id = body["request_id"]
-        .as_str()
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or(("ERROR".to_owned(), refused_503))?;
-    Ok(Accepted {
-        at,
-        id,
-        refused_503,
-    })
 }
 
 /// Long-polls the outcome of `id` (through gateway restarts and outages,
 /// while the client's patience lasts for each poll).
-async fn follow(api: &Api, user: &User, id: Uuid) -> Result<Value, String> {
-    let deadline = Instant::now() + Duration::from_secs(120).max(api.patience * 2);
-    loop {
-        let path = format!("/v1/requests/{id}?wait_ms=10000");
-        let answer = api
-            .send(|| api.http.get(api.url(&path)).bearer_auth(&user.token))
-            .await
-            .map_err(|_| "ERROR".to_owned())?;
-        let response = answer.response;
-        if response.status() == reqwest::StatusCode::OK {
-            let body: Value = response.json().await.map_err(|_| "ERROR".to_owned())?;
-            if body["status"] != "PENDING" {
-                return Ok(body);
-            }
-        } else if response.status() != reqwest::StatusCode::NOT_FOUND {
-            return Err(format!("HTTP_{}", response.status().as_u16()));
-        } else {
-            // Accepted but its row not written yet: look again shortly.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if Instant::now() >= deadline {
-            return Err("NO_OUTCOME".into());
-        }
-    }
+async fn follow(client: &Client, id: Uuid) -> Result<RequestOutcome, String> {
+    client.wait_outcome(id).await.map_err(|error| match error {
+        client::Error::NoOutcome { .. } => "NO_OUTCOME".to_owned(),
+        error => error
+            .status()
+            .map_or_else(|| "ERROR".to_owned(), |s| format!("HTTP_{}", s.as_u16())),
+    })
 }

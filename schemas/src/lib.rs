@@ -1,9 +1,11 @@
 //! Every message that crosses Kafka in this system, the topic names, and the
-//! JSON Schema export for them. Pure data: no I/O lives here.
+//! JSON Schema export for them, and the AsyncAPI document of the whole event
+//! contract ([`asyncapi::document`]). Pure data: no I/O lives here.
 //!
 //! Nothing outside this crate spells a topic name; other crates ask [`Topic`]
 //! and [`TopicNames`].
 
+pub mod asyncapi;
 pub mod codes;
 pub mod events;
 pub mod requests;
@@ -26,6 +28,9 @@ pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub const HEADER_DLQ_REASON: &str = "dlq-reason";
 /// Header on a dead-lettered record: topic, partition and offset it came from.
 pub const HEADER_DLQ_ORIGIN: &str = "dlq-origin";
+/// Header on a request record re-driven from its dead-letter topic
+/// (`workers dlq replay`): the dead letter's topic, partition and offset.
+pub const HEADER_DLQ_REPLAYED_FROM: &str = "dlq-replayed-from";
 
 /// Builds a W3C `traceparent` value whose trace id is the request id, so a
 /// request can be followed across gateway, broker and workers.

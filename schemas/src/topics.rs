@@ -72,6 +72,24 @@ impl Topic {
         }
     }
 
+    /// The payload field whose value, as decimal text, is the record key of
+    /// every record on the topic: all records of one seat (reservation
+    /// topics), one user (payment, charge, order, balance) or one product
+    /// (daily stats) land on one partition, in order. Dead letters keep the
+    /// key of the record they came from.
+    pub const fn key_field(self) -> &'static str {
+        match self {
+            Topic::ReservationRequests | Topic::ReservationEvents => "seat_id",
+            Topic::PaymentRequests
+            | Topic::ChargeRequests
+            | Topic::OrderRequests
+            | Topic::PaymentEvents
+            | Topic::BalanceEvents
+            | Topic::OrderEvents => "user_id",
+            Topic::ProductDailyStats => "product_id",
+        }
+    }
+
     /// Whether lanes consume this topic (and so it has a dead-letter topic).
     pub const fn is_request_topic(self) -> bool {
         matches!(

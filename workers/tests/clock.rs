@@ -30,8 +30,9 @@ async fn holds_lapse_by_the_databases_clock_not_the_workers() -> anyhow::Result<
         let id = api.hold(&user, &token, *seat).await?;
         let outcome = api.outcome(&user.token, id).await?;
         holds.push(
-            outcome["result"]["reservation_id"]
-                .as_i64()
+            outcome
+                .held()
+                .map(|held| held.reservation_id)
                 .unwrap_or_default(),
         );
     }
@@ -48,8 +49,9 @@ async fn holds_lapse_by_the_databases_clock_not_the_workers() -> anyhow::Result<
     let paid = api.pay(&user, &token, holds[0]).await?;
     let outcome = api.outcome(&user.token, paid).await?;
     assert_eq!(
-        outcome["error"]["code"], "HOLD_EXPIRED",
-        "a worker an hour behind the database took payment for a lapsed hold: {outcome}"
+        outcome.error_code(),
+        Some("HOLD_EXPIRED"),
+        "a worker an hour behind the database took payment for a lapsed hold: {outcome:?}"
     );
 
     // The second lapsed too, and the scheduler (which asks the database)

@@ -123,16 +123,14 @@ async fn three_hundred_concurrent_charges_to_one_user() -> anyhow::Result<()> {
 async fn held(stack: &Stack, user: &User, token: &str, seat_id: i64) -> anyhow::Result<i64> {
     let id = stack.api.hold(user, token, seat_id).await?;
     let outcome = stack.api.outcome(&user.token, id).await?;
-    assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
-    Ok(outcome["result"]["reservation_id"]
-        .as_i64()
-        .expect("reservation id"))
+    assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
+    Ok(outcome.held().expect("a hold result").reservation_id)
 }
 
 async fn charged(stack: &Stack, user: &User, amount: i64) -> anyhow::Result<()> {
     let id = stack.api.charge(user, amount).await?;
     let outcome = stack.api.outcome(&user.token, id).await?;
-    assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
+    assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
     Ok(())
 }
 
@@ -230,13 +228,12 @@ async fn balance_for_one_seat_pays_only_one_of_two_holds() -> anyhow::Result<()>
     // GET reads the database. A success with its result and a rejection
     // with its code read the same either way.
     for answer in &results {
-        let id = answer["request_id"].as_str().unwrap_or_default();
-        let (status, stored) = stack
+        let stored = stack
             .api
-            .get(&format!("/v1/requests/{id}"), &user.token)
+            .as_user(&user)
+            .outcome(answer.request_id, Duration::ZERO)
             .await?;
-        assert_eq!(status, reqwest::StatusCode::OK, "{stored}");
-        assert_eq!(&stored, answer);
+        assert_eq!(stored.as_ref(), Some(answer));
     }
     assert_eq!(
         scalar(
@@ -297,8 +294,8 @@ async fn expired_hold_releases_the_seat_and_late_payment_is_rejected() -> anyhow
 
     let late = api.pay(&user, &token, reservation_id).await?;
     let outcome = api.outcome(&user.token, late).await?;
-    assert_eq!(outcome["status"], "REJECTED");
-    assert_eq!(outcome["error"]["code"], "HOLD_EXPIRED");
+    assert_eq!(outcome.status.as_str(), "REJECTED");
+    assert_eq!(outcome.error_code(), Some("HOLD_EXPIRED"));
     assert_eq!(api.balance(&user).await?, 20_000);
     stack.stop().await
 }
@@ -321,7 +318,7 @@ async fn cancelling_a_paid_reservation_refunds_it() -> anyhow::Result<()> {
         .submit("/v1/payments", &user.token, &headers, &pay)
         .await?;
     assert_eq!(
-        stack.api.outcome(&user.token, paid).await?["status"],
+        stack.api.outcome(&user.token, paid).await?.status.as_str(),
         "SUCCEEDED"
     );
     assert_eq!(stack.api.balance(&user).await?, 5_000);
@@ -355,8 +352,11 @@ async fn cancelling_a_paid_reservation_refunds_it() -> anyhow::Result<()> {
         )
         .await?;
     let outcome = stack.api.outcome(&user.token, cancel).await?;
-    assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
-    assert_eq!(outcome["result"]["refunded"], 25_000);
+    assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
+    assert_eq!(
+        outcome.cancelled().expect("a cancel result").refunded,
+        25_000
+    );
     assert_eq!(stack.api.balance(&user).await?, 30_000);
     let (_, history) = stack
         .api

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use api::status::{QueueStatus, RequestStatus};
 use common::{scalar, spawn_workers_process, Options, Stack};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::ConnectOptions;
 use testkit::api::User;
 use uuid::Uuid;
@@ -123,7 +124,7 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         .await?;
     let accepted: Vec<(Call, Uuid)> = first_half.into_iter().chain(second_half).collect();
 
-    let outcomes: Vec<Value> = stream::iter(accepted.iter())
+    let outcomes: Vec<api::RequestOutcome> = stream::iter(accepted.iter())
         .map(|(call, id)| {
             let user = match call {
                 Call::Charge { user, .. } | Call::Hold { user, .. } => &users[*user].0,
@@ -161,10 +162,10 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
     let mut expected: HashMap<i64, (i64, i64)> = HashMap::new();
     let mut holds_won = 0;
     for ((call, _), outcome) in accepted.iter().zip(&outcomes) {
-        let succeeded = outcome["status"] == "SUCCEEDED";
+        let succeeded = outcome.status.as_str() == "SUCCEEDED";
         match call {
             Call::Charge { user, amount } => {
-                assert!(succeeded, "{outcome}");
+                assert!(succeeded, "{outcome:?}");
                 let entry = expected.entry(users[*user].0.id).or_default();
                 entry.0 += amount;
                 entry.1 += 1;
@@ -173,7 +174,7 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
                 if succeeded {
                     holds_won += 1;
                 } else {
-                    assert_eq!(outcome["error"]["code"], "SEAT_TAKEN", "{outcome}");
+                    assert_eq!(outcome.error_code(), Some("SEAT_TAKEN"), "{outcome:?}");
                 }
             }
         }
@@ -252,7 +253,7 @@ async fn poison_records_go_to_the_dlq_and_the_lane_moves_on() -> anyhow::Result<
     // A good request behind the poison on the same partition still lands.
     let good = stack.api.charge(&user, 900).await?;
     assert_eq!(
-        stack.api.outcome(&user.token, good).await?["status"],
+        stack.api.outcome(&user.token, good).await?.status.as_str(),
         "SUCCEEDED"
     );
     assert_eq!(stack.api.balance(&user).await?, 900);
@@ -318,7 +319,7 @@ async fn database_outage_pauses_the_lanes_and_loses_nothing() -> anyhow::Result<
     let user = stack.api.create_user("patient").await?;
     let first = stack.api.charge(&user, 1).await?;
     assert_eq!(
-        stack.api.outcome(&user.token, first).await?["status"],
+        stack.api.outcome(&user.token, first).await?.status.as_str(),
         "SUCCEEDED"
     );
 
@@ -358,7 +359,7 @@ async fn database_outage_pauses_the_lanes_and_loses_nothing() -> anyhow::Result<
     proxy.up();
     for id in &during {
         assert_eq!(
-            stack.api.outcome(&user.token, *id).await?["status"],
+            stack.api.outcome(&user.token, *id).await?.status.as_str(),
             "SUCCEEDED"
         );
     }
@@ -419,8 +420,8 @@ async fn two_worker_processes_share_lanes_and_schedulers_safely() -> anyhow::Res
         api.wait_active(user, token).await?;
     }
     assert_eq!(
-        api.queue_status(&users[10].0, &users[10].1).await?["status"],
-        "WAITING"
+        api.queue_status(&users[10].0, &users[10].1).await?.status,
+        QueueStatus::Waiting
     );
 
     // The ten admitted users race for every seat while both workers share
@@ -436,19 +437,19 @@ async fn two_worker_processes_share_lanes_and_schedulers_safely() -> anyhow::Res
             .buffer_unordered(32)
             .try_collect()
             .await?;
-    let outcomes: Vec<Value> = stream::iter(requests.iter())
+    let outcomes: Vec<api::RequestOutcome> = stream::iter(requests.iter())
         .map(|(u, id)| api.outcome(&admitted[*u].0.token, *id))
         .buffered(64)
         .try_collect()
         .await?;
     let won = outcomes
         .iter()
-        .filter(|o| o["status"] == "SUCCEEDED")
+        .filter(|o| o.status == RequestStatus::Succeeded)
         .count();
     assert_eq!(won, seats.len(), "every seat is sold exactly once");
     assert!(outcomes
         .iter()
-        .all(|o| o["status"] == "SUCCEEDED" || o["error"]["code"] == "SEAT_TAKEN"));
+        .all(|o| o.status == RequestStatus::Succeeded || o.error_code() == Some("SEAT_TAKEN")));
     assert_eq!(
         scalar(&stack, "SELECT count(*) FROM reservations").await?,
         seats.len() as i64
@@ -475,7 +476,7 @@ async fn a_recreated_topic_is_consumed_from_its_start_not_skipped() -> anyhow::R
         .await?;
     for id in &before {
         assert_eq!(
-            stack.api.outcome(&user.token, *id).await?["status"],
+            stack.api.outcome(&user.token, *id).await?.status.as_str(),
             "SUCCEEDED"
         );
     }
@@ -522,7 +523,7 @@ async fn a_recreated_topic_is_consumed_from_its_start_not_skipped() -> anyhow::R
     platform::kafka::produce(&producer, &record, Duration::from_secs(10)).await?;
     stack.start_workers();
     assert_eq!(
-        stack.api.outcome(&user.token, after).await?["status"],
+        stack.api.outcome(&user.token, after).await?.status.as_str(),
         "SUCCEEDED"
     );
     assert_eq!(stack.api.balance(&user).await?, 20 * 10 + 1_000);

@@ -106,7 +106,7 @@ async fn a_dead_letter_is_listed_and_re_driven_once() -> anyhow::Result<()> {
     let replayed = replay(Some(corrected.clone())).await?;
     assert_eq!(replayed.request_id, Some(id));
     let outcome = stack.api.outcome(&user.token, id).await?;
-    assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
+    assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
     assert_eq!(stack.api.balance(&user).await?, 5);
     // A second replay finds it decided.
     let again = replay(Some(corrected.clone())).await;
@@ -200,7 +200,7 @@ async fn rows_past_the_horizon_are_pruned_and_old_records_never_apply_twice() ->
         .await?;
     }
     assert_eq!(
-        stack.api.outcome(&user.token, stuck).await?["status"],
+        stack.api.outcome(&user.token, stuck).await?.status.as_str(),
         "SUCCEEDED"
     );
     let behind = stack.api.charge(&user, 1).await?;
@@ -253,8 +253,11 @@ async fn hold_expiry_holds_no_locks_while_the_broker_is_slow() -> anyhow::Result
     let token = api.join_queue(&user, schedule_id).await?;
     api.wait_active(&user, &token).await?;
     let hold = api.hold(&user, &token, seat).await?;
-    let reservation = api.outcome(&user.token, hold).await?["result"]["reservation_id"]
-        .as_i64()
+    let reservation = api
+        .outcome(&user.token, hold)
+        .await?
+        .held()
+        .map(|held| held.reservation_id)
         .unwrap_or_default();
     // Only the round below schedules expiries.
     stack.stop_workers().await?;

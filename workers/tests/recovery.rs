@@ -53,7 +53,7 @@ async fn records_deleted_before_they_were_applied_are_counted_and_the_lane_goes_
     let user = stack.api.create_user("retained").await?;
     let first = stack.api.charge(&user, 100).await?;
     assert_eq!(
-        stack.api.outcome(&user.token, first).await?["status"],
+        stack.api.outcome(&user.token, first).await?.status.as_str(),
         "SUCCEEDED"
     );
     stack.stop_workers().await?;
@@ -74,13 +74,13 @@ async fn records_deleted_before_they_were_applied_are_counted_and_the_lane_goes_
     let after = stack.api.charge(&user, 1_000).await?;
     // Without the fix the partition waits forever for the deleted offset.
     assert_eq!(
-        stack.api.outcome(&user.token, after).await?["status"],
+        stack.api.outcome(&user.token, after).await?.status.as_str(),
         "SUCCEEDED"
     );
     for id in lost {
         let outcome = stack.api.outcome(&user.token, id).await?;
-        assert_eq!(outcome["status"], "FAILED", "{outcome}");
-        assert_eq!(outcome["error"]["code"], "RECORD_LOST", "{outcome}");
+        assert_eq!(outcome.status.as_str(), "FAILED", "{outcome:?}");
+        assert_eq!(outcome.error_code(), Some("RECORD_LOST"), "{outcome:?}");
     }
     assert_eq!(stack.api.balance(&user).await?, 1_100);
     stack.stop().await
@@ -94,7 +94,7 @@ async fn a_recreated_log_longer_than_the_stored_offset_is_read_from_its_start() 
     for _ in 0..3 {
         let id = stack.api.charge(&user, 10).await?;
         assert_eq!(
-            stack.api.outcome(&user.token, id).await?["status"],
+            stack.api.outcome(&user.token, id).await?.status.as_str(),
             "SUCCEEDED"
         );
     }
@@ -126,7 +126,7 @@ async fn a_recreated_log_longer_than_the_stored_offset_is_read_from_its_start() 
         // Without the fix the first three new records are skipped as
         // "applied before" and never decided.
         assert_eq!(
-            stack.api.outcome(&user.token, *id).await?["status"],
+            stack.api.outcome(&user.token, *id).await?.status.as_str(),
             "SUCCEEDED"
         );
     }
@@ -146,7 +146,7 @@ async fn poison_is_dead_lettered_once_however_often_it_is_re_read() -> anyhow::R
     // re-reads it (the last applied record is checked against its digest).
     let good = stack.api.charge(&user, 5).await?;
     assert_eq!(
-        stack.api.outcome(&user.token, good).await?["status"],
+        stack.api.outcome(&user.token, good).await?.status.as_str(),
         "SUCCEEDED"
     );
     testkit::topics::produce(
@@ -169,7 +169,7 @@ async fn poison_is_dead_lettered_once_however_often_it_is_re_read() -> anyhow::R
         // A request behind the poison shows the partition was re-read.
         let id = stack.api.charge(&user, 5).await?;
         assert_eq!(
-            stack.api.outcome(&user.token, id).await?["status"],
+            stack.api.outcome(&user.token, id).await?.status.as_str(),
             "SUCCEEDED"
         );
     }
@@ -217,7 +217,7 @@ async fn a_stuck_partition_never_stops_the_others() -> anyhow::Result<()> {
     let outcome = tokio::time::timeout(Duration::from_secs(20), api.outcome(&other.token, free))
         .await
         .map_err(|_| anyhow::anyhow!("the other partition stalled behind the stuck one"))??;
-    assert_eq!(outcome["status"], "SUCCEEDED");
+    assert_eq!(outcome.status.as_str(), "SUCCEEDED");
     let decided: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM requests WHERE id = ANY($1) AND status <> 'PENDING'",
     )
@@ -231,7 +231,10 @@ async fn a_stuck_partition_never_stops_the_others() -> anyhow::Result<()> {
 
     blocker.rollback().await?;
     for id in &waiting {
-        assert_eq!(api.outcome(&stuck.token, *id).await?["status"], "SUCCEEDED");
+        assert_eq!(
+            api.outcome(&stuck.token, *id).await?.status.as_str(),
+            "SUCCEEDED"
+        );
     }
     assert_eq!(api.balance(&stuck).await?, 2 + 60 * 10);
     stack.stop().await
@@ -272,7 +275,7 @@ async fn a_dead_letter_the_broker_can_never_take_is_skipped_past() -> anyhow::Re
     )
     .await
     .map_err(|_| anyhow::anyhow!("the lane retries the impossible dead letter forever"))??;
-    assert_eq!(outcome["status"], "SUCCEEDED");
+    assert_eq!(outcome.status.as_str(), "SUCCEEDED");
     let dlq = stack
         .env
         .common
@@ -370,15 +373,15 @@ async fn outcomes_of_failed_records_show_no_internals() -> anyhow::Result<()> {
     let bad = stack.api.charge(&user, 777).await?;
     let good = stack.api.charge(&user, 5).await?;
     let outcome = stack.api.outcome(&user.token, bad).await?;
-    assert_eq!(outcome["status"], "FAILED", "{outcome}");
-    assert_eq!(outcome["error"]["code"], "INTERNAL", "{outcome}");
-    let message = outcome["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(outcome.status.as_str(), "FAILED", "{outcome:?}");
+    assert_eq!(outcome.error_code(), Some("INTERNAL"), "{outcome:?}");
+    let message = outcome.error.as_ref().map_or("", |e| e.message.as_str());
     assert!(
         !message.contains("test_no_777") && !message.contains("constraint"),
         "{message}"
     );
     assert_eq!(
-        stack.api.outcome(&user.token, good).await?["status"],
+        stack.api.outcome(&user.token, good).await?.status.as_str(),
         "SUCCEEDED"
     );
     let dlq = stack

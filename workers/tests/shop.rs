@@ -3,6 +3,7 @@
 
 mod common;
 
+use api::status::RequestStatus;
 use std::time::Duration;
 
 use common::{codes, outcomes, scalar, spawn_workers_process, Options, Stack};
@@ -18,7 +19,7 @@ async fn buyers(stack: &Stack, n: usize, balance: i64) -> anyhow::Result<Vec<Use
             let user = api.create_user(&format!("buyer{i}")).await?;
             let charge = api.charge(&user, balance).await?;
             let outcome = api.outcome(&user.token, charge).await?;
-            anyhow::ensure!(outcome["status"] == "SUCCEEDED", "{outcome}");
+            anyhow::ensure!(outcome.status.as_str() == "SUCCEEDED", "{outcome:?}");
             anyhow::Ok(user)
         })
         .buffer_unordered(32)
@@ -137,13 +138,13 @@ async fn an_order_with_one_short_line_changes_nothing() -> anyhow::Result<()> {
         .order(&user, &[(shirts[0], 2), (caps[0], 3)])
         .await?;
     let outcome = stack.api.outcome(&user.token, id).await?;
-    assert_eq!(outcome["error"]["code"], "OUT_OF_STOCK", "{outcome}");
+    assert_eq!(outcome.error_code(), Some("OUT_OF_STOCK"), "{outcome:?}");
     assert!(
-        outcome["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains(&caps[0].to_string()),
-        "names the item: {outcome}"
+        outcome
+            .error
+            .as_ref()
+            .is_some_and(|e| e.message.contains(&caps[0].to_string())),
+        "names the item: {outcome:?}"
     );
     assert_eq!(stock_left(&stack, shirts[0]).await?, 5);
     assert_eq!(stock_left(&stack, caps[0]).await?, 1);
@@ -154,8 +155,8 @@ async fn an_order_with_one_short_line_changes_nothing() -> anyhow::Result<()> {
     let poor = buyers(&stack, 1, 9_999).await?.remove(0);
     let id = stack.api.order(&poor, &[(shirts[0], 1)]).await?;
     assert_eq!(
-        stack.api.outcome(&poor.token, id).await?["error"]["code"],
-        "INSUFFICIENT_BALANCE"
+        stack.api.outcome(&poor.token, id).await?.error_code(),
+        Some("INSUFFICIENT_BALANCE")
     );
     assert_eq!(stock_left(&stack, shirts[0]).await?, 5);
     assert_eq!(stack.api.balance(&poor).await?, 9_999);
@@ -166,9 +167,10 @@ async fn an_order_with_one_short_line_changes_nothing() -> anyhow::Result<()> {
         .order(&user, &[(shirts[0], 2), (caps[0], 1)])
         .await?;
     let outcome = stack.api.outcome(&user.token, id).await?;
-    assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
-    assert_eq!(outcome["result"]["total_amount"], 25_000);
-    let order_id = outcome["result"]["order_id"].as_i64().expect("order id");
+    assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
+    let ordered = outcome.ordered().expect("an order result");
+    assert_eq!(ordered.total_amount, 25_000);
+    let order_id = ordered.order_id;
     let (status, order) = stack
         .api
         .get(&format!("/v1/orders/{order_id}"), &user.token)
@@ -222,8 +224,8 @@ async fn overlapping_multi_item_orders_never_oversell_or_deadlock() -> anyhow::R
     let results = outcomes(&stack, &requests).await?;
     for outcome in &results {
         assert!(
-            outcome["status"] == "SUCCEEDED" || outcome["error"]["code"] == "OUT_OF_STOCK",
-            "no failure, no unretried deadlock: {outcome}"
+            outcome.status.as_str() == "SUCCEEDED" || outcome.error_code() == Some("OUT_OF_STOCK"),
+            "no failure, no unretried deadlock: {outcome:?}"
         );
     }
     for stock in &stock_ids {
@@ -278,8 +280,8 @@ async fn cart_checkout_orders_the_cart_and_empties_it_only_on_success() -> anyho
     let checkout = format!("/v1/users/{}/cart/checkout", user.id);
     let id = api.submit(&checkout, &user.token, &[], &json!({})).await?;
     assert_eq!(
-        api.outcome(&user.token, id).await?["error"]["code"],
-        "OUT_OF_STOCK"
+        api.outcome(&user.token, id).await?.error_code(),
+        Some("OUT_OF_STOCK")
     );
     let (_, cart) = api
         .get(&format!("/v1/users/{}/cart", user.id), &user.token)
@@ -294,8 +296,8 @@ async fn cart_checkout_orders_the_cart_and_empties_it_only_on_success() -> anyho
     let (_, _) = testkit::Api::read(put(socks[1], 1).await?).await?;
     let id = api.submit(&checkout, &user.token, &[], &json!({})).await?;
     let outcome = api.outcome(&user.token, id).await?;
-    assert_eq!(outcome["status"], "SUCCEEDED", "{outcome}");
-    let order_id = outcome["result"]["order_id"].as_i64().expect("order id");
+    assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
+    let order_id = outcome.ordered().expect("an order result").order_id;
     let (_, order) = api
         .get(&format!("/v1/orders/{order_id}"), &user.token)
         .await?;
@@ -364,7 +366,10 @@ async fn top_products_rank_by_units_then_sales_then_id() -> anyhow::Result<()> {
     seed(products[5], 2, 3, 3_000).await?; // P6: ... broken by id
     let user = buyers(&stack, 1, 100_000).await?.remove(0);
     let id = api.order(&user, &[(stocks[2], 2)]).await?;
-    assert_eq!(api.outcome(&user.token, id).await?["status"], "SUCCEEDED");
+    assert_eq!(
+        api.outcome(&user.token, id).await?.status.as_str(),
+        "SUCCEEDED"
+    );
     stats_reach(&stack, products[2], 1).await?; // today's real order
 
     let (status, top) = api
@@ -447,7 +452,7 @@ async fn stats_survive_a_killed_worker_without_double_counting() -> anyhow::Resu
     requests.extend(more);
     let results = outcomes(&stack, &requests).await?;
     assert!(
-        results.iter().all(|o| o["status"] == "SUCCEEDED"),
+        results.iter().all(|o| o.status == RequestStatus::Succeeded),
         "{:?}",
         codes(&results)
     );

@@ -26,7 +26,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Adds money to the caller's own balance.
-#[utoipa::path(post, path = "/v1/users/{id}/balance/charge", tag = "balance", request_body = Charge,
+#[utoipa::path(post, path = "/v1/users/{id}/balance/charge", operation_id = "charge_balance", tag = "balance", request_body = Charge,
     params(("id" = i64, Path, description = "The caller's own user id"), crate::openapi::IdempotencyKey),
     security(("user" = [])),
     responses((status = 202, description = "Accepted: poll Location for the outcome",
@@ -48,7 +48,7 @@ async fn charge(
 }
 
 /// A user's balance.
-#[utoipa::path(get, path = "/v1/users/{id}/balance", tag = "balance",
+#[utoipa::path(get, path = "/v1/users/{id}/balance", operation_id = "get_balance", tag = "balance",
     params(("id" = i64, Path, description = "The user")),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "The balance", body = Balance)))]
@@ -72,7 +72,7 @@ async fn show(
 }
 
 /// A user's balance changes, newest first.
-#[utoipa::path(get, path = "/v1/users/{id}/balance/history", tag = "balance",
+#[utoipa::path(get, path = "/v1/users/{id}/balance/history", operation_id = "list_balance_history", tag = "balance",
     params(("id" = i64, Path, description = "The user"), Cursor),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "A page of changes", body = Paged<BalanceEntry>)))]

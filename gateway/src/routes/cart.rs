@@ -46,7 +46,7 @@ async fn read_cart(state: &AppState, user_id: i64) -> ApiResult<Cart> {
 }
 
 /// A user's cart.
-#[utoipa::path(get, path = "/v1/users/{id}/cart", tag = "cart",
+#[utoipa::path(get, path = "/v1/users/{id}/cart", operation_id = "get_cart", tag = "cart",
     params(("id" = i64, Path, description = "The user")),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "The cart", body = Cart)))]
@@ -61,7 +61,7 @@ async fn show(
 
 /// Sets the quantity of one product stock in the caller's cart (adds the
 /// line if new; a cart holds at most 50 lines).
-#[utoipa::path(put, path = "/v1/users/{id}/cart/items/{stock_id}", tag = "cart", request_body = SetQuantity,
+#[utoipa::path(put, path = "/v1/users/{id}/cart/items/{stock_id}", operation_id = "set_cart_item", tag = "cart", request_body = SetQuantity,
     params(("id" = i64, Path, description = "The caller's own user id"),
            ("stock_id" = i64, Path, description = "The product stock")),
     security(("user" = [])),
@@ -103,7 +103,7 @@ async fn set_item(
 }
 
 /// Removes one product stock from the caller's cart.
-#[utoipa::path(delete, path = "/v1/users/{id}/cart/items/{stock_id}", tag = "cart",
+#[utoipa::path(delete, path = "/v1/users/{id}/cart/items/{stock_id}", operation_id = "remove_cart_item", tag = "cart",
     params(("id" = i64, Path, description = "The caller's own user id"),
            ("stock_id" = i64, Path, description = "The product stock")),
     security(("user" = [])),
@@ -123,7 +123,7 @@ async fn remove_item(
 }
 
 /// Empties the caller's cart.
-#[utoipa::path(delete, path = "/v1/users/{id}/cart", tag = "cart",
+#[utoipa::path(delete, path = "/v1/users/{id}/cart", operation_id = "clear_cart", tag = "cart",
     params(("id" = i64, Path, description = "The caller's own user id")),
     security(("user" = [])),
     responses((status = 200, description = "The empty cart", body = Cart)))]
@@ -142,7 +142,7 @@ async fn clear(
 
 /// Orders the cart's lines as they are now; the order lane removes them
 /// from the cart only if the order succeeds.
-#[utoipa::path(post, path = "/v1/users/{id}/cart/checkout", tag = "cart",
+#[utoipa::path(post, path = "/v1/users/{id}/cart/checkout", operation_id = "check_out_cart", tag = "cart",
     params(("id" = i64, Path, description = "The caller's own user id"), crate::openapi::IdempotencyKey),
     security(("user" = [])),
     responses((status = 202, description = "Accepted: poll Location for the outcome",

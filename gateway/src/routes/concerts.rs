@@ -25,7 +25,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Concerts, by id.
-#[utoipa::path(get, path = "/v1/concerts", tag = "concerts", params(Cursor),
+#[utoipa::path(get, path = "/v1/concerts", operation_id = "list_concerts", tag = "concerts", params(Cursor),
     responses((status = 200, description = "A page of concerts", body = Paged<Concert>)))]
 async fn list_concerts(
     State(state): State<AppState>,
@@ -43,7 +43,7 @@ async fn list_concerts(
 }
 
 /// A concert's schedules, by start (at most 100: not paged).
-#[utoipa::path(get, path = "/v1/concerts/{id}/schedules", tag = "concerts",
+#[utoipa::path(get, path = "/v1/concerts/{id}/schedules", operation_id = "list_schedules", tag = "concerts",
     params(("id" = i64, Path, description = "The concert"), Availability),
     responses((status = 200, description = "The schedules", body = Items<Schedule>)))]
 async fn list_schedules(
@@ -73,7 +73,7 @@ async fn list_schedules(
 }
 
 /// A schedule's seats, by number (at most 10,000: not paged).
-#[utoipa::path(get, path = "/v1/schedules/{id}/seats", tag = "concerts",
+#[utoipa::path(get, path = "/v1/schedules/{id}/seats", operation_id = "list_seats", tag = "concerts",
     params(("id" = i64, Path, description = "The schedule"), Availability),
     responses((status = 200, description = "The seats", body = Items<Seat>)))]
 async fn list_seats(
@@ -107,7 +107,7 @@ async fn list_seats(
 }
 
 /// Sets up a concert with its schedules and seats (admin).
-#[utoipa::path(post, path = "/v1/admin/concerts", tag = "admin", request_body = NewConcert,
+#[utoipa::path(post, path = "/v1/admin/concerts", operation_id = "create_concert", tag = "admin", request_body = NewConcert,
     security(("admin" = [])),
     responses((status = 201, description = "Created", body = CreatedConcert)))]
 async fn create_concert(

@@ -19,7 +19,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, path = "/healthz", operation_id = "live", tag = "operations",
     responses((status = 200, description = "Up", body = Live)))]
 async fn live() -> Json<Live> {
     Json(Live {
@@ -30,7 +30,7 @@ async fn live() -> Json<Live> {
 /// Ready when both Postgres and Kafka answer and the producer has not
 /// failed for good (a fatal idempotence error, e.g. after a topic was
 /// recreated under it, refuses every later publish until a restart).
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", operation_id = "ready", tag = "operations",
     responses((status = 200, description = "Ready", body = Ready),
               (status = 503, description = "Not ready", body = Ready)))]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
@@ -64,7 +64,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
 }
 
 /// Prometheus metrics (text exposition format).
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
     responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")))]
 async fn metrics() -> String {
     platform::observability::metrics_handle().render()

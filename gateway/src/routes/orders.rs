@@ -56,7 +56,7 @@ fn merged(lines: &[api::shop::OrderLine]) -> ApiResult<Vec<OrderLine>> {
 }
 
 /// Orders products, paid from the caller's balance at once.
-#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = api::shop::PlaceOrder,
+#[utoipa::path(post, path = "/v1/orders", operation_id = "place_order", tag = "orders", request_body = api::shop::PlaceOrder,
     params(crate::openapi::IdempotencyKey),
     security(("user" = [])),
     responses((status = 202, description = "Accepted: poll Location for the outcome",
@@ -125,7 +125,7 @@ impl From<OrderRow> for Order {
 }
 
 /// One order with its lines and payment (its buyer's, or any for the admin).
-#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+#[utoipa::path(get, path = "/v1/orders/{id}", operation_id = "get_order", tag = "orders",
     params(("id" = i64, Path, description = "The order")),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "The order", body = Order)))]
@@ -144,7 +144,7 @@ async fn show(
 }
 
 /// A user's orders, newest first.
-#[utoipa::path(get, path = "/v1/users/{id}/orders", tag = "orders",
+#[utoipa::path(get, path = "/v1/users/{id}/orders", operation_id = "list_orders", tag = "orders",
     params(("id" = i64, Path, description = "The user"), Cursor),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "A page of orders", body = Paged<Order>)))]

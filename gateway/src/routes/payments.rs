@@ -26,7 +26,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 
 /// Pays the caller's held reservation from their balance (needs the
 /// caller's ACTIVE queue token for its schedule).
-#[utoipa::path(post, path = "/v1/payments", tag = "payments", request_body = PayReservation,
+#[utoipa::path(post, path = "/v1/payments", operation_id = "pay_reservation", tag = "payments", request_body = PayReservation,
     params(crate::openapi::IdempotencyKey, crate::openapi::QueueToken),
     security(("user" = [])),
     responses((status = 202, description = "Accepted: poll Location for the outcome",
@@ -53,7 +53,7 @@ async fn pay(intake: Intake, ApiJson(body): ApiJson<PayReservation>) -> ApiResul
 }
 
 /// A user's payments, newest first.
-#[utoipa::path(get, path = "/v1/users/{id}/payments", tag = "payments",
+#[utoipa::path(get, path = "/v1/users/{id}/payments", operation_id = "list_payments", tag = "payments",
     params(("id" = i64, Path, description = "The user"), Cursor),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "A page of payments", body = Paged<Payment>)))]

@@ -60,7 +60,7 @@ impl From<ProductRow> for Product {
 }
 
 /// Products, by id, optionally of one category.
-#[utoipa::path(get, path = "/v1/products", tag = "products", params(ProductFilter),
+#[utoipa::path(get, path = "/v1/products", operation_id = "list_products", tag = "products", params(ProductFilter),
     responses((status = 200, description = "A page of products", body = Paged<Product>)))]
 async fn list(
     State(state): State<AppState>,
@@ -87,7 +87,7 @@ async fn list(
 }
 
 /// One product with its stock per size.
-#[utoipa::path(get, path = "/v1/products/{id}", tag = "products",
+#[utoipa::path(get, path = "/v1/products/{id}", operation_id = "get_product", tag = "products",
     params(("id" = i64, Path, description = "The product")),
     responses((status = 200, description = "The product", body = Product)))]
 async fn show(
@@ -103,7 +103,7 @@ async fn show(
 }
 
 /// Sets up a product with its sizes and stock (admin).
-#[utoipa::path(post, path = "/v1/admin/products", tag = "admin", request_body = NewProduct,
+#[utoipa::path(post, path = "/v1/admin/products", operation_id = "create_product", tag = "admin", request_body = NewProduct,
     security(("admin" = [])),
     responses((status = 201, description = "Created", body = Product)))]
 async fn create(
@@ -142,7 +142,7 @@ async fn create(
 
 /// Best sellers over the last `days` business days (today included), by
 /// units sold, then sales amount, then product id (so ties are stable).
-#[utoipa::path(get, path = "/v1/products/top", tag = "products", params(TopQuery),
+#[utoipa::path(get, path = "/v1/products/top", operation_id = "top_products", tag = "products", params(TopQuery),
     responses((status = 200, description = "The best sellers", body = TopProducts)))]
 async fn top(
     State(state): State<AppState>,
@@ -197,7 +197,7 @@ async fn top(
 }
 
 /// One business day's totals per product, by product id.
-#[utoipa::path(get, path = "/v1/stats/products/daily", tag = "products", params(DailyQuery),
+#[utoipa::path(get, path = "/v1/stats/products/daily", operation_id = "daily_product_stats", tag = "products", params(DailyQuery),
     responses((status = 200, description = "A page of the day's totals", body = DailyStats)))]
 async fn daily(
     State(state): State<AppState>,

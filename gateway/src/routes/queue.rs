@@ -68,7 +68,7 @@ async fn describe(state: &AppState, row: &TokenRow) -> ApiResult<QueueToken> {
 
 /// Joins the waiting queue of a schedule (201), or answers the caller's
 /// live place in it (200): one per user and schedule.
-#[utoipa::path(post, path = "/v1/queue/tokens", tag = "queue", request_body = JoinQueue,
+#[utoipa::path(post, path = "/v1/queue/tokens", operation_id = "join_queue", tag = "queue", request_body = JoinQueue,
     security(("user" = [])),
     responses((status = 201, description = "Joined", body = QueueToken),
               (status = 200, description = "Already in line (or admitted)", body = QueueToken)))]
@@ -119,7 +119,7 @@ async fn join(
 }
 
 /// A queue token's status and place in line.
-#[utoipa::path(get, path = "/v1/queue/tokens/{token}", tag = "queue",
+#[utoipa::path(get, path = "/v1/queue/tokens/{token}", operation_id = "get_queue_token", tag = "queue",
     params(("token" = String, Path, description = "The queue token")),
     security(("user" = [])),
     responses((status = 200, description = "The token", body = QueueToken)))]

@@ -35,7 +35,7 @@ pub struct Wait {
     /// (capped by the gateway's `REQUEST_WAIT_MAX_MS`, 30 s by default);
     /// 0 or absent answers at once.
     #[param(minimum = 0)]
-    wait_ms: Option<u64>,
+    wait_ms: Option<i64>,
 }
 
 async fn load(state: &AppState, id: Uuid) -> ApiResult<Option<KnownRequest>> {
@@ -58,7 +58,7 @@ fn authorize(caller: Caller, row: &RequestView) -> ApiResult<()> {
 }
 
 /// The outcome of an accepted request, optionally waiting for it.
-#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
+#[utoipa::path(get, path = "/v1/requests/{id}", operation_id = "get_request", tag = "requests",
     params(("id" = Uuid, Path, description = "The request id a 202 answered"), Wait),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "Where the request stands", body = RequestOutcome)))]
@@ -68,7 +68,11 @@ async fn show(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(wait): ApiQuery<Wait>,
 ) -> ApiResult<Json<RequestOutcome>> {
-    let wait = Duration::from_millis(wait.wait_ms.unwrap_or(0)).min(state.max_wait);
+    let wait_ms = wait.wait_ms.unwrap_or(0);
+    // An int64 as documented (a larger number is refused as it parses).
+    let wait_ms =
+        u64::try_from(wait_ms).map_err(|_| ApiError::invalid("wait_ms", "must be 0 or more"))?;
+    let wait = Duration::from_millis(wait_ms).min(state.max_wait);
     // Past LONG_POLL_MAX waiting long-polls, a long-poll is answered at
     // once, as a plain GET: clients poll again, and the gateway's memory
     // and connections stay bounded.

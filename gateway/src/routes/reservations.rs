@@ -30,7 +30,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 
 /// Holds a seat for the caller until paid or expired (needs the caller's
 /// ACTIVE queue token for the seat's schedule).
-#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", request_body = HoldSeat,
+#[utoipa::path(post, path = "/v1/reservations", operation_id = "hold_seat", tag = "reservations", request_body = HoldSeat,
     params(crate::openapi::IdempotencyKey, crate::openapi::QueueToken),
     security(("user" = [])),
     responses((status = 202, description = "Accepted: poll Location for the outcome",
@@ -113,7 +113,7 @@ impl ReservationRow {
 }
 
 /// One reservation (its user's, or any for the admin).
-#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations",
+#[utoipa::path(get, path = "/v1/reservations/{id}", operation_id = "get_reservation", tag = "reservations",
     params(("id" = i64, Path, description = "The reservation")),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "The reservation", body = Reservation)))]
@@ -129,7 +129,7 @@ async fn show(
 
 /// Cancels the caller's reservation: a hold is released, a paid one is
 /// refunded to the balance.
-#[utoipa::path(post, path = "/v1/reservations/{id}/cancel", tag = "reservations",
+#[utoipa::path(post, path = "/v1/reservations/{id}/cancel", operation_id = "cancel_reservation", tag = "reservations",
     params(("id" = i64, Path, description = "The reservation"), crate::openapi::IdempotencyKey),
     security(("user" = [])),
     responses((status = 202, description = "Accepted: poll Location for the outcome",
@@ -149,7 +149,7 @@ async fn cancel(intake: Intake, ApiPath(id): ApiPath<i64>) -> ApiResult<Response
 }
 
 /// A user's reservations, newest first.
-#[utoipa::path(get, path = "/v1/users/{id}/reservations", tag = "reservations",
+#[utoipa::path(get, path = "/v1/users/{id}/reservations", operation_id = "list_reservations", tag = "reservations",
     params(("id" = i64, Path, description = "The user"), Cursor),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "A page of reservations", body = Paged<Reservation>)))]

@@ -17,7 +17,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 
 /// Creates a user (with a zero balance) and answers their bearer
 /// credential.
-#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser,
+#[utoipa::path(post, path = "/v1/users", operation_id = "create_user", tag = "users", request_body = NewUser,
     responses((status = 201, description = "Created", body = User),
               (status = 409, description = "`EMAIL_TAKEN`: a user with this email exists", body = api::ErrorBody)))]
 async fn create_user(

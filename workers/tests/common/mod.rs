@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use api::status::RequestStatus;
+use api::RequestOutcome;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde_json::Value;
 use uuid::Uuid;
 
 use gateway::{Gateway, GatewayConfig};
@@ -217,7 +218,10 @@ pub fn spawn_workers_process_with(
 }
 
 /// Final outcomes of `(bearer, request id)` pairs, in order.
-pub async fn outcomes(stack: &Stack, requests: &[(String, Uuid)]) -> anyhow::Result<Vec<Value>> {
+pub async fn outcomes(
+    stack: &Stack,
+    requests: &[(String, Uuid)],
+) -> anyhow::Result<Vec<RequestOutcome>> {
     let api = &stack.api;
     stream::iter(requests.iter().cloned())
         .map(|(bearer, id)| async move { api.outcome(&bearer, id).await })
@@ -227,12 +231,12 @@ pub async fn outcomes(stack: &Stack, requests: &[(String, Uuid)]) -> anyhow::Res
 }
 
 /// Outcomes counted by `SUCCEEDED` or their error code.
-pub fn codes(outcomes: &[Value]) -> HashMap<String, usize> {
+pub fn codes(outcomes: &[RequestOutcome]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for outcome in outcomes {
-        let key = match outcome["status"].as_str() {
-            Some("SUCCEEDED") => "SUCCEEDED".to_owned(),
-            _ => outcome["error"]["code"].as_str().unwrap_or("?").to_owned(),
+        let key = match outcome.status {
+            RequestStatus::Succeeded => "SUCCEEDED".to_owned(),
+            _ => outcome.error_code().unwrap_or("?").to_owned(),
         };
         *counts.entry(key).or_default() += 1;
     }
