@@ -17,9 +17,6 @@ use uuid::Uuid;
 
 use crate::engine::decode;
 
-/// Header a re-driven record carries: the dead letter it came from.
-pub const HEADER_REPLAYED_FROM: &str = "dlq-replayed-from";
-
 /// One dead-lettered record.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
@@ -234,7 +231,7 @@ pub async fn replay(
         }
     }
     let mut headers = vec![(
-        HEADER_REPLAYED_FROM,
+        schemas::HEADER_DLQ_REPLAYED_FROM,
         format!("{}/{}/{}", letter.topic, letter.partition, letter.offset),
     )];
     if let Some(id) = request_id {
