@@ -224,12 +224,10 @@ impl Client {
 
     /// `POST /v1/users`: a new user and its bearer credential.
     pub async fn create_user(&self, user: &NewUser) -> Result<User, Error> {
-        let (response, _) = self
-            .send(Repeat::OnlyRefused, || {
-                self.request(Method::POST, "/v1/users").json(user)
-            })
-            .await?;
-        expect(response, StatusCode::CREATED).await
+        self.call(Repeat::OnlyRefused, StatusCode::CREATED, || {
+            self.request(Method::POST, "/v1/users").json(user)
+        })
+        .await
     }
 
     /// `GET /v1/users/{id}/balance`.
@@ -257,13 +255,11 @@ impl Client {
 
     /// `POST /v1/admin/concerts` (admin credential).
     pub async fn create_concert(&self, concert: &NewConcert) -> Result<CreatedConcert, Error> {
-        let (response, _) = self
-            .send(Repeat::OnlyRefused, || {
-                self.request(Method::POST, "/v1/admin/concerts")
-                    .json(concert)
-            })
-            .await?;
-        expect(response, StatusCode::CREATED).await
+        self.call(Repeat::OnlyRefused, StatusCode::CREATED, || {
+            self.request(Method::POST, "/v1/admin/concerts")
+                .json(concert)
+        })
+        .await
     }
 
     /// `GET /v1/concerts`, by id.
@@ -363,13 +359,11 @@ impl Client {
 
     /// `POST /v1/admin/products` (admin credential).
     pub async fn create_product(&self, product: &NewProduct) -> Result<Product, Error> {
-        let (response, _) = self
-            .send(Repeat::OnlyRefused, || {
-                self.request(Method::POST, "/v1/admin/products")
-                    .json(product)
-            })
-            .await?;
-        expect(response, StatusCode::CREATED).await
+        self.call(Repeat::OnlyRefused, StatusCode::CREATED, || {
+            self.request(Method::POST, "/v1/admin/products")
+                .json(product)
+        })
+        .await
     }
 
     /// `GET /v1/products`, by id.
@@ -405,30 +399,28 @@ impl Client {
         quantity: &SetQuantity,
     ) -> Result<Cart, Error> {
         let path = format!("/v1/users/{user_id}/cart/items/{stock_id}");
-        let (response, _) = self
-            .send(Repeat::Safe, || {
-                self.request(Method::PUT, &path).json(quantity)
-            })
-            .await?;
-        expect(response, StatusCode::OK).await
+        self.call(Repeat::Safe, StatusCode::OK, || {
+            self.request(Method::PUT, &path).json(quantity)
+        })
+        .await
     }
 
     /// `DELETE /v1/users/{id}/cart/items/{stock_id}`.
     pub async fn remove_cart_item(&self, user_id: i64, stock_id: i64) -> Result<Cart, Error> {
         let path = format!("/v1/users/{user_id}/cart/items/{stock_id}");
-        let (response, _) = self
-            .send(Repeat::Safe, || self.request(Method::DELETE, &path))
-            .await?;
-        expect(response, StatusCode::OK).await
+        self.call(Repeat::Safe, StatusCode::OK, || {
+            self.request(Method::DELETE, &path)
+        })
+        .await
     }
 
     /// `DELETE /v1/users/{id}/cart`.
     pub async fn clear_cart(&self, user_id: i64) -> Result<Cart, Error> {
         let path = format!("/v1/users/{user_id}/cart");
-        let (response, _) = self
-            .send(Repeat::Safe, || self.request(Method::DELETE, &path))
-            .await?;
-        expect(response, StatusCode::OK).await
+        self.call(Repeat::Safe, StatusCode::OK, || {
+            self.request(Method::DELETE, &path)
+        })
+        .await
     }
 
     /// `POST /v1/users/{id}/cart/checkout`: orders what the cart holds.
@@ -553,12 +545,22 @@ impl Client {
         path: &str,
         query: &Q,
     ) -> Result<T, Error> {
-        let (response, _) = self
-            .send(Repeat::Safe, || {
-                self.request(Method::GET, path).query(query)
-            })
-            .await?;
-        expect(response, StatusCode::OK).await
+        self.call(Repeat::Safe, StatusCode::OK, || {
+            self.request(Method::GET, path).query(query)
+        })
+        .await
+    }
+
+    /// Sends what `make` builds (see [`Client::send`]) and reads the answer
+    /// as a `T` when its status is `want`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        repeat: Repeat,
+        want: StatusCode,
+        make: impl Fn() -> RequestBuilder,
+    ) -> Result<T, Error> {
+        let (response, _) = self.send(repeat, make).await?;
+        expect(response, want).await
     }
 
     /// A request to `path` with the client's credential.

@@ -232,19 +232,27 @@ fn code_of(outcome: &RequestOutcome) -> String {
 fn accepted(call: Result<Submitted, client::Error>) -> Result<(Instant, Submitted), String> {
     match call {
         Ok(submitted) => Ok((Instant::now(), submitted)),
-        Err(error) => Err(error
+        Err(error) => Err(failure_code(&error)),
+    }
+}
+
+/// The code a failed call's sample records: the HTTP status of a refusal,
+/// `NO_OUTCOME` when the outcome did not come in time, `ERROR` when no
+/// answer came.
+fn failure_code(error: &client::Error) -> String {
+    match error {
+        client::Error::NoOutcome { .. } => "NO_OUTCOME".to_owned(),
+        error => error
             .status()
-            .map_or_else(|| "ERROR".to_owned(), |s| format!("HTTP_{}", s.as_u16()))),
+            .map_or_else(|| "ERROR".to_owned(), |s| format!("HTTP_{}", s.as_u16())),
     }
 }
 
 /// Long-polls the outcome of `id` (through gateway restarts and outages,
 /// while the client's patience lasts for each poll).
 async fn follow(client: &Client, id: Uuid) -> Result<RequestOutcome, String> {
-    client.wait_outcome(id).await.map_err(|error| match error {
-        client::Error::NoOutcome { .. } => "NO_OUTCOME".to_owned(),
-        error => error
-            .status()
-            .map_or_else(|| "ERROR".to_owned(), |s| format!("HTTP_{}", s.as_u16())),
-    })
+    client
+        .wait_outcome(id)
+        .await
+        .map_err(|error| failure_code(&error))
 }
