@@ -45,30 +45,34 @@ impl RequestOutcome {
         self.error.as_ref().map(|error| error.code.as_str())
     }
 
+    /// The result, when the request succeeded with a `T`
+    /// (`outcome.result_as::<HoldResult>()`).
+    pub fn result_as<T>(&self) -> Option<&T>
+    where
+        for<'a> &'a T: TryFrom<&'a RequestResult>,
+    {
+        self.result.as_ref()?.try_into().ok()
+    }
+
     /// What a succeeded hold did.
     pub fn held(&self) -> Option<&HoldResult> {
-        match &self.result {
-            Some(RequestResult::Held(held)) => Some(held),
-            _ => None,
-        }
+        self.result_as()
     }
 
     /// What a succeeded cancellation did.
     pub fn cancelled(&self) -> Option<&CancelResult> {
-        match &self.result {
-            Some(RequestResult::Cancelled(cancelled)) => Some(cancelled),
-            _ => None,
-        }
+        self.result_as()
     }
 
     /// What a succeeded order did.
     pub fn ordered(&self) -> Option<&OrderResult> {
-        match &self.result {
-            Some(RequestResult::Ordered(ordered)) => Some(ordered),
-            _ => None,
-        }
+        self.result_as()
     }
 }
+
+/// A [`RequestResult`] of another kind than the one asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OtherResult;
 
 /// A refusal or failure of a decided request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -186,6 +190,17 @@ macro_rules! into_result {
         impl From<$ty> for RequestResult {
             fn from(result: $ty) -> Self {
                 RequestResult::$variant(result)
+            }
+        }
+
+        impl<'a> TryFrom<&'a RequestResult> for &'a $ty {
+            type Error = OtherResult;
+
+            fn try_from(result: &'a RequestResult) -> Result<Self, OtherResult> {
+                match result {
+                    RequestResult::$variant(result) => Ok(result),
+                    _ => Err(OtherResult),
+                }
             }
         }
     )+};

@@ -126,23 +126,23 @@ impl Injector {
             }
             FaultKind::DbConnectionsTerminated => {
                 let admin = stack.admin_pool().await?;
-                sqlx::query(
+                sqlx::query!(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                      WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    stack.database
                 )
-                .bind(&stack.database)
-                .execute(&admin)
+                .fetch_all(&admin)
                 .await?;
                 admin.close().await;
             }
             FaultKind::RelayConnectionTerminated => {
                 let admin = stack.admin_pool().await?;
-                let terminated: i64 = sqlx::query_scalar(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                     WHERE datname = $1 AND application_name = $2",
+                let terminated = sqlx::query_scalar!(
+                    r#"SELECT count(pg_terminate_backend(pid)) AS "terminated!" FROM pg_stat_activity
+                       WHERE datname = $1 AND application_name = $2"#,
+                    stack.database,
+                    workers::outbox::APPLICATION_NAME
                 )
-                .bind(&stack.database)
-                .bind(workers::outbox::APPLICATION_NAME)
                 .fetch_one(&admin)
                 .await?;
                 admin.close().await;
@@ -211,9 +211,8 @@ pub async fn probe_users(stack: &Stack) -> anyhow::Result<Vec<User>> {
         let user = stack.api.create_user(&format!("probe{attempt}")).await?;
         let id = stack.api.charge(&user, 1).await?;
         stack.api.outcome(&user.token, id).await?;
-        let partition: Option<i32> =
-            sqlx::query_scalar("SELECT kafka_partition FROM requests WHERE id = $1")
-                .bind(id)
+        let partition =
+            sqlx::query_scalar!("SELECT kafka_partition FROM requests WHERE id = $1", id)
                 .fetch_one(&stack.pool)
                 .await?;
         if let Some(partition) = partition {

@@ -4,6 +4,8 @@
 //! relay's connections cut, the gateway restarted), then every guarantee
 //! of DESIGN §4 checked by the `verify` library.
 
+#![warn(missing_docs)]
+
 pub mod faults;
 pub mod load;
 pub mod process;
@@ -25,12 +27,8 @@ use uuid::Uuid;
 /// mid-round can have in flight, so the most one fault can repeat.
 const RELAY_ROUND: usize = 1000;
 
-/// Command line of the chaos run.
+/// Load under a fault schedule, then every guarantee checked.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "chaos",
-    about = "Load under a fault schedule, then every guarantee checked"
-)]
 pub struct Settings {
     /// Every fault kind once (under 4 minutes); without it each kind runs
     /// `--rounds` times.
@@ -373,12 +371,14 @@ fn spawn_progress(pool: sqlx::PgPool, started: Instant) -> tokio::task::JoinHand
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            let counts: Result<(i64, i64), _> = sqlx::query_as(
-                "SELECT count(*), count(*) FILTER (WHERE status <> 'PENDING') FROM requests",
+            let counts = sqlx::query!(
+                r#"SELECT count(*) AS "all!", count(*) FILTER (WHERE status <> 'PENDING') AS "decided!"
+                   FROM requests"#
             )
             .fetch_one(&pool)
             .await;
-            if let Ok((all, decided)) = counts {
+            if let Ok(counts) = counts {
+                let (all, decided) = (counts.all, counts.decided);
                 say(
                     started,
                     format!("  requests: {all} recorded, {decided} decided"),
@@ -391,7 +391,7 @@ fn spawn_progress(pool: sqlx::PgPool, started: Instant) -> tokio::task::JoinHand
 async fn wait_outbox_empty(stack: &Stack, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        let left: Result<i64, _> = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        let left = sqlx::query_scalar!(r#"SELECT count(*) AS "left!" FROM outbox"#)
             .fetch_one(&stack.pool)
             .await;
         if matches!(left, Ok(0)) || Instant::now() >= deadline {
@@ -432,10 +432,10 @@ async fn check_poison(stack: &Stack, poison: Vec<load::Poison>) -> anyhow::Resul
             summary.dead_lettered += 1;
         }
         if let Some(id) = p.request_id {
-            let code: Option<String> = sqlx::query_scalar(
+            let code = sqlx::query_scalar!(
                 "SELECT error_code FROM requests WHERE id = $1 AND status = 'FAILED'",
+                id
             )
-            .bind(id)
             .fetch_optional(&stack.pool)
             .await?
             .flatten();

@@ -68,12 +68,14 @@ impl Stack {
             .max_connections(1)
             .connect_with(server.clone().database("postgres"))
             .await?;
+        // Dynamic SQL: a database name cannot be a bind parameter.
         sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             settings.database
         ))
         .execute(&admin)
         .await?;
+        // Dynamic SQL: as above.
         sqlx::query(&format!("CREATE DATABASE {}", settings.database))
             .execute(&admin)
             .await?;

@@ -29,6 +29,8 @@
 //! its own, so a repeat is never a second request. An impatient client (the
 //! default) sends every call once and shows every answer as it is.
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,13 +1,14 @@
 //! Bearer credentials: HMAC-signed user ids, checked without a database
 //! round trip, and the admin credential from configuration.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use utoipa::IntoParams;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -69,6 +70,20 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .then(|| credential.trim())
 }
 
+/// Who the bearer credential of a call stands for: the admin (the
+/// configured token) or a user (a genuine signed id); 401 otherwise.
+fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let credential = bearer(parts).ok_or(ApiError::Unauthorized)?;
+    if bool::from(credential.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+        return Ok(Caller::Admin);
+    }
+    state
+        .signer
+        .verify(credential)
+        .map(Caller::User)
+        .ok_or(ApiError::Unauthorized)
+}
+
 /// The authenticated user of a call.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser(pub i64);
@@ -76,27 +91,18 @@ pub struct AuthUser(pub i64);
 impl AuthUser {
     /// Refuses with 403 unless the caller is `user_id`.
     pub fn require_self(self, user_id: i64) -> Result<(), ApiError> {
-        if self.0 == user_id {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("another user's resource"))
-        }
+        Caller::from(self).require_access(user_id)
     }
 }
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let credential = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        state
-            .signer
-            .verify(credential)
-            .map(AuthUser)
-            .ok_or(ApiError::Unauthorized)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match authenticate(parts, state)? {
+            Caller::User(id) => Ok(AuthUser(id)),
+            Caller::Admin => Err(ApiError::Unauthorized),
+        }
     }
 }
 
@@ -107,15 +113,10 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let credential = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        if bool::from(credential.as_bytes().ct_eq(state.admin_token.as_bytes())) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Unauthorized)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match authenticate(parts, state)? {
+            Caller::Admin => Ok(Admin),
+            Caller::User(_) => Err(ApiError::Unauthorized),
         }
     }
 }
@@ -140,20 +141,70 @@ impl Caller {
     }
 }
 
+impl From<AuthUser> for Caller {
+    fn from(AuthUser(id): AuthUser) -> Self {
+        Caller::User(id)
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        if Admin::from_request_parts(parts, state).await.is_ok() {
-            return Ok(Caller::Admin);
-        }
-        AuthUser::from_request_parts(parts, state)
-            .await
-            .map(|u| Caller::User(u.0))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(parts, state)
     }
+}
+
+/// The `{id}` of a `/v1/users/{id}/…` path whose data the caller may
+/// read: their own, or anyone's for the admin (403 otherwise).
+#[derive(Debug, Clone, Copy, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ReadableUser {
+    /// The user
+    pub id: i64,
+}
+
+impl FromRequestParts<AppState> for ReadableUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = authenticate(parts, state)?;
+        let id = user_in_path(parts, state).await?;
+        caller.require_access(id)?;
+        Ok(Self { id })
+    }
+}
+
+/// The `{id}` of a `/v1/users/{id}/…` path the caller acts on: only their
+/// own (403 otherwise; the admin acts as no user).
+#[derive(Debug, Clone, Copy, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct OwnUser {
+    /// The caller's own user id
+    pub id: i64,
+}
+
+impl FromRequestParts<AppState> for OwnUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        let id = user_in_path(parts, state).await?;
+        user.require_self(id)?;
+        Ok(Self { id })
+    }
+}
+
+/// The `{id}` path parameter of a user's route.
+async fn user_in_path(parts: &mut Parts, state: &AppState) -> Result<i64, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|rejection| ApiError::invalid("path", rejection.body_text()))?;
+    params
+        .iter()
+        .find(|(name, _)| *name == "id")
+        .and_then(|(_, value)| value.parse().ok())
+        .ok_or_else(|| ApiError::invalid("id", "not a user id"))
 }
 
 #[cfg(test)]

@@ -4,13 +4,10 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use platform::CommonConfig;
+use secrecy::{ExposeSecret, SecretString};
 
-/// Everything the gateway reads from its environment.
+/// HTTP gateway of the booking and shop backend.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "gateway",
-    about = "HTTP gateway of the booking and shop backend"
-)]
 pub struct GatewayConfig {
     /// Shared connection settings.
     #[command(flatten)]
@@ -20,13 +17,14 @@ pub struct GatewayConfig {
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
-    /// Bearer credential of the admin endpoints.
+    /// Bearer credential of the admin endpoints (never printed: `Debug`
+    /// shows it redacted).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: String,
+    pub admin_token: SecretString,
 
-    /// Key that signs user credentials.
+    /// Key that signs user credentials (never printed).
     #[arg(long, env = "AUTH_SECRET", hide_env_values = true)]
-    pub auth_secret: String,
+    pub auth_secret: SecretString,
 
     /// Longest `wait_ms` a client may ask of `GET /v1/requests/{id}`.
     #[arg(long, env = "REQUEST_WAIT_MAX_MS", default_value_t = 30_000)]
@@ -88,8 +86,8 @@ impl GatewayConfig {
     /// Refuses empty, placeholder and (for `AUTH_SECRET`) short secrets.
     pub fn check_secrets(&self) -> Result<(), SecretError> {
         for (name, value) in [
-            ("AUTH_SECRET", self.auth_secret.trim()),
-            ("ADMIN_TOKEN", self.admin_token.trim()),
+            ("AUTH_SECRET", self.auth_secret.expose_secret().trim()),
+            ("ADMIN_TOKEN", self.admin_token.expose_secret().trim()),
         ] {
             if value.is_empty() {
                 return Err(SecretError::Missing(name));
@@ -99,7 +97,7 @@ impl GatewayConfig {
                 return Err(SecretError::Placeholder(name));
             }
         }
-        if self.auth_secret.len() < MIN_AUTH_SECRET_BYTES {
+        if self.auth_secret.expose_secret().len() < MIN_AUTH_SECRET_BYTES {
             return Err(SecretError::TooShort);
         }
         Ok(())
@@ -108,17 +106,12 @@ impl GatewayConfig {
     /// A configuration for tests and tools: local defaults with the given
     /// secrets.
     pub fn local(admin_token: &str, auth_secret: &str) -> Self {
-        Self {
-            common: CommonConfig::local(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            admin_token: admin_token.to_owned(),
-            auth_secret: auth_secret.to_owned(),
-            request_wait_max_ms: 30_000,
-            business_tz: "Asia/Seoul".into(),
-            max_body_bytes: 16 * 1024,
-            outcome_cache_entries: 50_000,
-            long_poll_max: 10_000,
-        }
+        platform::config::from_defaults(&[
+            "--admin-token",
+            admin_token,
+            "--auth-secret",
+            auth_secret,
+        ])
     }
 }
 
@@ -127,6 +120,15 @@ mod tests {
     use super::*;
 
     const GOOD: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let config = GatewayConfig::local("admin-do-not-print-me", GOOD);
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("do-not-print-me"), "{printed}");
+        assert!(!printed.contains(GOOD), "{printed}");
+        assert!(printed.contains("REDACTED"), "{printed}");
+    }
 
     #[test]
     fn placeholder_short_and_empty_secrets_are_refused() {

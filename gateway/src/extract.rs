@@ -2,8 +2,9 @@
 //! limit in front of them.
 
 use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -103,23 +104,13 @@ fn nul_in_text(bytes: &[u8]) -> Option<String> {
 
 /// Like `axum::extract::Path`, but a malformed id is a `VALIDATION_FAILED`
 /// naming the path parameter.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(value)| ApiPath(value))
-            .map_err(|rejection| ApiError::invalid("path", rejection.body_text()))
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::invalid("path", rejection.body_text())
     }
 }
 
@@ -147,6 +138,41 @@ where
             .await
             .map(|axum::extract::Query(value)| ApiQuery(value))
             .map_err(|rejection| ApiError::invalid("query", rejection.body_text()))
+    }
+}
+
+/// The `X-Queue-Token` header of holds and payments: present and a UUID,
+/// checked before anything else of the call (a keyed retry without it is
+/// refused like a first call, not answered from the first call's outcome).
+/// Whether the token is usable is the handler's look-up.
+#[derive(Debug, Clone, Copy, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct QueueTokenHeader {
+    /// The caller's ACTIVE queue token for the seat's schedule.
+    #[param(rename = "X-Queue-Token")]
+    x_queue_token: uuid::Uuid,
+}
+
+impl QueueTokenHeader {
+    /// The token.
+    pub fn token(self) -> uuid::Uuid {
+        self.x_queue_token
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueueTokenHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts
+            .headers
+            .get("x-queue-token")
+            .ok_or(ApiError::QueueTokenRequired)?;
+        raw.to_str()
+            .ok()
+            .and_then(|raw| uuid::Uuid::parse_str(raw.trim()).ok())
+            .map(|x_queue_token| Self { x_queue_token })
+            .ok_or(ApiError::QueueTokenInvalid("malformed"))
     }
 }
 

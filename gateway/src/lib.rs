@@ -21,6 +21,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -52,8 +53,8 @@ impl Gateway {
             pool,
             producer,
             topics: config.common.topics(),
-            signer: auth::Signer::new(&config.auth_secret),
-            admin_token: Arc::from(config.admin_token.as_str()),
+            signer: auth::Signer::new(config.auth_secret.expose_secret()),
+            admin_token: Arc::from(config.admin_token.expose_secret()),
             waiter: waiter::OutcomeWaiter::new(config.outcome_cache_entries, config.long_poll_max),
             pending: pending_writer,
             produce_timeout: Duration::from_millis(config.common.kafka_produce_timeout_ms),
@@ -98,12 +99,23 @@ impl Gateway {
             .layer(middleware::from_fn(record_metrics))
             .layer(
                 TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let request_id = request
+                    // `http_request_id` names this HTTP exchange (`x-request-id`);
+                    // `request_id` and `trace_id` are recorded once the call is
+                    // accepted as a request: the id its outcome is polled by and
+                    // the trace the lanes continue from `traceparent`.
+                    let http_request_id = request
                         .headers()
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id)
+                    tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        uri = %request.uri(),
+                        http_request_id,
+                        request_id = tracing::field::Empty,
+                        trace_id = tracing::field::Empty,
+                    )
                 }),
             )
             .layer(PropagateRequestIdLayer::new(x_request_id.clone()))

@@ -22,16 +22,6 @@ pub struct IdempotencyKey {
     idempotency_key: Option<String>,
 }
 
-/// The `X-Queue-Token` header of holds and payments.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct QueueToken {
-    /// The caller's ACTIVE queue token for the seat's schedule.
-    #[param(rename = "X-Queue-Token")]
-    x_queue_token: uuid::Uuid,
-}
-
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
@@ -43,7 +33,7 @@ pub struct QueueToken {
             code. A `503` or a `409 IDEMPOTENCY_KEY_IN_USE` carries `Retry-After`.",
         license(name = "Apache-2.0")
     ),
-    components(schemas(api::ErrorBody))
+    components(schemas(api::ErrorBody, api::Accepted))
 )]
 struct ApiDoc;
 

@@ -105,7 +105,7 @@ async fn insert(pool: &PgPool, batch: &[Job]) -> Result<(), sqlx::Error> {
     // A keyed call claimed its row before publishing: fill in where the
     // record landed. A lane may have decided the request already: its
     // outcome stays.
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO requests (id, type, user_id, status, topic, kafka_partition, kafka_offset)
          SELECT id, type, user_id, 'PENDING', topic, kafka_partition, kafka_offset
          FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::int4[], $6::int8[])
@@ -113,13 +113,15 @@ async fn insert(pool: &PgPool, batch: &[Job]) -> Result<(), sqlx::Error> {
          ON CONFLICT (id) DO UPDATE SET topic = EXCLUDED.topic,
              kafka_partition = EXCLUDED.kafka_partition, kafka_offset = EXCLUDED.kafka_offset
          WHERE requests.status = 'PENDING' AND requests.kafka_offset IS NULL",
+        // `as`: the macro would want owned strings and non-null ids; these
+        // borrowed strings and nullable ids encode as the same arrays.
+        &ids,
+        &types as &[&str],
+        &users as &[Option<i64>],
+        &topics as &[&str],
+        &partitions,
+        &offsets,
     )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&users)
-    .bind(&topics)
-    .bind(&partitions)
-    .bind(&offsets)
     .execute(pool)
     .await?;
     Ok(())

@@ -4,6 +4,7 @@
 //! handler's look-ups, then publishing to the request's topic, waiting for
 //! the broker's acknowledgement, recording it PENDING and answering 202.
 
+use api::status::RequestStatus;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -76,11 +77,6 @@ impl Intake {
         self.user.0
     }
 
-    /// The call's headers.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-
     /// Accepts the call: derives its request id, answers a repeat of an
     /// earlier keyed call as that call was answered, else runs `build` (the
     /// handler's look-ups and checks, which may refuse the call) and
@@ -90,7 +86,7 @@ impl Intake {
         self,
         body: &impl Serialize,
         build: impl AsyncFnOnce(&Intake) -> ApiResult<Request>,
-    ) -> ApiResult<Response> {
+    ) -> ApiResult<Accepted> {
         let id = request_id(&self.headers, self.user.0, &self.route, &(&self.path, body))?;
         if let Some(response) = replay(&self.state, &id).await? {
             return Ok(response);
@@ -159,9 +155,8 @@ fn request_id(
 }
 
 /// What the `requests` table says of a keyed call's id.
-#[derive(sqlx::FromRow)]
 struct Claim {
-    status: api::status::RequestStatus,
+    status: RequestStatus,
     fingerprint: Option<Vec<u8>>,
     /// The broker acknowledged it (or a lane decided it already).
     published: bool,
@@ -172,12 +167,12 @@ struct Claim {
 impl Claim {
     /// The answer to a call whose id is claimed already, or None when this
     /// call may go on (and take a stale claim over).
-    fn answer(&self, request: &RequestId) -> ApiResult<Option<Response>> {
+    fn answer(&self, request: &RequestId) -> ApiResult<Option<Accepted>> {
         if self.fingerprint != request.fingerprint {
             return Err(ApiError::IdempotencyKeyReused);
         }
         if self.published {
-            return Ok(Some(accepted(request.id, self.status)));
+            return Ok(Some(Accepted::new(request.id, self.status)));
         }
         if self.stale {
             return Ok(None);
@@ -187,13 +182,15 @@ impl Claim {
 }
 
 async fn read_claim(state: &AppState, id: Uuid) -> ApiResult<Option<Claim>> {
-    Ok(sqlx::query_as(
-        "SELECT status, fingerprint, (kafka_offset IS NOT NULL OR status <> 'PENDING') AS published,
-                accepted_at < now() - make_interval(secs => $2) AS stale
-         FROM requests WHERE id = $1",
+    Ok(sqlx::query_as!(
+        Claim,
+        r#"SELECT status AS "status: RequestStatus", fingerprint,
+                (kafka_offset IS NOT NULL OR status <> 'PENDING') AS "published!",
+                accepted_at < now() - make_interval(secs => $2) AS "stale!"
+         FROM requests WHERE id = $1"#,
+        id,
+        STALE_CLAIM_SECS,
     )
-    .bind(id)
-    .bind(STALE_CLAIM_SECS)
     .fetch_optional(&state.pool)
     .await?)
 }
@@ -206,7 +203,7 @@ async fn read_claim(state: &AppState, id: Uuid) -> ApiResult<Option<Claim>> {
 /// still being published, a second one is told to retry (`409
 /// IDEMPOTENCY_KEY_IN_USE`). A fresh id (no key) was never seen: no
 /// database round trip.
-async fn replay(state: &AppState, request_id: &RequestId) -> ApiResult<Option<Response>> {
+async fn replay(state: &AppState, request_id: &RequestId) -> ApiResult<Option<Accepted>> {
     if request_id.fingerprint.is_none() {
         return Ok(None);
     }
@@ -224,8 +221,8 @@ async fn claim(
     state: &AppState,
     request_id: &RequestId,
     request: &Request,
-) -> ApiResult<Option<Response>> {
-    let claimed: Option<Uuid> = sqlx::query_scalar(
+) -> ApiResult<Option<Accepted>> {
+    let claimed = sqlx::query_scalar!(
         "INSERT INTO requests (id, type, user_id, status, fingerprint)
          VALUES ($1, $2, $3, 'PENDING', $4)
          ON CONFLICT (id) DO UPDATE SET accepted_at = now()
@@ -233,12 +230,12 @@ async fn claim(
            AND requests.fingerprint = EXCLUDED.fingerprint
            AND requests.accepted_at < now() - make_interval(secs => $5)
          RETURNING id",
+        request_id.id,
+        request.type_name(),
+        request.user_id(),
+        request_id.fingerprint.as_deref(),
+        STALE_CLAIM_SECS,
     )
-    .bind(request_id.id)
-    .bind(request.type_name())
-    .bind(request.user_id())
-    .bind(&request_id.fingerprint)
-    .bind(STALE_CLAIM_SECS)
     .fetch_optional(&state.pool)
     .await?;
     if claimed.is_some() {
@@ -257,10 +254,10 @@ async fn claim(
 
 /// Gives a claim back after its publish failed, so a retry can publish.
 async fn release_claim(state: &AppState, id: Uuid) {
-    let released = sqlx::query(
+    let released = sqlx::query!(
         "DELETE FROM requests WHERE id = $1 AND status = 'PENDING' AND kafka_offset IS NULL",
+        id,
     )
-    .bind(id)
     .execute(&state.pool)
     .await;
     if let Err(error) = released {
@@ -271,7 +268,7 @@ async fn release_claim(state: &AppState, id: Uuid) {
 /// Publishes `request` under `request_id` and answers 202. Callers look
 /// for an earlier acceptance with [`replay`] first; a keyed call claims its
 /// id here, just before publishing.
-async fn submit(state: &AppState, request_id: RequestId, request: Request) -> ApiResult<Response> {
+async fn submit(state: &AppState, request_id: RequestId, request: Request) -> ApiResult<Accepted> {
     let keyed = request_id.fingerprint.is_some();
     if keyed {
         if let Some(response) = claim(state, &request_id, &request).await? {
@@ -279,6 +276,11 @@ async fn submit(state: &AppState, request_id: RequestId, request: Request) -> Ap
         }
     }
     let request_id = request_id.id;
+    // The HTTP span carries the request's id and its trace, which the
+    // lanes continue from the record's `traceparent`.
+    let span = tracing::Span::current();
+    span.record("request_id", tracing::field::display(request_id));
+    span.record("trace_id", schemas::trace_id_for(request_id).as_str());
     let envelope = RequestEnvelope::new(request_id, request);
     let record = OutgoingRecord::request(&state.topics, &envelope).map_err(anyhow::Error::from)?;
     let started = std::time::Instant::now();
@@ -328,18 +330,29 @@ async fn submit(state: &AppState, request_id: RequestId, request: Request) -> Ap
     if let Err(error) = inserted {
         tracing::warn!(%request_id, %error, "could not record the accepted request as PENDING");
     }
-    Ok(accepted(request_id, api::status::RequestStatus::Pending))
+    Ok(Accepted::new(request_id, RequestStatus::Pending))
 }
 
-fn accepted(request_id: Uuid, status: api::status::RequestStatus) -> Response {
-    let location = format!("/v1/requests/{request_id}");
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(api::Accepted { request_id, status }),
-    )
-        .into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
+/// The answer to an accepted call, or to a repeat of one: `202` with the
+/// request id and its status, and the `Location` to poll.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 202, description = "Accepted: poll Location for the outcome",
+    headers(("Location" = String, description = "/v1/requests/{request_id}")))]
+pub struct Accepted(api::Accepted);
+
+impl Accepted {
+    fn new(request_id: Uuid, status: RequestStatus) -> Self {
+        Self(api::Accepted { request_id, status })
     }
-    response
+}
+
+impl IntoResponse for Accepted {
+    fn into_response(self) -> Response {
+        let location = format!("/v1/requests/{}", self.0.request_id);
+        let mut response = (StatusCode::ACCEPTED, Json(self.0)).into_response();
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
+        response
+    }
 }

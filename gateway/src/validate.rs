@@ -59,6 +59,22 @@ pub fn within<T: PartialOrd + std::fmt::Display>(
     }
 }
 
+/// Checks a list holds a number of entries within `count`, then each
+/// entry with `entry`, which is given the entry's own field name
+/// (`items[1]`).
+fn each<'a, T>(
+    field: &str,
+    list: &'a [T],
+    count: std::ops::RangeInclusive<usize>,
+    mut entry: impl FnMut(&str, &'a T) -> ApiResult<()>,
+) -> ApiResult<()> {
+    within(field, list.len(), count)?;
+    for (i, item) in list.iter().enumerate() {
+        entry(&format!("{field}[{i}]"), item)?;
+    }
+    Ok(())
+}
+
 /// Checks an id is positive.
 pub fn id(field: &str, value: i64) -> ApiResult<()> {
     if value > 0 {
@@ -110,20 +126,19 @@ impl Validate for users::Charge {
 impl Validate for concert::NewConcert {
     fn validate(&self) -> ApiResult<()> {
         text("title", &self.title, MAX_TITLE_CHARS)?;
-        within("schedules", self.schedules.len(), 1..=MAX_SCHEDULES)?;
-        for (i, schedule) in self.schedules.iter().enumerate() {
-            within(
-                &format!("schedules[{i}].seat_count"),
-                schedule.seat_count,
-                1..=MAX_SEATS_PER_SCHEDULE,
-            )?;
-            within(
-                &format!("schedules[{i}].price"),
-                schedule.price,
-                0..=MAX_PRICE,
-            )?;
-        }
-        Ok(())
+        each(
+            "schedules",
+            &self.schedules,
+            1..=MAX_SCHEDULES,
+            |at, schedule| {
+                within(
+                    &format!("{at}.seat_count"),
+                    schedule.seat_count,
+                    1..=MAX_SEATS_PER_SCHEDULE,
+                )?;
+                within(&format!("{at}.price"), schedule.price, 0..=MAX_PRICE)
+            },
+        )
     }
 }
 
@@ -150,23 +165,21 @@ impl Validate for shop::NewProduct {
         text("name", &self.name, MAX_PRODUCT_NAME_CHARS)?;
         text("category", &self.category, MAX_CATEGORY_CHARS)?;
         within("price", self.price, 0..=MAX_PRICE)?;
-        within("stocks", self.stocks.len(), 1..=MAX_SIZES)?;
         let mut sizes = std::collections::HashSet::new();
-        for (i, stock) in self.stocks.iter().enumerate() {
-            let size = text(&format!("stocks[{i}].size"), &stock.size, MAX_SIZE_CHARS)?;
+        each("stocks", &self.stocks, 1..=MAX_SIZES, |at, stock| {
+            let size = text(&format!("{at}.size"), &stock.size, MAX_SIZE_CHARS)?;
             if !sizes.insert(size) {
                 return Err(ApiError::invalid(
-                    format!("stocks[{i}].size"),
+                    format!("{at}.size"),
                     "sizes must be distinct",
                 ));
             }
             within(
-                &format!("stocks[{i}].quantity"),
+                &format!("{at}.quantity"),
                 stock.quantity,
                 0..=MAX_STOCK_QUANTITY,
-            )?;
-        }
-        Ok(())
+            )
+        })
     }
 }
 
@@ -178,19 +191,14 @@ impl Validate for shop::SetQuantity {
 
 impl Validate for shop::PlaceOrder {
     fn validate(&self) -> ApiResult<()> {
-        within("items", self.items.len(), 1..=MAX_ORDER_ITEMS)?;
-        for (i, line) in self.items.iter().enumerate() {
-            id(
-                &format!("items[{i}].product_stock_id"),
-                line.product_stock_id,
-            )?;
+        each("items", &self.items, 1..=MAX_ORDER_ITEMS, |at, line| {
+            id(&format!("{at}.product_stock_id"), line.product_stock_id)?;
             within(
-                &format!("items[{i}].quantity"),
+                &format!("{at}.quantity"),
                 line.quantity,
                 1..=MAX_ITEM_QUANTITY,
-            )?;
-        }
-        Ok(())
+            )
+        })
     }
 }
 

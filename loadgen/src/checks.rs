@@ -11,7 +11,7 @@ use crate::scenario::Scenario;
 use crate::{Cli, ScenarioName};
 
 /// Every check by name: true when it holds.
-pub async fn run(
+pub(crate) async fn run(
     pool: &PgPool,
     cli: &Cli,
     scenario: &Scenario,
@@ -20,10 +20,11 @@ pub async fn run(
     let mut checks =
         verify::invariants::check(pool, &cli.business_tz, Duration::from_secs(30)).await?;
     if scenario.name == ScenarioName::Rush && scenario.users.len() as i64 >= i64::from(cli.seats) {
-        let sold: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM reservations WHERE concert_schedule_id = $1 AND status IN ('PENDING', 'CONFIRMED')",
+        let sold = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "sold!" FROM reservations
+               WHERE concert_schedule_id = $1 AND status IN ('PENDING', 'CONFIRMED')"#,
+            scenario.schedule_id
         )
-        .bind(scenario.schedule_id)
         .fetch_one(pool)
         .await?;
         checks.insert(

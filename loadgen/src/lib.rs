@@ -2,6 +2,8 @@
 //! follows every request to its outcome. See `loadgen --help`; [`run`] is
 //! the whole run, for the binary and for tests.
 
+#![warn(missing_docs)]
+
 mod checks;
 pub mod report;
 pub mod scenario;
@@ -60,7 +62,7 @@ pub struct Cli {
     pub gateway: String,
     /// Admin credential of the gateway (catalogue set-up).
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: String,
+    pub admin_token: secrecy::SecretString,
     /// Postgres of the stack, for the correctness checks after the run.
     #[arg(
         long,
@@ -116,8 +118,11 @@ pub struct Cli {
 
 /// The gateway client of a run, retrying for `--patience-secs`.
 pub fn client(cli: &Cli) -> Api {
-    Api::new(cli.gateway.clone(), cli.admin_token.clone())
-        .patient(Duration::from_secs(cli.patience_secs))
+    Api::new(
+        cli.gateway.clone(),
+        secrecy::ExposeSecret::expose_secret(&cli.admin_token),
+    )
+    .patient(Duration::from_secs(cli.patience_secs))
 }
 
 /// Seeds the scenario, runs it, checks the database, prints the summary

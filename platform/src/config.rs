@@ -1,8 +1,32 @@
 //! Configuration every process shares. Each field reads an environment
 //! variable (DESIGN §8) and has a default that works for the local stack.
 
-use clap::Args;
+use clap::{Args, Parser};
 use schemas::TopicNames;
+
+/// A configuration from its defaults alone: every argument's
+/// `default_value`, no environment variable read; `args` give what has no
+/// default (`["--admin-token", "…"]`). Tests and tools start from this, so
+/// each default is written once, in its argument's attribute.
+///
+/// # Panics
+/// When `args` leave a required argument out or name an unknown one (a
+/// programming error of the caller).
+pub fn from_defaults<P: Parser>(args: &[&str]) -> P {
+    let command = P::command().mut_args(|arg| arg.env(None::<&'static str>));
+    let matches = command
+        .try_get_matches_from(std::iter::once("defaults").chain(args.iter().copied()))
+        .unwrap_or_else(|error| panic!("the defaults do not parse: {error}"));
+    P::from_arg_matches(&matches)
+        .unwrap_or_else(|error| panic!("the defaults do not parse: {error}"))
+}
+
+/// [`CommonConfig`] as a command of its own, for [`from_defaults`].
+#[derive(Parser)]
+struct Common {
+    #[command(flatten)]
+    common: CommonConfig,
+}
 
 /// Connection settings shared by every process.
 #[derive(Debug, Clone, Args)]
@@ -65,23 +89,34 @@ impl CommonConfig {
     /// Settings for a local stack: the defaults above, ignoring the
     /// environment. Tests start from this and override what they need.
     pub fn local() -> Self {
-        Self {
-            database_url: "postgres://postgres@127.0.0.1:5432/booking".into(),
-            database_max_connections: 16,
-            kafka_brokers: "127.0.0.1:9092".into(),
-            topic_prefix: String::new(),
-            kafka_produce_timeout_ms: 5_000,
-            kafka_linger_ms: 5,
-            kafka_fetch_wait_ms: 50,
-            kafka_message_max_bytes: 1_000_000,
-            kafka_request_partitions: schemas::topics::DEFAULT_REQUEST_PARTITIONS,
-            log_format: "json".into(),
-        }
+        from_defaults::<Common>(&[]).common
     }
 
     /// Topic names of this deployment.
     pub fn topics(&self) -> TopicNames {
         TopicNames::new(self.topic_prefix.clone())
             .with_request_partitions(self.kafka_request_partitions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_settings_are_the_defaults_whatever_the_environment() {
+        // The environment may name another server (CI, ./dev test): the
+        // defaults must not read it. No other test of this crate reads
+        // TOPIC_PREFIX.
+        std::env::set_var("TOPIC_PREFIX", "from-the-environment-");
+        let local = CommonConfig::local();
+        assert_eq!(
+            local.database_url,
+            "postgres://postgres@127.0.0.1:5432/booking"
+        );
+        assert_eq!(local.kafka_brokers, "127.0.0.1:9092");
+        assert_eq!(local.topic_prefix, "");
+        assert_eq!(local.kafka_produce_timeout_ms, 5_000);
+        assert_eq!(local.database_max_connections, 16);
     }
 }

@@ -31,3 +31,12 @@ pub fn cancel_on_signal(token: CancellationToken) {
         token.cancel();
     });
 }
+
+/// Waits `wait` unless `cancel` fires first: true when the wait ran its
+/// course, false when cancelled (the caller stops).
+pub async fn pause(cancel: &CancellationToken, wait: std::time::Duration) -> bool {
+    cancel
+        .run_until_cancelled(tokio::time::sleep(wait))
+        .await
+        .is_some()
+}

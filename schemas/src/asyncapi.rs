@@ -205,7 +205,7 @@ pub fn document() -> Document {
                  (see `EventHeaders`)"
             },
             about.sent_by,
-            about.read_by,
+            about.reader.read_by(),
         );
         if topic.is_request_topic() {
             description.push_str(&format!(
@@ -246,7 +246,8 @@ pub fn document() -> Document {
                 "messages": refs(name),
             }),
         );
-        if let Some(received_by) = about.received_by {
+        let lane = about.reader.lane();
+        if let Some((_, received_by)) = &lane {
             operations.insert(
                 format!("receive{}", pascal(name)),
                 json!({
@@ -260,7 +261,7 @@ pub fn document() -> Document {
             );
         }
 
-        if topic.has_dlq() {
+        if let Some((lane, _)) = lane.filter(|_| topic.has_dlq()) {
             let dlq = format!("{name}.dlq");
             channels.insert(
                 dlq.clone(),
@@ -269,14 +270,18 @@ pub fn document() -> Document {
                     "title": format!("Dead letters of {name}"),
                     "summary": format!("Records of `{name}` that its lane could not decode or validate."),
                     "description": format!(
-                        "{} cannot decode or validate is copied here, value and key unchanged, \
+                        "{} the {lane} lane cannot decode or validate is copied here, value and key unchanged, \
                          with the `dlq-reason` and `dlq-origin` headers (see \
                          `DeadLetterHeaders`; the original record's headers are not copied), \
                          and the lane moves on. {}\n\n**Read by** operators: `workers dlq list \
                          --topic {name}`, `workers dlq show`, and `workers dlq replay`, which \
                          re-publishes a dead letter to `{name}` under its original key (with \
                          the `dlq-replayed-from` header).\n\n{PREFIX_NOTE}",
-                        about.dead_letters,
+                        if topic.is_request_topic() {
+                            format!("A record of `{name}`")
+                        } else {
+                            "An `order.paid` record".to_owned()
+                        },
                         if topic.is_request_topic() {
                             "A request that carried a readable request id is recorded `FAILED` \
                              with `INVALID_REQUEST`; one the lane fails on through a bug is \
@@ -304,9 +309,8 @@ pub fn document() -> Document {
                     "title": format!("Dead-letter {name}"),
                     "summary": format!("The lane consuming `{name}` sets aside what it cannot apply."),
                     "description": format!(
-                        "{} copies each record it cannot decode or validate (or fails on \
+                        "The {lane} lane copies each record it cannot decode or validate (or fails on \
                          through a bug) here with the reason, once, and goes on with the next.",
-                        about.lane,
                     ),
                     "messages": dead_letter_ref.clone(),
                 }),
@@ -655,15 +659,57 @@ struct About {
     description: &'static str,
     /// Who writes it (the `send` operation).
     sent_by: &'static str,
-    /// Who reads it, for the channel: the system or downstream.
-    read_by: &'static str,
-    /// The system's reader, when the system reads it (the `receive`
-    /// operation).
-    received_by: Option<&'static str>,
-    /// The lane that dead-letters its records, for topics with a DLQ.
-    lane: &'static str,
-    /// What lands on the dead-letter topic, for topics with a DLQ.
-    dead_letters: &'static str,
+    /// Who reads it.
+    reader: Reader,
+}
+
+/// Who reads a topic.
+enum Reader {
+    /// The request lane of this name (consumer group `booking-{name}`): it
+    /// applies each request once, dead-letters what it cannot.
+    RequestLane(&'static str),
+    /// Downstream consumers and the event lane of this name, which folds
+    /// the events as `receives` says and dead-letters what it cannot.
+    EventLane {
+        name: &'static str,
+        receives: &'static str,
+    },
+    /// Downstream consumers only.
+    Downstream,
+}
+
+impl Reader {
+    /// For the channel: who reads it.
+    fn read_by(&self) -> String {
+        match self {
+            Reader::RequestLane(lane) => {
+                format!("the {lane} lane, which applies each request once and records its outcome.")
+            }
+            Reader::EventLane { name, .. } => {
+                format!(
+                    "downstream consumers, and the {name} lane (consumer group `booking-{name}`)."
+                )
+            }
+            Reader::Downstream => "downstream consumers (no lane of the system).".into(),
+        }
+    }
+
+    /// The system's lane that reads it, if one does, and how (the
+    /// `receive` operation).
+    fn lane(&self) -> Option<(&'static str, String)> {
+        match self {
+            Reader::RequestLane(lane) => Some((
+                lane,
+                format!(
+                    "The {lane} lane (consumer group `booking-{lane}`) applies the records of \
+                     each partition in order, one transaction per batch with the outcomes, the \
+                     events and the next offset (kept in Postgres)."
+                ),
+            )),
+            Reader::EventLane { name, receives } => Some((name, (*receives).to_owned())),
+            Reader::Downstream => None,
+        }
+    }
 }
 
 fn about(topic: Topic) -> About {
@@ -681,15 +727,7 @@ fn about(topic: Topic) -> About {
                 acknowledged the record, before it answers `202`; the hold-expiry scheduler \
                 (`reservation.expire`); `workers dlq replay` when an operator re-drives a dead \
                 letter.",
-            read_by: "the reservation lane, which applies each request once and records its \
-                outcome.",
-            received_by: Some(
-                "The reservation lane (consumer group `booking-reservation`) applies the \
-                 records of each partition in order, one transaction per batch with the \
-                 outcomes, the events and the next offset (kept in Postgres).",
-            ),
-            lane: "The reservation lane",
-            dead_letters: "A record of `reservation-requests` the reservation lane",
+            reader: Reader::RequestLane("reservation"),
         },
         Topic::PaymentRequests => About {
             title: "Payment requests",
@@ -697,13 +735,7 @@ fn about(topic: Topic) -> About {
             description: "Requests to pay a held reservation from the user's balance.",
             sent_by: "the gateway (`payment.pay` for `POST /v1/payments`) once the broker \
                 acknowledged the record, before it answers `202`; `workers dlq replay`.",
-            read_by: "the payment lane.",
-            received_by: Some(
-                "The payment lane (consumer group `booking-payment`) applies the records of \
-                 each partition in order; outcomes, events and offsets commit together.",
-            ),
-            lane: "The payment lane",
-            dead_letters: "A record of `payment-requests` the payment lane",
+            reader: Reader::RequestLane("payment"),
         },
         Topic::ChargeRequests => About {
             title: "Charge requests",
@@ -712,13 +744,7 @@ fn about(topic: Topic) -> About {
             sent_by: "the gateway (`balance.charge` for `POST /v1/users/{id}/balance/charge`) \
                 once the broker acknowledged the record, before it answers `202`; \
                 `workers dlq replay`.",
-            read_by: "the charge lane.",
-            received_by: Some(
-                "The charge lane (consumer group `booking-charge`) applies the records of \
-                 each partition in order; outcomes, events and offsets commit together.",
-            ),
-            lane: "The charge lane",
-            dead_letters: "A record of `charge-requests` the charge lane",
+            reader: Reader::RequestLane("charge"),
         },
         Topic::OrderRequests => About {
             title: "Order requests",
@@ -728,13 +754,7 @@ fn about(topic: Topic) -> About {
             sent_by: "the gateway (`order.place` for `POST /v1/orders` and `POST \
                 /v1/users/{id}/cart/checkout`) once the broker acknowledged the record, before \
                 it answers `202`; `workers dlq replay`.",
-            read_by: "the order lane.",
-            received_by: Some(
-                "The order lane (consumer group `booking-order`) applies the records of each \
-                 partition in order; outcomes, events and offsets commit together.",
-            ),
-            lane: "The order lane",
-            dead_letters: "A record of `order-requests` the order lane",
+            reader: Reader::RequestLane("order"),
         },
         Topic::ReservationEvents => About {
             title: "Reservation events",
@@ -744,10 +764,7 @@ fn about(topic: Topic) -> About {
                 `reservation.expired` (a confirmed one may be cancelled later, with a refund \
                 on `payment-events` and `balance-events`).",
             sent_by: OUTBOX,
-            read_by: "downstream consumers (no lane of the system).",
-            received_by: None,
-            lane: "",
-            dead_letters: "",
+            reader: Reader::Downstream,
         },
         Topic::PaymentEvents => About {
             title: "Payment events",
@@ -755,10 +772,7 @@ fn about(topic: Topic) -> About {
             description: "One event per payment and per refund (a paid reservation \
                 cancelled).",
             sent_by: OUTBOX,
-            read_by: "downstream consumers (no lane of the system).",
-            received_by: None,
-            lane: "",
-            dead_letters: "",
+            reader: Reader::Downstream,
         },
         Topic::BalanceEvents => About {
             title: "Balance events",
@@ -767,10 +781,7 @@ fn about(topic: Topic) -> About {
                 an order) or `REFUND`. Each user's events chain: `balance_after` is the one \
                 before plus or minus `amount`.",
             sent_by: OUTBOX,
-            read_by: "downstream consumers (no lane of the system).",
-            received_by: None,
-            lane: "",
-            dead_letters: "",
+            reader: Reader::Downstream,
         },
         Topic::OrderEvents => About {
             title: "Order events",
@@ -778,15 +789,12 @@ fn about(topic: Topic) -> About {
             description: "One `order.paid` per order that succeeded, with its lines and \
                 prices.",
             sent_by: OUTBOX,
-            read_by: "downstream consumers, and the stats lane (consumer group \
-                `booking-stats`).",
-            received_by: Some(
-                "The stats lane (consumer group `booking-stats`) folds each batch of \
+            reader: Reader::EventLane {
+                name: "stats",
+                receives: "The stats lane (consumer group `booking-stats`) folds each batch of \
                  `order.paid` into per-product, per-day totals in the same transaction as its \
                  offsets; an order seen again (a repeat) counts once.",
-            ),
-            lane: "The stats lane",
-            dead_letters: "An `order.paid` record the stats lane",
+            },
         },
         Topic::ProductDailyStats => About {
             title: "Product daily stats",
@@ -796,10 +804,7 @@ fn about(topic: Topic) -> About {
                 counted. Each record carries the totals, not a delta: the last record of a \
                 (`product_id`, `date`) is its current total.",
             sent_by: OUTBOX,
-            read_by: "downstream consumers (no lane of the system).",
-            received_by: None,
-            lane: "",
-            dead_letters: "",
+            reader: Reader::Downstream,
         },
     }
 }

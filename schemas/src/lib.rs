@@ -5,6 +5,8 @@
 //! Nothing outside this crate spells a topic name; other crates ask [`Topic`]
 //! and [`TopicNames`].
 
+#![warn(missing_docs)]
+
 pub mod asyncapi;
 pub mod codes;
 pub mod events;
@@ -13,7 +15,7 @@ pub mod topics;
 
 pub use codes::ErrorCode;
 pub use events::{Event, EventEnvelope};
-pub use requests::{Request, RequestEnvelope};
+pub use requests::{Request, RequestEnvelope, TopicRequest};
 pub use topics::{Topic, TopicNames};
 
 /// Kafka header carrying the request id of a request record (and of the
@@ -32,10 +34,16 @@ pub const HEADER_DLQ_ORIGIN: &str = "dlq-origin";
 /// (`workers dlq replay`): the dead letter's topic, partition and offset.
 pub const HEADER_DLQ_REPLAYED_FROM: &str = "dlq-replayed-from";
 
-/// Builds a W3C `traceparent` value whose trace id is the request id, so a
-/// request can be followed across gateway, broker and workers.
+/// The W3C trace id of a request: its id's 32 hex digits, so a request
+/// can be followed across gateway, broker and workers by either.
+pub fn trace_id_for(request_id: uuid::Uuid) -> String {
+    request_id.simple().to_string()
+}
+
+/// Builds a W3C `traceparent` value whose trace id is the request id
+/// ([`trace_id_for`]).
 pub fn traceparent_for(request_id: uuid::Uuid) -> String {
-    let trace = request_id.simple().to_string();
+    let trace = trace_id_for(request_id);
     let span = &trace[..16];
     format!("00-{trace}-{span}-01")
 }

@@ -13,10 +13,14 @@ pub const REQUEST_VERSION: u32 = 1;
 /// Largest amount one charge may add, in won.
 pub const MAX_CHARGE_AMOUNT: i64 = 10_000_000;
 
+// `R` is `Request` (any request) on the wire; a lane works on the requests
+// of its own topic (`RequestEnvelope<ReservationRequest>`, ...), see
+// `RequestEnvelope::for_topic`.
 /// One request record: the envelope fields and the typed payload
 /// (`{"request_id", "type", "version", "timestamp", "payload"}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct RequestEnvelope {
+#[schemars(rename = "RequestEnvelope")]
+pub struct RequestEnvelope<R = Request> {
     /// Unique id of the request; the client polls `GET /v1/requests/{id}`.
     pub request_id: Uuid,
     /// Schema version of the payload.
@@ -25,12 +29,12 @@ pub struct RequestEnvelope {
     pub timestamp: DateTime<Utc>,
     /// The request itself; `type` names it and `payload` carries it.
     #[serde(flatten)]
-    pub request: Request,
+    pub request: R,
 }
 
-impl RequestEnvelope {
+impl<R> RequestEnvelope<R> {
     /// Wraps `request` with a fresh timestamp and the current version.
-    pub fn new(request_id: Uuid, request: Request) -> Self {
+    pub fn new(request_id: Uuid, request: R) -> Self {
         Self {
             request_id,
             version: REQUEST_VERSION,
@@ -38,6 +42,108 @@ impl RequestEnvelope {
             request,
         }
     }
+}
+
+impl RequestEnvelope {
+    /// The envelope with its request as one of topic `T`'s, or the request
+    /// back when it belongs on another topic.
+    pub fn for_topic<T: TopicRequest>(self) -> Result<RequestEnvelope<T>, Request> {
+        Ok(RequestEnvelope {
+            request_id: self.request_id,
+            version: self.version,
+            timestamp: self.timestamp,
+            request: T::try_from(self.request)?,
+        })
+    }
+}
+
+/// The requests of one topic: what its lane receives, and all it can.
+pub trait TopicRequest:
+    TryFrom<Request, Error = Request> + Into<Request> + Clone + Send + Sync + 'static
+{
+    /// The topic they travel on.
+    const TOPIC: Topic;
+
+    /// The `type` string on the wire.
+    fn type_name(&self) -> &'static str;
+
+    /// The user the request acts for, if any.
+    fn user_id(&self) -> Option<i64>;
+}
+
+/// Declares the request enum of one topic: its variants are [`Request`]'s
+/// of that topic, under the same names.
+macro_rules! topic_requests {
+    ($(#[$meta:meta])* $name:ident on $topic:ident { $($variant:ident($payload:ident)),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $name {
+            $(
+                #[doc = concat!("See [`Request::", stringify!($variant), "`].")]
+                $variant($payload),
+            )+
+        }
+
+        impl TryFrom<Request> for $name {
+            type Error = Request;
+
+            fn try_from(request: Request) -> Result<Self, Request> {
+                match request {
+                    $(Request::$variant(r) => Ok(Self::$variant(r)),)+
+                    #[allow(unreachable_patterns)]
+                    other => Err(other),
+                }
+            }
+        }
+
+        impl From<$name> for Request {
+            fn from(request: $name) -> Self {
+                match request {
+                    $($name::$variant(r) => Request::$variant(r),)+
+                }
+            }
+        }
+
+        impl TopicRequest for $name {
+            const TOPIC: Topic = Topic::$topic;
+
+            fn type_name(&self) -> &'static str {
+                match self {
+                    $($name::$variant(_) => <$payload as Payload>::TYPE,)+
+                }
+            }
+
+            fn user_id(&self) -> Option<i64> {
+                match self {
+                    $($name::$variant(r) => Payload::user_id(r),)+
+                }
+            }
+        }
+    };
+}
+
+topic_requests! {
+    /// The requests of `reservation-requests` (the reservation lane; key: seat id).
+    ReservationRequest on ReservationRequests {
+        HoldSeat(HoldSeat),
+        CancelReservation(CancelReservation),
+        ExpireHold(ExpireHold),
+    }
+}
+
+topic_requests! {
+    /// The requests of `payment-requests` (the payment lane; key: user id).
+    PaymentRequest on PaymentRequests { PayReservation(PayReservation) }
+}
+
+topic_requests! {
+    /// The requests of `charge-requests` (the charge lane; key: user id).
+    ChargeRequest on ChargeRequests { ChargeBalance(ChargeBalance) }
+}
+
+topic_requests! {
+    /// The requests of `order-requests` (the order lane; key: user id).
+    OrderRequest on OrderRequests { PlaceOrder(PlaceOrder) }
 }
 
 /// Every request type.
@@ -167,17 +273,87 @@ pub struct ChargeBalance {
     pub amount: i64,
 }
 
+/// What every request payload says of itself; [`Request`] and the
+/// per-topic enums answer by asking their payload.
+pub trait Payload {
+    /// The `type` string on the wire.
+    const TYPE: &'static str;
+    /// The topic it travels on.
+    const TOPIC: Topic;
+
+    /// The user the request acts for, if any.
+    fn user_id(&self) -> Option<i64>;
+}
+
+/// Implements [`Payload`] for `$payload`: its wire type, its topic, and
+/// who it acts for.
+macro_rules! payload {
+    ($payload:ident, $type:literal, $topic:ident, |$r:ident| $user:expr) => {
+        impl Payload for $payload {
+            const TYPE: &'static str = $type;
+            const TOPIC: Topic = Topic::$topic;
+
+            fn user_id(&self) -> Option<i64> {
+                let $r = self;
+                $user
+            }
+        }
+    };
+}
+
+payload!(HoldSeat, "reservation.hold", ReservationRequests, |r| Some(
+    r.user_id
+));
+payload!(
+    CancelReservation,
+    "reservation.cancel",
+    ReservationRequests,
+    |r| Some(r.user_id)
+);
+payload!(
+    ExpireHold,
+    "reservation.expire",
+    ReservationRequests,
+    |_r| None
+);
+payload!(PayReservation, "payment.pay", PaymentRequests, |r| Some(
+    r.user_id
+));
+payload!(ChargeBalance, "balance.charge", ChargeRequests, |r| Some(
+    r.user_id
+));
+payload!(PlaceOrder, "order.place", OrderRequests, |r| Some(
+    r.user_id
+));
+
+/// The `TYPE` of `_payload`'s type.
+fn type_of<P: Payload>(_payload: &P) -> &'static str {
+    P::TYPE
+}
+
+/// The `TOPIC` of `_payload`'s type.
+fn topic_of<P: Payload>(_payload: &P) -> Topic {
+    P::TOPIC
+}
+
+/// `$body` with `$r` bound to the payload of `$request`, whatever its type.
+macro_rules! with_payload {
+    ($request:expr, $r:ident => $body:expr) => {
+        match $request {
+            Request::HoldSeat($r) => $body,
+            Request::CancelReservation($r) => $body,
+            Request::ExpireHold($r) => $body,
+            Request::PayReservation($r) => $body,
+            Request::ChargeBalance($r) => $body,
+            Request::PlaceOrder($r) => $body,
+        }
+    };
+}
+
 impl Request {
     /// The topic the request travels on.
     pub fn topic(&self) -> Topic {
-        match self {
-            Request::HoldSeat(_) | Request::CancelReservation(_) | Request::ExpireHold(_) => {
-                Topic::ReservationRequests
-            }
-            Request::PayReservation(_) => Topic::PaymentRequests,
-            Request::ChargeBalance(_) => Topic::ChargeRequests,
-            Request::PlaceOrder(_) => Topic::OrderRequests,
-        }
+        with_payload!(self, r => topic_of(r))
     }
 
     /// The partition key: the seat id on the reservation topic, the user id
@@ -195,59 +371,39 @@ impl Request {
 
     /// The `type` string on the wire.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Request::HoldSeat(_) => "reservation.hold",
-            Request::CancelReservation(_) => "reservation.cancel",
-            Request::ExpireHold(_) => "reservation.expire",
-            Request::PayReservation(_) => "payment.pay",
-            Request::ChargeBalance(_) => "balance.charge",
-            Request::PlaceOrder(_) => "order.place",
-        }
+        with_payload!(self, r => type_of(r))
     }
 
     /// The user the request acts for, if any.
     pub fn user_id(&self) -> Option<i64> {
-        match self {
-            Request::HoldSeat(r) => Some(r.user_id),
-            Request::CancelReservation(r) => Some(r.user_id),
-            Request::ExpireHold(_) => None,
-            Request::PayReservation(r) => Some(r.user_id),
-            Request::ChargeBalance(r) => Some(r.user_id),
-            Request::PlaceOrder(r) => Some(r.user_id),
-        }
+        with_payload!(self, r => r.user_id())
     }
 
     /// Checks what a decoder cannot: ranges and positivity. Lanes call this
     /// on every record so a bad record produced by anyone is dead-lettered.
     pub fn validate(&self) -> Result<(), String> {
-        fn positive(field: &str, v: i64) -> Result<(), String> {
-            if v > 0 {
-                Ok(())
-            } else {
-                Err(format!("{field} must be positive"))
+        /// The first of `fields` that is not positive, as the error.
+        fn positive(fields: &[(&str, i64)]) -> Result<(), String> {
+            match fields.iter().find(|(_, value)| *value <= 0) {
+                Some((field, _)) => Err(format!("{field} must be positive")),
+                None => Ok(()),
             }
         }
         match self {
-            Request::HoldSeat(r) => {
-                positive("seat_id", r.seat_id)?;
-                positive("user_id", r.user_id)
-            }
-            Request::CancelReservation(r) => {
-                positive("reservation_id", r.reservation_id)?;
-                positive("seat_id", r.seat_id)?;
-                positive("user_id", r.user_id)
-            }
+            Request::HoldSeat(r) => positive(&[("seat_id", r.seat_id), ("user_id", r.user_id)]),
+            Request::CancelReservation(r) => positive(&[
+                ("reservation_id", r.reservation_id),
+                ("seat_id", r.seat_id),
+                ("user_id", r.user_id),
+            ]),
             Request::ExpireHold(r) => {
-                positive("reservation_id", r.reservation_id)?;
-                positive("seat_id", r.seat_id)
+                positive(&[("reservation_id", r.reservation_id), ("seat_id", r.seat_id)])
             }
             Request::PayReservation(r) => {
-                positive("reservation_id", r.reservation_id)?;
-                positive("user_id", r.user_id)
+                positive(&[("reservation_id", r.reservation_id), ("user_id", r.user_id)])
             }
             Request::ChargeBalance(r) => {
-                positive("user_id", r.user_id)?;
-                positive("amount", r.amount)?;
+                positive(&[("user_id", r.user_id), ("amount", r.amount)])?;
                 if r.amount > MAX_CHARGE_AMOUNT {
                     return Err(format!("amount must be at most {MAX_CHARGE_AMOUNT}"));
                 }
@@ -313,6 +469,68 @@ mod tests {
         assert!(order(vec![(1, MAX_ITEM_QUANTITY + 1)]).validate().is_err());
         assert!(order(vec![(1, 1), (1, 2)]).validate().is_err());
         assert!(order(vec![(-1, 1)]).validate().is_err());
+    }
+
+    #[test]
+    fn the_wire_type_is_the_serde_tag_and_each_topic_takes_its_own() {
+        let requests = [
+            Request::HoldSeat(HoldSeat {
+                seat_id: 1,
+                user_id: 2,
+                queue_token: Uuid::nil(),
+            }),
+            Request::CancelReservation(CancelReservation {
+                reservation_id: 1,
+                seat_id: 1,
+                user_id: 2,
+            }),
+            Request::ExpireHold(ExpireHold {
+                reservation_id: 1,
+                seat_id: 1,
+            }),
+            Request::PayReservation(PayReservation {
+                reservation_id: 1,
+                user_id: 2,
+                queue_token: Uuid::nil(),
+            }),
+            Request::ChargeBalance(ChargeBalance {
+                user_id: 2,
+                amount: 5,
+            }),
+            Request::PlaceOrder(PlaceOrder {
+                user_id: 2,
+                items: vec![OrderLine {
+                    product_stock_id: 1,
+                    quantity: 1,
+                }],
+                from_cart: false,
+            }),
+        ];
+        for request in requests {
+            let json = serde_json::to_value(&request).expect("serialize");
+            assert_eq!(json["type"], request.type_name());
+            let envelope = RequestEnvelope::new(Uuid::nil(), request.clone());
+            let on = |topic: Topic| request.topic() == topic;
+            assert_eq!(
+                envelope.clone().for_topic::<ReservationRequest>().is_ok(),
+                on(Topic::ReservationRequests)
+            );
+            assert_eq!(
+                envelope.clone().for_topic::<PaymentRequest>().is_ok(),
+                on(Topic::PaymentRequests)
+            );
+            assert_eq!(
+                envelope.clone().for_topic::<ChargeRequest>().is_ok(),
+                on(Topic::ChargeRequests)
+            );
+            let order = envelope.for_topic::<OrderRequest>();
+            assert_eq!(order.is_ok(), on(Topic::OrderRequests));
+            if let Ok(order) = order {
+                assert_eq!(order.request.type_name(), request.type_name());
+                assert_eq!(order.request.user_id(), request.user_id());
+                assert_eq!(Request::from(order.request), request);
+            }
+        }
     }
 
     #[test]

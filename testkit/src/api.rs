@@ -1,8 +1,10 @@
 //! The gateway as tests and tools call it: the typed [`client::Client`] for
-//! calls that follow the contract, with the set-up steps tests repeat (a
-//! user, a schedule, a product) and raw calls for tests of the HTTP
-//! surface itself (bad input, headers, status codes).
+//! calls that follow the contract, with the steps tests repeat (a user, a
+//! funded or admitted one, a schedule, a product, a hold, the outcomes of
+//! many requests) and raw calls for tests of the HTTP surface itself (bad
+//! input, headers, status codes).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,16 +12,45 @@ use client::api::concert::{
     HoldSeat, JoinQueue, NewConcert, NewSchedule, PayReservation, QueueToken,
 };
 use client::api::shop::{NewProduct, NewStock, OrderLine, PlaceOrder};
-use client::api::status::QueueStatus;
+use client::api::status::{QueueStatus, RequestStatus};
 use client::api::users::{Charge, NewUser};
 use client::api::RequestOutcome;
 use client::{Client, Submit};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
 /// A created user: its id and bearer credential (and name and email).
 pub use client::api::users::User;
+
+/// A user admitted to a new schedule: where concert tests start.
+pub struct Fan {
+    /// The schedule.
+    pub schedule_id: i64,
+    /// Its seats, in seat order.
+    pub seats: Vec<i64>,
+    /// The user.
+    pub user: User,
+    /// The user's ACTIVE queue token for the schedule.
+    pub token: String,
+}
+
+/// How many set-up calls (users, charges, outcomes) a step has in flight.
+const IN_FLIGHT: usize = 32;
+
+/// Outcomes counted by `SUCCEEDED` or their error code.
+pub fn codes(outcomes: &[RequestOutcome]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for outcome in outcomes {
+        let key = match outcome.status {
+            RequestStatus::Succeeded => "SUCCEEDED".to_owned(),
+            _ => outcome.error_code().unwrap_or("?").to_owned(),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
 
 /// Gateway client of a test or tool.
 #[derive(Clone)]
@@ -182,6 +213,30 @@ impl Api {
         Self::read(request.send().await?).await
     }
 
+    /// Posts `body` to `path` as `user`, without extra headers, once.
+    pub async fn post_as(
+        &self,
+        user: &User,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.post(path, Some(&user.token), &[], body).await
+    }
+
+    /// Posts `body` to `path` without a credential, once.
+    pub async fn post_public(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.post(path, None, &[], body).await
+    }
+
+    /// GETs `path` without a credential, once.
+    pub async fn get_public(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        Self::read(self.http.get(self.url(path)).send().await?).await
+    }
+
     /// Status of a queue token.
     pub async fn queue_status(&self, user: &User, token: &str) -> anyhow::Result<QueueToken> {
         Ok(self.as_user(user).queue_token(token.parse()?).await?)
@@ -256,6 +311,120 @@ impl Api {
         Ok(client
             .wait_outcome_within(request_id, Duration::from_secs(90))
             .await?)
+    }
+
+    /// Waits for the outcome of `request_id` as `user`; fails unless it
+    /// `SUCCEEDED`.
+    pub async fn succeeded(&self, user: &User, request_id: Uuid) -> anyhow::Result<RequestOutcome> {
+        let outcome = self.outcome(&user.token, request_id).await?;
+        anyhow::ensure!(
+            outcome.status == RequestStatus::Succeeded,
+            "request {request_id} did not succeed: {outcome:?}"
+        );
+        Ok(outcome)
+    }
+
+    /// Final outcomes of `(bearer, request id)` pairs, in their order.
+    pub async fn outcomes(
+        &self,
+        requests: &[(String, Uuid)],
+    ) -> anyhow::Result<Vec<RequestOutcome>> {
+        stream::iter(requests)
+            .map(|(bearer, id)| self.outcome(bearer, *id))
+            .buffered(2 * IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    /// Submits `count` charges of `amount` to `user`, several at a time;
+    /// returns their request ids.
+    pub async fn charges(
+        &self,
+        user: &User,
+        count: usize,
+        amount: i64,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        stream::iter(0..count)
+            .map(|_| self.charge(user, amount))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    /// Charges `amount` to `user` and waits until the charge succeeded.
+    pub async fn charged(&self, user: &User, amount: i64) -> anyhow::Result<()> {
+        let id = self.charge(user, amount).await?;
+        self.succeeded(user, id).await?;
+        Ok(())
+    }
+
+    /// A new user with a balance of `balance`.
+    pub async fn funded_user(&self, balance: i64) -> anyhow::Result<User> {
+        let user = self.create_user("buyer").await?;
+        self.charged(&user, balance).await?;
+        Ok(user)
+    }
+
+    /// `count` new users, each with a balance of `balance`.
+    pub async fn funded_users(&self, count: usize, balance: i64) -> anyhow::Result<Vec<User>> {
+        stream::iter(0..count)
+            .map(|_| self.funded_user(balance))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    /// `count` new users, each with a queue token of `schedule_id` that is
+    /// ACTIVE: `(user, token)`.
+    pub async fn admitted_users(
+        &self,
+        count: usize,
+        schedule_id: i64,
+    ) -> anyhow::Result<Vec<(User, String)>> {
+        let users: Vec<(User, String)> = stream::iter(0..count)
+            .map(|i| async move {
+                let user = self.create_user(&format!("fan{i}")).await?;
+                let token = self.join_queue(&user, schedule_id).await?;
+                anyhow::Ok((user, token))
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (user, token) in &users {
+            self.wait_active(user, token).await?;
+        }
+        Ok(users)
+    }
+
+    /// One new user with an ACTIVE queue token of `schedule_id`.
+    pub async fn admitted_user(&self, schedule_id: i64) -> anyhow::Result<(User, String)> {
+        let mut users = self.admitted_users(1, schedule_id).await?;
+        users.pop().context("an admitted user")
+    }
+
+    /// A new schedule of `seats` seats at `price`, and a new user with a
+    /// balance of `balance` (none when 0) admitted to it.
+    pub async fn fan(&self, seats: i32, price: i64, balance: i64) -> anyhow::Result<Fan> {
+        let schedule_id = self.create_schedule(seats, price).await?;
+        let seats = self.seat_ids(schedule_id).await?;
+        let (user, token) = self.admitted_user(schedule_id).await?;
+        if balance > 0 {
+            self.charged(&user, balance).await?;
+        }
+        Ok(Fan {
+            schedule_id,
+            seats,
+            user,
+            token,
+        })
+    }
+
+    /// Holds `seat_id` for `user` and waits until the hold succeeded;
+    /// returns the reservation id.
+    pub async fn held(&self, user: &User, queue_token: &str, seat_id: i64) -> anyhow::Result<i64> {
+        let id = self.hold(user, queue_token, seat_id).await?;
+        let outcome = self.succeeded(user, id).await?;
+        Ok(outcome.held().context("a hold result")?.reservation_id)
     }
 
     /// Creates a product with `(size, quantity)` stocks; returns the product

@@ -2,12 +2,15 @@
 //!
 //! Services come from `DATABASE_URL` and `KAFKA_BROKERS` (CI, `./dev test`),
 //! defaulting to the local stack's addresses. Every test gets its own
-//! database and its own topic prefix, so tests run in parallel against one
-//! Postgres server and one broker.
+//! database and its own topic prefix ([`TestEnv`]), so tests run in parallel
+//! against one Postgres server and one broker. With the `stack` feature,
+//! `stack::Stack` runs the gateway and the workers on them.
 
 pub mod api;
 pub mod proxy;
 pub mod skewed;
+#[cfg(feature = "stack")]
+pub mod stack;
 pub mod topics;
 
 use std::collections::HashMap;
@@ -39,6 +42,7 @@ pub struct TestEnv {
 }
 
 /// Whether a Docker engine answers on its socket (or `DOCKER_HOST` names one).
+#[cfg(feature = "containers")]
 fn docker_reachable() -> bool {
     if std::env::var_os("DOCKER_HOST").is_some() {
         return true;
@@ -65,6 +69,7 @@ async fn services() -> anyhow::Result<(CommonConfig, Vec<Box<dyn std::any::Any +
     common.database_max_connections = 8;
     let database_url = std::env::var("DATABASE_URL").ok();
     let brokers = std::env::var("KAFKA_BROKERS").ok();
+    #[cfg(feature = "containers")]
     if database_url.is_none() && brokers.is_none() && docker_reachable() {
         use testcontainers_modules::kafka::apache::{Kafka, KAFKA_PORT};
         use testcontainers_modules::postgres::Postgres;
@@ -106,6 +111,7 @@ impl TestEnv {
         let database = format!("booking_test_{}", &id[..12]);
         let server: PgConnectOptions = common.database_url.parse()?;
         let mut admin = server.clone().database("postgres").connect().await?;
+        // Dynamic SQL: a database name cannot be a bind parameter.
         sqlx::query(&format!("CREATE DATABASE {database}"))
             .execute(&mut admin)
             .await?;
@@ -172,4 +178,28 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `value` every 50 ms until `reached` holds for what it returns (a
+/// count that has grown, a queue that has drained), or fails after
+/// `timeout` with `what` in the message; returns that value.
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut value: F,
+    reached: impl Fn(&T) -> bool,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    eventually(what, timeout, || {
+        let next = value();
+        let reached = &reached;
+        async move {
+            let value = next.await?;
+            Ok(reached(&value).then_some(value))
+        }
+    })
+    .await
 }

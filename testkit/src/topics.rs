@@ -1,6 +1,6 @@
 //! Kafka access for tests and tools: produce a raw record (to a chosen
 //! partition), read a whole topic from its start, delete a log's records,
-//! recreate a topic.
+//! recreate a topic; and the same on a test's own topics ([`TestEnv`]).
 
 use std::time::Duration;
 
@@ -10,6 +10,11 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use schemas::requests::ChargeBalance;
+use schemas::{Request, RequestEnvelope, Topic};
+use uuid::Uuid;
+
+use crate::TestEnv;
 
 /// A record read back from a topic; the reader itself is the platform's
 /// (the workers' dead-letter commands use it too).
@@ -88,4 +93,67 @@ pub async fn recreate(common: &CommonConfig, topic: &str) -> anyhow::Result<()> 
         },
     )
     .await
+}
+
+/// A charge of `amount` to `user_id` as request `id`, as the gateway
+/// publishes it (with a fresh timestamp, which a test may change).
+pub fn charge_envelope(id: Uuid, user_id: i64, amount: i64) -> RequestEnvelope {
+    RequestEnvelope::new(
+        id,
+        Request::ChargeBalance(ChargeBalance { user_id, amount }),
+    )
+}
+
+/// How long a test waits for dead letters.
+const DEAD_LETTER_WAIT: Duration = Duration::from_secs(30);
+
+/// The topics of one test, by their names in its namespace.
+impl TestEnv {
+    /// Full name of `topic`.
+    pub fn topic(&self, topic: Topic) -> String {
+        self.common.topics().name(topic)
+    }
+
+    /// Full name of `topic`'s dead-letter topic.
+    pub fn dlq(&self, topic: Topic) -> String {
+        self.common.topics().dlq(topic)
+    }
+
+    /// Produces one record to `topic` under `key` (to `partition` if given,
+    /// else by key) with a producer of its own, and waits for the
+    /// acknowledgement; returns its partition and offset.
+    pub async fn produce(
+        &self,
+        topic: Topic,
+        partition: Option<i32>,
+        key: &str,
+        payload: &[u8],
+    ) -> anyhow::Result<(i32, i64)> {
+        let producer = platform::kafka::producer(&self.common)?;
+        produce(&producer, &self.topic(topic), partition, key, payload, &[]).await
+    }
+
+    /// Deletes `topic` and creates it again, empty (see [`recreate`]).
+    pub async fn recreate_topic(&self, topic: Topic) -> anyhow::Result<()> {
+        recreate(&self.common, &self.topic(topic)).await
+    }
+
+    /// The dead letters of `topic` so far.
+    pub fn dead_letters(&self, topic: Topic) -> anyhow::Result<Vec<Record>> {
+        Ok(read_all(&self.common, &self.dlq(topic))?)
+    }
+
+    /// Waits (30 s at most) until `topic` has at least `count` dead
+    /// letters; returns them all.
+    pub async fn wait_dead_letters(
+        &self,
+        topic: Topic,
+        count: usize,
+    ) -> anyhow::Result<Vec<Record>> {
+        crate::eventually("the dead letters", DEAD_LETTER_WAIT, || async {
+            let letters = self.dead_letters(topic)?;
+            Ok((letters.len() >= count).then_some(letters))
+        })
+        .await
+    }
 }

@@ -102,11 +102,12 @@ pub async fn check(common: &CommonConfig, pool: &PgPool) -> anyhow::Result<Event
         &mut result,
     );
     for (topic, request_type, event_type) in EFFECTS {
-        let succeeded: Vec<Uuid> =
-            sqlx::query_scalar("SELECT id FROM requests WHERE type = $1 AND status = 'SUCCEEDED'")
-                .bind(request_type)
-                .fetch_all(pool)
-                .await?;
+        let succeeded = sqlx::query_scalar!(
+            "SELECT id FROM requests WHERE type = $1 AND status = 'SUCCEEDED'",
+            request_type
+        )
+        .fetch_all(pool)
+        .await?;
         let published: HashSet<Uuid> = events
             .get(topic)
             .map_or(&[][..], Vec::as_slice)

@@ -9,6 +9,8 @@
 //!   effect has its event, repeats are whole copies of one event id, and
 //!   each key's events are in causal order.
 
+#![warn(missing_docs)]
+
 pub mod events;
 pub mod invariants;
 pub mod outcomes;

@@ -27,14 +27,15 @@ impl OutcomeCount {
 }
 
 async fn count(pool: &PgPool, accepted: &[Uuid]) -> anyhow::Result<OutcomeCount> {
-    let (decided, pending): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status <> 'PENDING'), count(*) FILTER (WHERE status = 'PENDING')
-         FROM requests WHERE id = ANY($1)",
+    let counts = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE status <> 'PENDING') AS "decided!",
+                  count(*) FILTER (WHERE status = 'PENDING') AS "pending!"
+           FROM requests WHERE id = ANY($1)"#,
+        accepted
     )
-    .bind(accepted)
     .fetch_one(pool)
     .await?;
-    let (decided, pending) = (decided as usize, pending as usize);
+    let (decided, pending) = (counts.decided as usize, counts.pending as usize);
     Ok(OutcomeCount {
         accepted: accepted.len(),
         decided,

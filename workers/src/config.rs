@@ -6,12 +6,8 @@ use std::time::Duration;
 use clap::Parser;
 use platform::CommonConfig;
 
-/// Everything the workers read from their environment.
+/// Lanes, schedulers and outbox relay of the booking and shop backend.
 #[derive(Debug, Clone, Parser)]
-#[command(
-    name = "workers",
-    about = "Lanes, schedulers and outbox relay of the booking and shop backend"
-)]
 pub struct WorkersConfig {
     /// Shared connection settings.
     #[command(flatten)]
@@ -62,6 +58,11 @@ pub struct WorkersConfig {
     #[arg(long, env = "OUTBOX_LEASE_MS", default_value_t = 10_000)]
     pub outbox_lease_ms: u64,
 
+    /// How often the lag, outbox and dead-letter gauges of `/metrics` are
+    /// sampled, in milliseconds.
+    #[arg(long, env = "GAUGE_INTERVAL_MS", default_value_t = 5_000)]
+    pub gauge_interval_ms: u64,
+
     /// IANA time zone whose midnight separates the days of product stats.
     #[arg(long, env = "BUSINESS_TZ", default_value = "Asia/Seoul")]
     pub business_tz: String,
@@ -74,20 +75,7 @@ pub struct WorkersConfig {
 impl WorkersConfig {
     /// Local defaults, ignoring the environment. Tests start from this.
     pub fn local() -> Self {
-        Self {
-            common: CommonConfig::local(),
-            reservation_hold_secs: 300,
-            queue_active_limit: 1000,
-            queue_active_ttl_secs: 600,
-            batch_max: 256,
-            batch_wait_ms: 5,
-            scheduler_interval_ms: 500,
-            outbox_lease_ms: 10_000,
-            request_retention_days: 7,
-            prune_interval_secs: 60,
-            business_tz: "Asia/Seoul".into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
-        }
+        platform::config::from_defaults(&[])
     }
 
     /// Hold duration.

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use api::status::RequestStatus;
 use platform::kafka::{self, OutgoingRecord};
 use platform::CommonConfig;
 use schemas::Topic;
@@ -197,35 +198,39 @@ pub async fn replay(
     // publish fails.
     let mut reopened: Option<(Option<String>, Option<String>)> = None;
     if let Some(id) = request_id {
-        let row: Option<(String, Option<String>, Option<String>)> =
-            sqlx::query_as("SELECT status, error_code, error_message FROM requests WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
+        let row = sqlx::query!(
+            r#"SELECT status AS "status: RequestStatus", error_code, error_message
+               FROM requests WHERE id = $1"#,
+            id
+        )
+        .fetch_optional(pool)
+        .await?;
         match row {
-            Some((status, code, message)) if status == "FAILED" => {
-                sqlx::query(
+            Some(row) if row.status == RequestStatus::Failed => {
+                sqlx::query!(
                     "UPDATE requests SET status = 'PENDING', result = NULL, error_code = NULL,
                             error_message = NULL, completed_at = NULL,
                             type = coalesce($2, type), user_id = coalesce(user_id, $3)
                      WHERE id = $1 AND status = 'FAILED'",
+                    id,
+                    request_type,
+                    user_id
                 )
-                .bind(id)
-                .bind(request_type)
-                .bind(user_id)
                 .execute(pool)
                 .await?;
                 // Gateways cached the FAILED outcome: a bare id makes them
                 // forget it and read the row.
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(platform::db::OUTCOME_CHANNEL)
-                    .bind(id.to_string())
-                    .execute(pool)
-                    .await?;
-                reopened = Some((code, message));
+                sqlx::query!(
+                    "SELECT pg_notify($1, $2)",
+                    platform::db::OUTCOME_CHANNEL,
+                    id.to_string()
+                )
+                .execute(pool)
+                .await?;
+                reopened = Some((row.error_code, row.error_message));
             }
-            Some((status, _, _)) if status != "PENDING" => {
-                return Err(DlqError::Decided(id, status));
+            Some(row) if row.status != RequestStatus::Pending => {
+                return Err(DlqError::Decided(id, row.status.as_str().to_owned()));
             }
             _ => {}
         }
@@ -248,14 +253,14 @@ pub async fn replay(
     match kafka::produce(producer, &record, timeout).await {
         Ok(delivered) => {
             if let Some(id) = request_id {
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE requests SET topic = $2, kafka_partition = $3, kafka_offset = $4
                      WHERE id = $1 AND status = 'PENDING'",
+                    id,
+                    record.topic,
+                    delivered.partition,
+                    delivered.offset
                 )
-                .bind(id)
-                .bind(&record.topic)
-                .bind(delivered.partition)
-                .bind(delivered.offset)
                 .execute(pool)
                 .await?;
             }
@@ -271,14 +276,14 @@ pub async fn replay(
         }
         Err(error) => {
             if let (Some(id), Some((code, message))) = (request_id, reopened) {
-                let _ = sqlx::query(
+                let _ = sqlx::query!(
                     "UPDATE requests SET status = 'FAILED', error_code = $2, error_message = $3,
                             completed_at = now()
                      WHERE id = $1 AND status = 'PENDING'",
+                    id,
+                    code,
+                    message
                 )
-                .bind(id)
-                .bind(code)
-                .bind(message)
                 .execute(pool)
                 .await;
             }

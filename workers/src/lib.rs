@@ -2,18 +2,25 @@
 //! the schedulers (queue admission, hold expiry) and the outbox relay.
 //! Workers never answer client HTTP; they serve only health and metrics.
 
+#![warn(missing_docs)]
+
+pub mod concert;
 pub mod config;
 pub mod dlq;
 pub mod engine;
 pub mod error;
-pub mod lanes;
+#[cfg(test)]
+mod fixtures;
+pub mod gauges;
+pub mod ledger;
 pub mod outbox;
 pub mod schedulers;
+mod sequence;
+pub mod shop;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -23,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::WorkersConfig;
 use engine::{run_lane, LaneSettings};
+use schedulers::every;
 
 /// Runs every lane, scheduler and the relay until `cancel` fires, then
 /// drains them. Expects migrations and topics to exist.
@@ -31,99 +39,16 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
     let common = &config.common;
     let pool = platform::db::pool(&common.database_url, common.database_max_connections)?;
     let producer = platform::kafka::producer(common)?;
-    let produce_timeout = Duration::from_millis(common.kafka_produce_timeout_ms);
-    let settings = LaneSettings {
-        batch_max: config.batch_max.max(1),
-        batch_wait: Duration::from_millis(config.batch_wait_ms),
-        produce_timeout,
-        retention: config.retention(),
-    };
-    let topics = common.topics();
-    let interval = Duration::from_millis(config.scheduler_interval_ms.max(10));
-
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
-    let lane_env = LaneEnv {
+    let env = TaskEnv {
         common: common.clone(),
-        settings,
-        pool: pool.clone(),
+        pool,
         producer: producer.clone(),
         cancel: cancel.clone(),
     };
-    lane_env.spawn(
-        &mut tasks,
-        lanes::ReservationLane {
-            hold: config.hold(),
-        },
-    );
-    lane_env.spawn(&mut tasks, lanes::PaymentLane);
-    lane_env.spawn(&mut tasks, lanes::ChargeLane);
-    lane_env.spawn(&mut tasks, lanes::OrderLane);
-    lane_env.spawn(
-        &mut tasks,
-        lanes::StatsLane {
-            business_tz: config.business_tz.clone(),
-        },
-    );
-    {
-        // The relay's own small pool: its connections carry their own
-        // application_name.
-        let relay_pool =
-            platform::db::named_pool(&common.database_url, 3, outbox::APPLICATION_NAME)?;
-        let settings = outbox::RelaySettings {
-            lease: Duration::from_millis(config.outbox_lease_ms.max(100)),
-            produce_timeout,
-        };
-        let (producer, topics, cancel) = (producer.clone(), topics.clone(), cancel.clone());
-        tasks.spawn(async move {
-            outbox::run(relay_pool, producer, topics, settings, cancel).await;
-            Ok(())
-        });
-    }
-    {
-        let (pool, cancel) = (pool.clone(), cancel.clone());
-        let (limit, ttl) = (
-            config.queue_active_limit,
-            Duration::from_secs(config.queue_active_ttl_secs),
-        );
-        tasks.spawn(async move {
-            schedulers::every("queue_admission", interval, cancel, || async {
-                schedulers::queue_admission::admit(&pool, limit, ttl).await?;
-                Ok(())
-            })
-            .await;
-            Ok(())
-        });
-    }
-    {
-        let (pool, producer, topics, cancel) = (
-            pool.clone(),
-            producer.clone(),
-            topics.clone(),
-            cancel.clone(),
-        );
-        tasks.spawn(async move {
-            schedulers::every("hold_expiry", interval, cancel, || async {
-                schedulers::hold_expiry::publish_due(&pool, &producer, &topics, produce_timeout)
-                    .await?;
-                Ok(())
-            })
-            .await;
-            Ok(())
-        });
-    }
-
-    {
-        let (pool, cancel, retention) = (pool.clone(), cancel.clone(), config.retention());
-        let every = Duration::from_secs(config.prune_interval_secs.max(1));
-        tasks.spawn(async move {
-            schedulers::every("prune", every, cancel, || async {
-                schedulers::prune::prune(&pool, retention).await?;
-                Ok(())
-            })
-            .await;
-            Ok(())
-        });
-    }
+    let lanes = env.spawn_lanes(&mut tasks, &config);
+    env.spawn_relay(&mut tasks, &config)?;
+    env.spawn_jobs(&mut tasks, &config, lanes);
 
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
@@ -144,31 +69,145 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
     }
 }
 
-/// What every lane task is started with.
-struct LaneEnv {
+/// What every task of a worker process is started with.
+#[derive(Clone)]
+struct TaskEnv {
     common: platform::CommonConfig,
-    settings: LaneSettings,
     pool: PgPool,
     producer: rdkafka::producer::FutureProducer,
     cancel: CancellationToken,
 }
 
-impl LaneEnv {
-    fn spawn<L: engine::Lane>(&self, tasks: &mut JoinSet<anyhow::Result<()>>, lane: L) {
+impl TaskEnv {
+    /// One task per lane; returns the lanes, for the gauges.
+    fn spawn_lanes(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        config: &WorkersConfig,
+    ) -> Vec<gauges::Watched> {
+        let settings = LaneSettings {
+            batch_max: config.batch_max.max(1),
+            batch_wait: Duration::from_millis(config.batch_wait_ms),
+            produce_timeout: Duration::from_millis(self.common.kafka_produce_timeout_ms),
+            retention: config.retention(),
+        };
+        let hold = config.hold();
+        let business_tz = config.business_tz.clone();
+        vec![
+            self.spawn_lane(tasks, settings, concert::ReservationLane { hold }),
+            self.spawn_lane(tasks, settings, concert::PaymentLane),
+            self.spawn_lane(tasks, settings, ledger::ChargeLane),
+            self.spawn_lane(tasks, settings, shop::OrderLane),
+            self.spawn_lane(tasks, settings, shop::StatsLane { business_tz }),
+        ]
+    }
+
+    fn spawn_lane<L: engine::Lane>(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        settings: LaneSettings,
+        lane: L,
+    ) -> gauges::Watched {
+        let watched = gauges::Watched {
+            lane: L::NAME,
+            topic: L::TOPIC,
+        };
         let lane = Arc::new(lane);
-        let (common, settings) = (self.common.clone(), self.settings);
+        let common = self.common.clone();
         let (pool, producer, cancel) = (
             self.pool.clone(),
             self.producer.clone(),
             self.cancel.clone(),
         );
         tasks.spawn(async move { run_lane(lane, &common, settings, pool, producer, cancel).await });
+        watched
+    }
+
+    /// The outbox relay, on a small pool of its own: its connections carry
+    /// their own `application_name`.
+    fn spawn_relay(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        config: &WorkersConfig,
+    ) -> anyhow::Result<()> {
+        let relay_pool =
+            platform::db::named_pool(&self.common.database_url, 3, outbox::APPLICATION_NAME)?;
+        let settings = outbox::RelaySettings {
+            lease: Duration::from_millis(config.outbox_lease_ms.max(100)),
+            produce_timeout: Duration::from_millis(self.common.kafka_produce_timeout_ms),
+        };
+        let (producer, topics, cancel) = (
+            self.producer.clone(),
+            self.common.topics(),
+            self.cancel.clone(),
+        );
+        tasks.spawn(async move {
+            outbox::run(relay_pool, producer, topics, settings, cancel).await;
+            Ok(())
+        });
+        Ok(())
+    }
+
+    /// The periodic jobs: queue admission, hold expiry, pruning, and the
+    /// gauges of `lanes`.
+    fn spawn_jobs(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        config: &WorkersConfig,
+        lanes: Vec<gauges::Watched>,
+    ) {
+        let interval = Duration::from_millis(config.scheduler_interval_ms.max(10));
+        let (limit, ttl) = (
+            config.queue_active_limit,
+            Duration::from_secs(config.queue_active_ttl_secs),
+        );
+        self.spawn_job(tasks, "queue_admission", interval, move |env| async move {
+            concert::queue_admission::admit(&env.pool, limit, ttl).await?;
+            Ok(())
+        });
+        let timeout = Duration::from_millis(self.common.kafka_produce_timeout_ms);
+        self.spawn_job(tasks, "hold_expiry", interval, move |env| async move {
+            let topics = env.common.topics();
+            concert::hold_expiry::publish_due(&env.pool, &env.producer, &topics, timeout).await?;
+            Ok(())
+        });
+        let retention = config.retention();
+        let prune_every = Duration::from_secs(config.prune_interval_secs.max(1));
+        self.spawn_job(tasks, "prune", prune_every, move |env| async move {
+            schedulers::prune::prune(&env.pool, retention).await?;
+            Ok(())
+        });
+        let sample_every = Duration::from_millis(config.gauge_interval_ms.max(100));
+        self.spawn_job(tasks, "gauges", sample_every, move |env| {
+            let lanes = lanes.clone();
+            async move {
+                let topics = env.common.topics();
+                gauges::sample(&env.pool, &env.producer, &topics, &lanes).await
+            }
+        });
+    }
+
+    /// Runs `tick` with this environment every `interval` until shutdown.
+    fn spawn_job<F, Fut>(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        name: &'static str,
+        interval: Duration,
+        tick: F,
+    ) where
+        F: Fn(TaskEnv) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let env = self.clone();
+        tasks.spawn(every(name, interval, self.cancel.clone(), move || {
+            tick(env.clone())
+        }));
     }
 }
 
 /// Health and metrics endpoints of a worker process. Ready when Postgres
-/// answers and the Kafka broker answers a metadata request through `kafka`
-/// (a client of the process's own settings).
+/// answers, the Kafka broker answers a metadata request through `kafka`
+/// (the process's own producer) and that producer has not failed for good.
 pub fn health_router(pool: PgPool, kafka: rdkafka::producer::FutureProducer) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -176,27 +215,7 @@ pub fn health_router(pool: PgPool, kafka: rdkafka::producer::FutureProducer) -> 
             "/readyz",
             get(move || {
                 let (pool, kafka) = (pool.clone(), kafka.clone());
-                async move {
-                    let database = sqlx::query_scalar::<_, i32>("SELECT 1")
-                        .fetch_one(&pool)
-                        .await
-                        .is_ok();
-                    let kafka = tokio::task::spawn_blocking(move || {
-                        platform::kafka::broker_reachable(&kafka, Duration::from_secs(2))
-                    })
-                    .await
-                    .unwrap_or(false);
-                    let ready = database && kafka;
-                    let status = if ready {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    };
-                    (
-                        status,
-                        Json(json!({"database": database, "kafka": kafka, "ready": ready})),
-                    )
-                }
+                async move { platform::health::answer(&pool, &kafka).await }
             }),
         )
         .route(

@@ -87,9 +87,8 @@ async fn main() -> anyhow::Result<()> {
     platform::observability::init_tracing(&config.common.log_format);
     let pool = platform::db::pool(&config.common.database_url, 2)?;
     platform::db::migrate(&pool).await?;
-    sqlx::query("SELECT now() AT TIME ZONE $1")
-        .bind(&config.business_tz)
-        .execute(&pool)
+    sqlx::query!("SELECT now() AT TIME ZONE $1 AS local", config.business_tz)
+        .fetch_one(&pool)
         .await
         .map_err(|e| {
             anyhow::anyhow!(

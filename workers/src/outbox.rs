@@ -35,7 +35,6 @@ pub const APPLICATION_NAME: &str = "booking-outbox-relay";
 /// Events per round.
 const ROUND: i64 = 1000;
 
-#[derive(sqlx::FromRow)]
 struct OutboxRow {
     id: i64,
     event_id: Uuid,
@@ -115,26 +114,27 @@ pub async fn acquire(
 ) -> Result<Option<Lease>, sqlx::Error> {
     // Look first without waiting: the leader keeps the row locked while it
     // publishes, and a stand-by relay has no reason to queue behind it.
-    let free: Option<bool> =
-        sqlx::query_scalar("SELECT expires_at <= now() OR holder = $2 FROM leases WHERE name = $1")
-            .bind(LEASE)
-            .bind(holder)
-            .fetch_optional(pool)
-            .await?;
+    let free = sqlx::query_scalar!(
+        r#"SELECT expires_at <= now() OR holder = $2 AS "free!" FROM leases WHERE name = $1"#,
+        LEASE,
+        holder
+    )
+    .fetch_optional(pool)
+    .await?;
     if free == Some(false) {
         return Ok(None);
     }
-    let token: Option<i64> = sqlx::query_scalar(
+    let token = sqlx::query_scalar!(
         "INSERT INTO leases (name, holder, token, expires_at)
          VALUES ($1, $2, 1, now() + make_interval(secs => $3))
          ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, token = leases.token + 1,
                                           expires_at = EXCLUDED.expires_at
          WHERE leases.expires_at <= now() OR leases.holder = EXCLUDED.holder
          RETURNING token",
+        LEASE,
+        holder,
+        lease.as_secs_f64()
     )
-    .bind(LEASE)
-    .bind(holder)
-    .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await?;
     Ok(token.map(|token| Lease {
@@ -146,11 +146,13 @@ pub async fn acquire(
 
 /// Gives the lease up on shutdown, so a stand-by relay takes over at once.
 async fn release(pool: &PgPool, holder: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE leases SET expires_at = now() WHERE name = $1 AND holder = $2")
-        .bind(LEASE)
-        .bind(holder)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "UPDATE leases SET expires_at = now() WHERE name = $1 AND holder = $2",
+        LEASE,
+        holder
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -195,22 +197,22 @@ impl Lease {
     /// Renews the lease inside `tx` if it is still this relay's (same
     /// token, not expired), locking its row until `tx` ends.
     async fn renew(&self, tx: &mut PgConnection) -> Result<(), RelayError> {
-        let renewed: Option<i64> = sqlx::query_scalar(
+        let renewed = sqlx::query_scalar!(
             "UPDATE leases SET expires_at = now() + make_interval(secs => $4)
              WHERE name = $1 AND holder = $2 AND token = $3 AND expires_at > now()
              RETURNING token",
+            LEASE,
+            self.holder,
+            self.token,
+            self.lease.as_secs_f64()
         )
-        .bind(LEASE)
-        .bind(self.holder)
-        .bind(self.token)
-        .bind(self.lease.as_secs_f64())
         .fetch_optional(&mut *tx)
         .await?;
         renewed.map(|_| ()).ok_or(RelayError::LeaseLost)
     }
 }
 
-/// One round: renews the lease, publishes up to [`ROUND`] events, deletes
+/// One round: renews the lease, publishes up to `ROUND` events, deletes
 /// them once every one was acknowledged, in one transaction. A lease taken
 /// over since fails with [`RelayError::LeaseLost`] before anything is
 /// published.
@@ -224,17 +226,18 @@ pub async fn publish_round(
     let mut tx = pool.begin().await?;
     // A relay frozen mid-round must not keep the lease row locked: past the
     // lease, Postgres ends its session and a stand-by relay takes over.
-    sqlx::query(&format!(
-        "SET LOCAL idle_in_transaction_session_timeout = {}",
-        lease.lease.as_millis().max(1)
-    ))
-    .execute(&mut *tx)
+    sqlx::query!(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
+        lease.lease.as_millis().max(1).to_string()
+    )
+    .fetch_one(&mut *tx)
     .await?;
     lease.renew(&mut tx).await?;
-    let rows: Vec<OutboxRow> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        OutboxRow,
         "SELECT id, event_id, topic, event_key, payload, request_id FROM outbox ORDER BY id LIMIT $1",
+        ROUND
     )
-    .bind(ROUND)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
@@ -274,8 +277,7 @@ pub async fn publish_round(
         result?;
     }
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-        .bind(&ids)
+    sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &ids)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -1,44 +1,21 @@
 //! Concert booking end to end: real broker, real Postgres, gateway and
 //! workers in-process.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{codes, outcomes, scalar, Options, Stack};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
-use testkit::api::User;
+use testkit::api::{codes, Fan};
+use testkit::scalar;
+use testkit::stack::{Options, Stack};
 use uuid::Uuid;
-
-/// Creates `n` users, each with an ACTIVE queue token for `schedule_id`.
-async fn admitted_users(
-    stack: &Stack,
-    n: usize,
-    schedule_id: i64,
-) -> anyhow::Result<Vec<(User, String)>> {
-    let api = &stack.api;
-    let users: Vec<(User, String)> = stream::iter(0..n)
-        .map(|i| async move {
-            let user = api.create_user(&format!("fan{i}")).await?;
-            let token = api.join_queue(&user, schedule_id).await?;
-            anyhow::Ok((user, token))
-        })
-        .buffer_unordered(32)
-        .try_collect()
-        .await?;
-    for (user, token) in &users {
-        api.wait_active(user, token).await?;
-    }
-    Ok(users)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_hundred_users_race_for_one_seat() -> anyhow::Result<()> {
     let stack = Stack::start(Options::default()).await?;
     let schedule_id = stack.api.create_schedule(10, 50_000).await?;
     let seat_id = stack.api.seat_ids(schedule_id).await?[0];
-    let users = admitted_users(&stack, 500, schedule_id).await?;
+    let users = stack.api.admitted_users(500, schedule_id).await?;
 
     let api = &stack.api;
     let requests: Vec<(String, Uuid)> = stream::iter(users.iter())
@@ -48,29 +25,24 @@ async fn five_hundred_users_race_for_one_seat() -> anyhow::Result<()> {
         .buffer_unordered(100)
         .try_collect()
         .await?;
-    let results = outcomes(&stack, &requests).await?;
-    let counts = codes(&results);
+    let counts = codes(&api.outcomes(&requests).await?);
     assert_eq!(counts.get("SUCCEEDED"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("SEAT_TAKEN"), Some(&499), "{counts:?}");
 
-    let live = scalar(&stack, &format!(
-        "SELECT count(*) FROM reservations WHERE seat_id = {seat_id} AND status IN ('PENDING', 'CONFIRMED')"
-    )).await?;
+    assert_eq!(
+        stack.env.available_seats(schedule_id).await?,
+        9,
+        "seat count decremented exactly once"
+    );
+    let live = scalar!(stack, "SELECT count(*) FROM reservations WHERE seat_id = $1 AND status IN ('PENDING', 'CONFIRMED')", seat_id).await?;
     assert_eq!(live, 1);
-    let all = scalar(
-        &stack,
-        &format!("SELECT count(*) FROM reservations WHERE seat_id = {seat_id}"),
+    let all = scalar!(
+        stack,
+        "SELECT count(*) FROM reservations WHERE seat_id = $1",
+        seat_id
     )
     .await?;
     assert_eq!(all, 1);
-    let available = scalar(
-        &stack,
-        &format!(
-            "SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}"
-        ),
-    )
-    .await?;
-    assert_eq!(available, 9, "seat count decremented exactly once");
     stack.stop().await
 }
 
@@ -84,64 +56,36 @@ async fn three_hundred_concurrent_charges_to_one_user() -> anyhow::Result<()> {
         .buffer_unordered(100)
         .try_collect()
         .await?;
-    let results = outcomes(&stack, &requests).await?;
+    let results = api.outcomes(&requests).await?;
     assert_eq!(codes(&results).get("SUCCEEDED"), Some(&300));
     assert_eq!(api.balance(&user).await?, 150_000);
-    let charges = scalar(
-        &stack,
-        &format!(
-            "SELECT count(*) FROM balance_histories WHERE user_id = {} AND type = 'CHARGE'",
-            user.id
-        ),
-    )
-    .await?;
-    assert_eq!(charges, 300);
-    let history_sum = scalar(
-        &stack,
-        &format!(
-            "SELECT sum(amount)::int8 FROM balance_histories WHERE user_id = {}",
-            user.id
-        ),
-    )
-    .await?;
-    assert_eq!(history_sum, 150_000);
+    let charges = scalar!(
+        stack,
+        "SELECT count(*) FROM balance_histories WHERE user_id = $1 AND type = 'CHARGE'",
+        user.id
+    );
+    let history_sum = scalar!(
+        stack,
+        "SELECT sum(amount)::int8 FROM balance_histories WHERE user_id = $1",
+        user.id
+    );
+    assert_eq!((charges.await?, history_sum.await?), (300, 150_000));
     // Every change reached balance-events through the outbox.
-    testkit::eventually("outbox to drain", Duration::from_secs(30), || async {
-        Ok((scalar(&stack, "SELECT count(*) FROM outbox").await? == 0).then_some(()))
-    })
-    .await?;
-    let topic = stack
-        .env
-        .common
-        .topics()
-        .name(schemas::Topic::BalanceEvents);
+    let outbox = || scalar!(stack, "SELECT count(*) FROM outbox");
+    let wait = Duration::from_secs(30);
+    testkit::wait_until("outbox to drain", wait, outbox, |n| *n == 0).await?;
+    let topic = stack.env.topic(schemas::Topic::BalanceEvents);
     assert_eq!(stack.env.record_counts()?[&topic], 300);
     stack.stop().await
-}
-
-/// Holds `seat_id` for `user` and returns the reservation id.
-async fn held(stack: &Stack, user: &User, token: &str, seat_id: i64) -> anyhow::Result<i64> {
-    let id = stack.api.hold(user, token, seat_id).await?;
-    let outcome = stack.api.outcome(&user.token, id).await?;
-    assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
-    Ok(outcome.held().expect("a hold result").reservation_id)
-}
-
-async fn charged(stack: &Stack, user: &User, amount: i64) -> anyhow::Result<()> {
-    let id = stack.api.charge(user, amount).await?;
-    let outcome = stack.api.outcome(&user.token, id).await?;
-    assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paying_one_reservation_twenty_times_pays_once() -> anyhow::Result<()> {
     let stack = Stack::start(Options::default()).await?;
-    let schedule_id = stack.api.create_schedule(5, 30_000).await?;
-    let seat_id = stack.api.seat_ids(schedule_id).await?[2];
-    let (user, token) = admitted_users(&stack, 1, schedule_id).await?.remove(0);
-    charged(&stack, &user, 100_000).await?;
-    let reservation_id = held(&stack, &user, &token, seat_id).await?;
+    let Fan {
+        seats, user, token, ..
+    } = stack.api.fan(5, 30_000, 100_000).await?;
+    let reservation_id = stack.api.held(&user, &token, seats[2]).await?;
 
     let api = &stack.api;
     let body = json!({"reservation_id": reservation_id});
@@ -165,8 +109,7 @@ async fn paying_one_reservation_twenty_times_pays_once() -> anyhow::Result<()> {
             );
         }
     }
-    let results = outcomes(&stack, &requests).await?;
-    let counts = codes(&results);
+    let counts = codes(&api.outcomes(&requests).await?);
     assert_eq!(counts.get("SUCCEEDED"), Some(&1), "{counts:?}");
     assert_eq!(
         counts.get("INVALID_STATE").copied().unwrap_or(0),
@@ -175,20 +118,19 @@ async fn paying_one_reservation_twenty_times_pays_once() -> anyhow::Result<()> {
     );
 
     assert_eq!(
-        scalar(
-            &stack,
-            &format!("SELECT count(*) FROM payments WHERE reservation_id = {reservation_id}")
+        scalar!(
+            stack,
+            "SELECT count(*) FROM payments WHERE reservation_id = $1",
+            reservation_id
         )
         .await?,
         1
     );
     assert_eq!(
-        scalar(
-            &stack,
-            &format!(
-                "SELECT count(*) FROM balance_histories WHERE user_id = {} AND type = 'USE'",
-                user.id
-            )
+        scalar!(
+            stack,
+            "SELECT count(*) FROM balance_histories WHERE user_id = $1 AND type = 'USE'",
+            user.id
         )
         .await?,
         1
@@ -204,41 +146,39 @@ async fn paying_one_reservation_twenty_times_pays_once() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn balance_for_one_seat_pays_only_one_of_two_holds() -> anyhow::Result<()> {
     let stack = Stack::start(Options::default()).await?;
-    let schedule_id = stack.api.create_schedule(5, 40_000).await?;
-    let seats = stack.api.seat_ids(schedule_id).await?;
-    let (user, token) = admitted_users(&stack, 1, schedule_id).await?.remove(0);
-    charged(&stack, &user, 50_000).await?;
-    let first = held(&stack, &user, &token, seats[0]).await?;
-    let second = held(&stack, &user, &token, seats[1]).await?;
+    let api = &stack.api;
+    let Fan {
+        seats, user, token, ..
+    } = api.fan(5, 40_000, 50_000).await?;
+    let first = api.held(&user, &token, seats[0]).await?;
+    let second = api.held(&user, &token, seats[1]).await?;
 
     let (a, b) = tokio::join!(
-        stack.api.pay(&user, &token, first),
-        stack.api.pay(&user, &token, second)
+        api.pay(&user, &token, first),
+        api.pay(&user, &token, second)
     );
-    let results = outcomes(
-        &stack,
-        &[(user.token.clone(), a?), (user.token.clone(), b?)],
-    )
-    .await?;
+    let results = api
+        .outcomes(&[(user.token.clone(), a?), (user.token.clone(), b?)])
+        .await?;
     let counts = codes(&results);
     assert_eq!(counts.get("SUCCEEDED"), Some(&1), "{counts:?}");
     assert_eq!(counts.get("INSUFFICIENT_BALANCE"), Some(&1), "{counts:?}");
-    assert_eq!(stack.api.balance(&user).await?, 10_000);
+    assert_eq!(api.balance(&user).await?, 10_000);
     // The long-polls were answered from the lanes' notifications; a plain
     // GET reads the database. A success with its result and a rejection
     // with its code read the same either way.
     for answer in &results {
-        let stored = stack
-            .api
+        let stored = api
             .as_user(&user)
             .outcome(answer.request_id, Duration::ZERO)
             .await?;
         assert_eq!(stored.as_ref(), Some(answer));
     }
     assert_eq!(
-        scalar(
-            &stack,
-            &format!("SELECT count(*) FROM payments WHERE user_id = {}", user.id)
+        scalar!(
+            stack,
+            "SELECT count(*) FROM payments WHERE user_id = $1",
+            user.id
         )
         .await?,
         1
@@ -248,18 +188,17 @@ async fn balance_for_one_seat_pays_only_one_of_two_holds() -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expired_hold_releases_the_seat_and_late_payment_is_rejected() -> anyhow::Result<()> {
-    let stack = Stack::start(Options {
-        hold_secs: 1,
-        ..Options::default()
-    })
-    .await?;
-    let schedule_id = stack.api.create_schedule(3, 10_000).await?;
-    let seat_id = stack.api.seat_ids(schedule_id).await?[0];
-    let (user, token) = admitted_users(&stack, 1, schedule_id).await?.remove(0);
-    charged(&stack, &user, 20_000).await?;
-    let reservation_id = held(&stack, &user, &token, seat_id).await?;
-
+    let stack = Stack::start(Options::default().hold_secs(1)).await?;
     let api = &stack.api;
+    let Fan {
+        schedule_id,
+        seats,
+        user,
+        token,
+    } = api.fan(3, 10_000, 20_000).await?;
+    let seat_id = seats[0];
+    let reservation_id = api.held(&user, &token, seat_id).await?;
+
     testkit::eventually("hold to expire", Duration::from_secs(30), || async {
         let (_, body) = api
             .get(&format!("/v1/reservations/{reservation_id}"), &user.token)
@@ -281,16 +220,7 @@ async fn expired_hold_releases_the_seat_and_late_payment_is_rejected() -> anyhow
             .any(|s| s["id"] == seat_id),
         "seat back on sale"
     );
-    assert_eq!(
-        scalar(
-            &stack,
-            &format!(
-        "SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}"
-    )
-        )
-        .await?,
-        3
-    );
+    assert_eq!(stack.env.available_seats(schedule_id).await?, 3);
 
     let late = api.pay(&user, &token, reservation_id).await?;
     let outcome = api.outcome(&user.token, late).await?;
@@ -303,37 +233,26 @@ async fn expired_hold_releases_the_seat_and_late_payment_is_rejected() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelling_a_paid_reservation_refunds_it() -> anyhow::Result<()> {
     let stack = Stack::start(Options::default()).await?;
-    let schedule_id = stack.api.create_schedule(3, 25_000).await?;
-    let seat_id = stack.api.seat_ids(schedule_id).await?[1];
-    let (user, token) = admitted_users(&stack, 1, schedule_id).await?.remove(0);
-    charged(&stack, &user, 30_000).await?;
-    let reservation_id = held(&stack, &user, &token, seat_id).await?;
+    let api = &stack.api;
+    let fan = api.fan(3, 25_000, 30_000).await?;
+    let (user, token, seat_id) = (&fan.user, fan.token.as_str(), fan.seats[1]);
+    let reservation_id = api.held(user, token, seat_id).await?;
     let pay = json!({"reservation_id": reservation_id});
-    let headers = [
-        ("X-Queue-Token", token.as_str()),
-        ("Idempotency-Key", "pay-7"),
-    ];
-    let paid = stack
-        .api
+    let headers = [("X-Queue-Token", token), ("Idempotency-Key", "pay-7")];
+    let paid = api
         .submit("/v1/payments", &user.token, &headers, &pay)
         .await?;
-    assert_eq!(
-        stack.api.outcome(&user.token, paid).await?.status.as_str(),
-        "SUCCEEDED"
-    );
-    assert_eq!(stack.api.balance(&user).await?, 5_000);
+    api.succeeded(user, paid).await?;
+    assert_eq!(api.balance(user).await?, 5_000);
     // The payment expired the queue token, yet a client retrying with the
     // same Idempotency-Key gets its original request back, not a refusal.
     assert_eq!(
-        stack
-            .api
-            .submit("/v1/payments", &user.token, &headers, &pay)
+        api.submit("/v1/payments", &user.token, &headers, &pay)
             .await?,
         paid
     );
-    let fresh = [("X-Queue-Token", token.as_str())];
-    let (status, reply) = stack
-        .api
+    let fresh = [("X-Queue-Token", token)];
+    let (status, reply) = api
         .post("/v1/payments", Some(&user.token), &fresh, &pay)
         .await?;
     assert_eq!(
@@ -342,8 +261,7 @@ async fn cancelling_a_paid_reservation_refunds_it() -> anyhow::Result<()> {
         "a new payment needs a live token: {reply}"
     );
 
-    let cancel = stack
-        .api
+    let cancel = api
         .submit(
             &format!("/v1/reservations/{reservation_id}/cancel"),
             &user.token,
@@ -351,20 +269,15 @@ async fn cancelling_a_paid_reservation_refunds_it() -> anyhow::Result<()> {
             &json!({}),
         )
         .await?;
-    let outcome = stack.api.outcome(&user.token, cancel).await?;
+    let outcome = api.outcome(&user.token, cancel).await?;
     assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
     assert_eq!(
         outcome.cancelled().expect("a cancel result").refunded,
         25_000
     );
-    assert_eq!(stack.api.balance(&user).await?, 30_000);
-    let (_, history) = stack
-        .api
-        .get(
-            &format!("/v1/users/{}/balance/history", user.id),
-            &user.token,
-        )
-        .await?;
+    assert_eq!(api.balance(user).await?, 30_000);
+    let history = format!("/v1/users/{}/balance/history", user.id);
+    let (_, history) = api.get(&history, &user.token).await?;
     let kinds: Vec<&str> = history["items"]
         .as_array()
         .expect("items")
@@ -372,9 +285,7 @@ async fn cancelling_a_paid_reservation_refunds_it() -> anyhow::Result<()> {
         .filter_map(|h| h["type"].as_str())
         .collect();
     assert_eq!(kinds, vec!["REFUND", "USE", "CHARGE"]);
-    assert_eq!(scalar(&stack, &format!(
-        "SELECT count(*) FROM reservations WHERE seat_id = {seat_id} AND status IN ('PENDING', 'CONFIRMED')"
-    )).await?, 0);
+    assert_eq!(scalar!(stack, "SELECT count(*) FROM reservations WHERE seat_id = $1 AND status IN ('PENDING', 'CONFIRMED')", seat_id).await?, 0);
     stack.stop().await
 }
 
@@ -412,16 +323,6 @@ async fn same_idempotency_key_twice_is_one_request_and_one_effect() -> anyhow::R
     assert_ne!(first, other);
     stack.api.outcome(&user.token, other).await?;
     assert_eq!(stack.api.balance(&user).await?, 1235);
-    assert_eq!(
-        scalar(
-            &stack,
-            &format!(
-                "SELECT count(*) FROM balance_histories WHERE user_id = {}",
-                user.id
-            )
-        )
-        .await?,
-        2
-    );
+    assert_eq!(stack.env.history_rows(user.id).await?, 2);
     stack.stop().await
 }

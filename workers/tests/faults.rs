@@ -1,23 +1,22 @@
 //! Faults: a worker process killed mid-load, poison records, and a database
 //! outage. Nothing accepted is lost and nothing is applied twice.
 
-mod common;
-
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
+use anyhow::Context;
 use api::status::{QueueStatus, RequestStatus};
-use common::{scalar, spawn_workers_process, Options, Stack};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
+use schemas::Topic;
 use serde_json::json;
 use sqlx::ConnectOptions;
 use testkit::api::User;
+use testkit::scalar;
+use testkit::stack::{Options, Stack};
 use uuid::Uuid;
+
+/// The workers binary, for worker processes.
+const WORKERS: &str = env!("CARGO_BIN_EXE_workers");
 
 /// Small deterministic generator, so a failing run can be replayed.
 struct Lcg(u64);
@@ -40,25 +39,12 @@ enum Call {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> {
-    let stack = Stack::start(Options {
-        in_process_workers: false,
-        ..Options::default()
-    })
-    .await?;
-    let mut worker = spawn_workers_process(&stack)?;
+    let stack = Stack::start(Options::without_workers()).await?;
+    let mut worker = stack.start_worker_process(WORKERS).await?;
     let api = &stack.api;
     let schedule_id = api.create_schedule(150, 1_000).await?;
     let seats = api.seat_ids(schedule_id).await?;
-    let users: Vec<(User, String)> = stream::iter(0..40)
-        .map(|i| async move {
-            let user = api.create_user(&format!("u{i}")).await?;
-            let token = api.join_queue(&user, schedule_id).await?;
-            api.wait_active(&user, &token).await?;
-            anyhow::Ok((user, token))
-        })
-        .buffer_unordered(16)
-        .try_collect()
-        .await?;
+    let users = api.admitted_users(40, schedule_id).await?;
 
     let mut rng = Lcg(0x5eed);
     let calls: Vec<Call> = (0..2000)
@@ -97,26 +83,13 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         .try_collect()
         .await?;
     // Kill the worker while it is working through the first half.
-    testkit::eventually(
-        "the worker to be mid-load",
-        Duration::from_secs(60),
-        || async {
-            let done = scalar(
-                &stack,
-                "SELECT count(*) FROM requests WHERE status <> 'PENDING'",
-            )
-            .await?;
-            Ok((done >= 50).then_some(()))
-        },
-    )
-    .await?;
+    let first_ids: Vec<Uuid> = first_half.iter().map(|(_, id)| *id).collect();
+    let decided = || stack.env.decided_among(&first_ids);
+    let wait = Duration::from_secs(60);
+    testkit::wait_until("the worker to be mid-load", wait, decided, |n| *n >= 50).await?;
     worker.kill()?;
-    let decided_at_kill = scalar(
-        &stack,
-        "SELECT count(*) FROM requests WHERE status <> 'PENDING'",
-    )
-    .await?;
-    let mut worker = spawn_workers_process(&stack)?;
+    let decided_at_kill = decided().await?;
+    let worker = stack.start_worker_process(WORKERS).await?;
     let second_half: Vec<(Call, Uuid)> = stream::iter(calls[1000..].to_vec())
         .map(submit)
         .buffer_unordered(32)
@@ -124,24 +97,19 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         .await?;
     let accepted: Vec<(Call, Uuid)> = first_half.into_iter().chain(second_half).collect();
 
-    let outcomes: Vec<api::RequestOutcome> = stream::iter(accepted.iter())
+    let requests: Vec<(String, Uuid)> = accepted
+        .iter()
         .map(|(call, id)| {
             let user = match call {
                 Call::Charge { user, .. } | Call::Hold { user, .. } => &users[*user].0,
             };
-            api.outcome(&user.token, *id)
+            (user.token.clone(), *id)
         })
-        // In order: outcomes are zipped with the calls below.
-        .buffered(64)
-        .try_collect()
-        .await?;
+        .collect();
+    // In order: outcomes are zipped with the calls below.
+    let outcomes = api.outcomes(&requests).await?;
     // Stop the second worker the polite way: SIGTERM must drain and exit 0.
-    let terminated = Command::new("kill")
-        .arg("-TERM")
-        .arg(worker.id().to_string())
-        .status()?;
-    assert!(terminated.success());
-    let exit = tokio::task::spawn_blocking(move || worker.wait()).await??;
+    let exit = worker.terminate().await?;
     assert!(exit.success(), "graceful shutdown exits cleanly: {exit:?}");
     assert!(
         decided_at_kill < 2000,
@@ -150,13 +118,7 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
 
     // Exactly one outcome per request.
     let ids: Vec<Uuid> = accepted.iter().map(|(_, id)| *id).collect();
-    let decided: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM requests WHERE id = ANY($1) AND status <> 'PENDING'",
-    )
-    .bind(&ids)
-    .fetch_one(&stack.env.pool)
-    .await?;
-    assert_eq!(decided, 2000);
+    assert_eq!(stack.env.decided_among(&ids).await?, 2000);
 
     // Balances: each equals its history and the successful charges.
     let mut expected: HashMap<i64, (i64, i64)> = HashMap::new();
@@ -180,14 +142,16 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         }
     }
     for (user_id, (sum, count)) in &expected {
-        let (balance, history_sum, history_rows): (i64, i64, i64) = sqlx::query_as(
-            "SELECT b.balance, coalesce(sum(h.amount), 0)::int8, count(h.id)
-             FROM balances b LEFT JOIN balance_histories h ON h.balance_id = b.id
-             WHERE b.user_id = $1 GROUP BY b.balance",
+        let row = sqlx::query!(
+            r#"SELECT b.balance, coalesce(sum(h.amount), 0)::int8 AS "history_sum!",
+                      count(h.id) AS "history_rows!"
+               FROM balances b LEFT JOIN balance_histories h ON h.balance_id = b.id
+               WHERE b.user_id = $1 GROUP BY b.balance"#,
+            user_id
         )
-        .bind(user_id)
         .fetch_one(&stack.env.pool)
         .await?;
+        let (balance, history_sum, history_rows) = (row.balance, row.history_sum, row.history_rows);
         assert_eq!(
             (balance, history_sum, history_rows),
             (*sum, *sum, *count),
@@ -195,8 +159,8 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
         );
     }
     assert_eq!(
-        scalar(
-            &stack,
+        scalar!(
+            stack,
             "SELECT count(*) - count(DISTINCT request_id) FROM balance_histories"
         )
         .await?,
@@ -205,90 +169,66 @@ async fn worker_killed_mid_load_loses_nothing_and_applies_nothing_twice() -> any
     );
 
     // Seats: one live reservation per won hold, counts consistent.
-    let live = scalar(
-        &stack,
-        "SELECT count(*) FROM reservations WHERE status IN ('PENDING', 'CONFIRMED')",
+    let live = scalar!(
+        stack,
+        "SELECT count(*) FROM reservations WHERE status IN ('PENDING', 'CONFIRMED')"
     )
     .await?;
     assert_eq!(live, holds_won);
     assert_eq!(
-        scalar(&stack, "SELECT count(*) FROM reservations").await?,
+        scalar!(stack, "SELECT count(*) FROM reservations").await?,
         holds_won
     );
     assert_eq!(
-        scalar(&stack, "SELECT count(*) FROM seats WHERE is_reserved").await?,
+        scalar!(stack, "SELECT count(*) FROM seats WHERE is_reserved").await?,
         holds_won
     );
     assert_eq!(
-        scalar(&stack, &format!("SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}")).await?,
+        stack.env.available_seats(schedule_id).await?,
         seats.len() as i64 - holds_won
     );
     stack.stop().await
-}
-
-fn producer(stack: &Stack) -> anyhow::Result<FutureProducer> {
-    Ok(platform::kafka::producer(&stack.env.common)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_records_go_to_the_dlq_and_the_lane_moves_on() -> anyhow::Result<()> {
     let stack = Stack::start(Options::default()).await?;
     let user = stack.api.create_user("victim").await?;
-    let topics = stack.env.common.topics();
-    let topic = topics.name(schemas::Topic::ChargeRequests);
     let key = user.id.to_string();
-    let producer = producer(&stack)?;
     let bad_id = Uuid::now_v7();
-    let invalid = json!({"request_id": bad_id, "version": 1, "timestamp": "2026-01-01T00:00:00Z",
-                         "type": "balance.charge", "payload": {"user_id": user.id, "amount": -5}});
+    let invalid = testkit::topics::charge_envelope(bad_id, user.id, -5);
     for payload in [b"{not json".to_vec(), serde_json::to_vec(&invalid)?] {
-        let record = platform::kafka::OutgoingRecord {
-            topic: topic.clone(),
-            key: key.clone(),
-            payload,
-            headers: vec![],
-        };
-        platform::kafka::produce(&producer, &record, Duration::from_secs(10)).await?;
+        stack
+            .env
+            .produce(Topic::ChargeRequests, None, &key, &payload)
+            .await?;
     }
     // A good request behind the poison on the same partition still lands.
     let good = stack.api.charge(&user, 900).await?;
-    assert_eq!(
-        stack.api.outcome(&user.token, good).await?.status.as_str(),
-        "SUCCEEDED"
-    );
+    stack.api.succeeded(&user, good).await?;
     assert_eq!(stack.api.balance(&user).await?, 900);
 
-    let (status, code): (String, Option<String>) =
-        sqlx::query_as("SELECT status, error_code FROM requests WHERE id = $1")
-            .bind(bad_id)
-            .fetch_one(&stack.env.pool)
-            .await?;
+    let row = stack
+        .env
+        .request(bad_id)
+        .await?
+        .context("the poison's row")?;
     assert_eq!(
-        (status.as_str(), code.as_deref()),
+        (row.status.as_str(), row.error_code.as_deref()),
         ("FAILED", Some("INVALID_REQUEST"))
     );
 
-    let dlq = topics.dlq(schemas::Topic::ChargeRequests);
-    let consumer: BaseConsumer =
-        platform::kafka::consumer_config(&stack.env.common, "dlq-reader").create()?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(&dlq, 0, Offset::Beginning)?;
-    consumer.assign(&assignment)?;
+    let letters = stack
+        .env
+        .wait_dead_letters(Topic::ChargeRequests, 2)
+        .await?;
     let mut reasons = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while reasons.len() < 2 && std::time::Instant::now() < deadline {
-        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
-            let message = message?;
-            assert_eq!(message.key(), Some(key.as_bytes()));
-            let headers = message.headers().expect("dlq headers");
-            let reason = headers
-                .iter()
-                .find(|h| h.key == schemas::HEADER_DLQ_REASON)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .expect("reason header");
-            reasons.push(reason);
-        }
+    for letter in &letters {
+        assert_eq!(letter.key.as_deref(), Some(key.as_str()));
+        let reason = letter
+            .header(schemas::HEADER_DLQ_REASON)
+            .expect("reason header");
+        reasons.push(reason.to_owned());
     }
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].contains("undecodable"), "{reasons:?}");
@@ -298,11 +238,7 @@ async fn poison_records_go_to_the_dlq_and_the_lane_moves_on() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn database_outage_pauses_the_lanes_and_loses_nothing() -> anyhow::Result<()> {
-    let mut stack = Stack::start(Options {
-        in_process_workers: false,
-        ..Options::default()
-    })
-    .await?;
+    let mut stack = Stack::start(Options::without_workers()).await?;
     // The workers reach Postgres through a proxy the test can cut; the
     // gateway keeps its direct connection, so requests are still accepted.
     let options: sqlx::postgres::PgConnectOptions =
@@ -317,19 +253,11 @@ async fn database_outage_pauses_the_lanes_and_loses_nothing() -> anyhow::Result<
     stack.start_workers();
 
     let user = stack.api.create_user("patient").await?;
-    let first = stack.api.charge(&user, 1).await?;
-    assert_eq!(
-        stack.api.outcome(&user.token, first).await?.status.as_str(),
-        "SUCCEEDED"
-    );
+    stack.api.charged(&user, 1).await?;
 
     proxy.down();
     let api = &stack.api;
-    let during: Vec<Uuid> = stream::iter(0..50)
-        .map(|_| api.charge(&user, 100))
-        .buffer_unordered(10)
-        .try_collect()
-        .await?;
+    let during = api.charges(&user, 50, 100).await?;
     // Wait until the charge lane has met the outage, then check that it
     // decided nothing while the database was away.
     testkit::eventually(
@@ -348,44 +276,21 @@ async fn database_outage_pauses_the_lanes_and_loses_nothing() -> anyhow::Result<
         },
     )
     .await?;
-    let decided: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM requests WHERE id = ANY($1) AND status <> 'PENDING'",
-    )
-    .bind(&during)
-    .fetch_one(&stack.env.pool)
-    .await?;
-    assert_eq!(decided, 0);
+    assert_eq!(stack.env.decided_among(&during).await?, 0);
 
     proxy.up();
     for id in &during {
-        assert_eq!(
-            stack.api.outcome(&user.token, *id).await?.status.as_str(),
-            "SUCCEEDED"
-        );
+        stack.api.succeeded(&user, *id).await?;
     }
     assert_eq!(stack.api.balance(&user).await?, 1 + 50 * 100);
-    assert_eq!(
-        scalar(
-            &stack,
-            &format!(
-                "SELECT count(*) FROM balance_histories WHERE user_id = {}",
-                user.id
-            )
-        )
-        .await?,
-        51
-    );
+    assert_eq!(stack.env.history_rows(user.id).await?, 51);
     stack.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_worker_processes_share_lanes_and_schedulers_safely() -> anyhow::Result<()> {
-    let mut stack = Stack::start(Options {
-        active_limit: 10,
-        ..Options::default()
-    })
-    .await?;
-    stack.start_extra_workers();
+    let mut stack = Stack::start(Options::default().active_limit(10)).await?;
+    stack.start_workers();
     let api = &stack.api;
     let schedule_id = api.create_schedule(20, 1_000).await?;
     let seats = api.seat_ids(schedule_id).await?;
@@ -400,9 +305,7 @@ async fn two_worker_processes_share_lanes_and_schedulers_safely() -> anyhow::Res
         users.push((user, token));
     }
     let active_now = || async {
-        scalar(&stack, &format!(
-            "SELECT count(*) FROM reservation_queue WHERE concert_schedule_id = {schedule_id} AND status = 'ACTIVE'"
-        ))
+        scalar!(stack, "SELECT count(*) FROM reservation_queue WHERE concert_schedule_id = $1 AND status = 'ACTIVE'", schedule_id)
         .await
     };
     testkit::eventually(
@@ -428,20 +331,16 @@ async fn two_worker_processes_share_lanes_and_schedulers_safely() -> anyhow::Res
     // the reservation partitions: each seat is won at most once.
     let admitted = &users[..10];
     let seats = &seats;
-    let requests: Vec<(usize, Uuid)> =
+    let requests: Vec<(String, Uuid)> =
         stream::iter((0..seats.len()).flat_map(|s| (0..admitted.len()).map(move |u| (s, u))))
             .map(|(s, u)| async move {
                 let (user, token) = &admitted[u];
-                anyhow::Ok((u, api.hold(user, token, seats[s]).await?))
+                anyhow::Ok((user.token.clone(), api.hold(user, token, seats[s]).await?))
             })
             .buffer_unordered(32)
             .try_collect()
             .await?;
-    let outcomes: Vec<api::RequestOutcome> = stream::iter(requests.iter())
-        .map(|(u, id)| api.outcome(&admitted[*u].0.token, *id))
-        .buffered(64)
-        .try_collect()
-        .await?;
+    let outcomes = api.outcomes(&requests).await?;
     let won = outcomes
         .iter()
         .filter(|o| o.status == RequestStatus::Succeeded)
@@ -451,13 +350,10 @@ async fn two_worker_processes_share_lanes_and_schedulers_safely() -> anyhow::Res
         .iter()
         .all(|o| o.status == RequestStatus::Succeeded || o.error_code() == Some("SEAT_TAKEN")));
     assert_eq!(
-        scalar(&stack, "SELECT count(*) FROM reservations").await?,
+        scalar!(stack, "SELECT count(*) FROM reservations").await?,
         seats.len() as i64
     );
-    assert_eq!(
-        scalar(&stack, &format!("SELECT available_seats_count::int8 FROM concert_schedules WHERE id = {schedule_id}")).await?,
-        0
-    );
+    assert_eq!(stack.env.available_seats(schedule_id).await?, 0);
     stack.stop().await
 }
 
@@ -469,43 +365,22 @@ async fn a_recreated_topic_is_consumed_from_its_start_not_skipped() -> anyhow::R
     let mut stack = Stack::start(Options::default()).await?;
     let user = stack.api.create_user("reset").await?;
     let api = &stack.api;
-    let before: Vec<Uuid> = stream::iter(0..20)
-        .map(|_| api.charge(&user, 10))
-        .buffer_unordered(10)
-        .try_collect()
-        .await?;
+    let before = api.charges(&user, 20, 10).await?;
     for id in &before {
-        assert_eq!(
-            stack.api.outcome(&user.token, *id).await?.status.as_str(),
-            "SUCCEEDED"
-        );
+        stack.api.succeeded(&user, *id).await?;
     }
     stack.stop_workers().await?;
-
-    let topic = stack
-        .env
-        .common
-        .topics()
-        .name(schemas::Topic::ChargeRequests);
-    testkit::topics::recreate(&stack.env.common, &topic).await?;
+    stack.env.recreate_topic(Topic::ChargeRequests).await?;
 
     let api = &stack.api;
     // The gateway's idempotent producer has sequence numbers for the old
     // log, which the broker refuses for the new one: a fatal producer error.
     // The gateway must refuse the call (never a 202 for an unpublished
     // request) and report itself not ready, so it gets restarted.
-    let (status, body) = testkit::Api::read(
-        api.http
-            .post(api.url(&format!("/v1/users/{}/balance/charge", user.id)))
-            .bearer_auth(&user.token)
-            .json(&json!({"amount": 5}))
-            .send()
-            .await?,
-    )
-    .await?;
+    let charge = format!("/v1/users/{}/balance/charge", user.id);
+    let (status, body) = api.post_as(&user, &charge, &json!({"amount": 5})).await?;
     assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    let (status, ready) =
-        testkit::Api::read(api.http.get(api.url("/readyz")).send().await?).await?;
+    let (status, ready) = api.get_public("/readyz").await?;
     assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{ready}");
     assert!(ready["producer_error"].is_string(), "{ready}");
 
@@ -522,10 +397,7 @@ async fn a_recreated_topic_is_consumed_from_its_start_not_skipped() -> anyhow::R
     let record = platform::kafka::OutgoingRecord::request(&stack.env.common.topics(), &envelope)?;
     platform::kafka::produce(&producer, &record, Duration::from_secs(10)).await?;
     stack.start_workers();
-    assert_eq!(
-        stack.api.outcome(&user.token, after).await?.status.as_str(),
-        "SUCCEEDED"
-    );
+    stack.api.succeeded(&user, after).await?;
     assert_eq!(stack.api.balance(&user).await?, 20 * 10 + 1_000);
     stack.stop().await
 }

@@ -2,20 +2,20 @@
 //! and follow mode, from its command line to its JSON report: every request
 //! decided, the expected outcome codes, the correctness checks passed.
 
-mod common;
-
 use std::path::Path;
 
 use clap::Parser;
-use common::{Options, Stack};
 use serde_json::Value;
+use testkit::scalar;
+use testkit::stack::{Options, Stack};
 
-/// Runs loadgen with `args` against `stack` and returns its JSON report.
-async fn loadgen(stack: &Stack, dir: &Path, name: &str, args: &[&str]) -> anyhow::Result<Value> {
+/// Runs loadgen with `args` (separated by spaces) against `stack` and
+/// returns its JSON report, which it writes to `dir/{name}.json`.
+async fn loadgen(stack: &Stack, dir: &Path, name: &str, args: &str) -> anyhow::Result<Value> {
     let json = dir.join(format!("{name}.json"));
     let json_arg = json.to_string_lossy().into_owned();
     let mut argv = vec!["loadgen"];
-    argv.extend_from_slice(args);
+    argv.extend(args.split_whitespace());
     argv.extend_from_slice(&[
         "--concurrency",
         "8",
@@ -42,23 +42,22 @@ fn count(report: &Value, code: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Result<()> {
     // Room for every rush user in the queue at once.
-    let stack = Stack::start(Options {
-        active_limit: 100_000,
-        ..Options::default()
-    })
-    .await?;
+    let stack = Stack::start(Options::default().active_limit(100_000)).await?;
     let dir = std::env::temp_dir().join(format!("loadgen-test-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir)?;
+    let (stack_ref, dir_ref) = (&stack, dir.as_path());
+    let run = move |name: &'static str, args: String| async move {
+        loadgen(stack_ref, dir_ref, name, &args).await
+    };
 
     // Detached clients at full speed, a closed loop, an open loop at a rate.
     for (name, extra, follow) in [
-        ("charge", &[][..], "detached"),
-        ("charge-inline", &["--follow", "inline"][..], "inline"),
-        ("charge-rate", &["--rate", "100"][..], "detached"),
+        ("charge", "", "detached"),
+        ("charge-inline", "--follow inline", "inline"),
+        ("charge-rate", "--rate 100", "detached"),
     ] {
-        let mut args = vec!["--scenario", "charge", "--requests", "40", "--users", "4"];
-        args.extend_from_slice(extra);
-        let report = loadgen(&stack, &dir, name, &args).await?;
+        let args = format!("--scenario charge --requests 40 --users 4 {extra}");
+        let report = run(name, args).await?;
         assert_eq!(report["requests"], 40, "{name}: {report}");
         assert_eq!(report["completed"], 40, "{name}: {report}");
         assert_eq!(count(&report, "SUCCEEDED"), 40, "{name}: {report}");
@@ -68,42 +67,26 @@ async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Resu
         assert!(report["outcome_ms"]["p99"].as_f64().unwrap_or(0.0) > 0.0);
     }
     // More users than seats: exactly one winner per seat.
-    let rush = loadgen(
-        &stack,
-        &dir,
-        "rush",
-        &["--scenario", "rush", "--requests", "30", "--seats", "5"],
-    )
-    .await?;
+    let rush = run("rush", "--scenario rush --requests 30 --seats 5".into()).await?;
     assert_eq!(count(&rush, "SUCCEEDED"), 5, "{rush}");
     assert_eq!(count(&rush, "SEAT_TAKEN"), 25, "{rush}");
     assert_eq!(rush["checks"]["rush_every_seat_sold_once"], true, "{rush}");
     assert_eq!(rush["correct"], true, "{rush}");
 
     // Hold then pay: a pair is one sample, decided by its payment.
-    let booking = loadgen(
-        &stack,
-        &dir,
-        "booking",
-        &["--scenario", "booking", "--requests", "10"],
-    )
-    .await?;
+    let booking = run("booking", "--scenario booking --requests 10".into()).await?;
     assert_eq!(count(&booking, "SUCCEEDED"), 10, "{booking}");
     assert_eq!(booking["correct"], true, "{booking}");
-    let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE status = 'SUCCESS'")
-        .fetch_one(&stack.env.pool)
-        .await?;
+    let paid = scalar!(
+        stack,
+        "SELECT count(*) FROM payments WHERE status = 'SUCCESS'"
+    )
+    .await?;
     assert_eq!(paid, 10, "one payment per pair");
 
     // Orders on hot items: stock is ample, so every order succeeds, and
     // the stats lane catches up with the orders.
-    let shop = loadgen(
-        &stack,
-        &dir,
-        "shop",
-        &["--scenario", "shop", "--requests", "30", "--users", "5"],
-    )
-    .await?;
+    let shop = run("shop", "--scenario shop --requests 30 --users 5".into()).await?;
     assert_eq!(count(&shop, "SUCCEEDED"), 30, "{shop}");
     assert_eq!(shop["checks"]["stats_equal_paid_orders"], true, "{shop}");
     assert_eq!(shop["correct"], true, "{shop}");

@@ -2,18 +2,28 @@
 //! and re-driven (decided once), rows are pruned past the retention
 //! horizon, and records older than it are never applied twice.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{scalar, Options, Stack};
+use chrono::{DateTime, Utc};
+use schemas::Topic;
 use serde_json::json;
+use testkit::api::Fan;
+use testkit::scalar;
+use testkit::stack::{Options, Stack};
+use testkit::topics::charge_envelope;
 use uuid::Uuid;
 
-fn charge_payload(id: Uuid, user_id: i64, amount: i64, timestamp: &str) -> String {
-    json!({"request_id": id, "version": 1, "timestamp": timestamp, "type": "balance.charge",
-           "payload": {"user_id": user_id, "amount": amount}})
-    .to_string()
+/// A charge record of `amount` to `user_id` as request `id`, accepted at
+/// `accepted_at`.
+fn charge_payload(
+    id: Uuid,
+    user_id: i64,
+    amount: i64,
+    accepted_at: DateTime<Utc>,
+) -> anyhow::Result<String> {
+    let mut envelope = charge_envelope(id, user_id, amount);
+    envelope.timestamp = accepted_at;
+    Ok(serde_json::to_string(&envelope)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -21,30 +31,21 @@ async fn a_dead_letter_is_listed_and_re_driven_once() -> anyhow::Result<()> {
     let stack = Stack::start(Options::default()).await?;
     let user = stack.api.create_user("redriven").await?;
     let common = &stack.env.common;
-    let topic = common.topics().name(schemas::Topic::ChargeRequests);
     let producer = platform::kafka::producer(common)?;
     let id = Uuid::now_v7();
-    let now = chrono::Utc::now().to_rfc3339();
+    let now = Utc::now();
     // A request that fails validation in the lane (a negative amount).
-    testkit::topics::produce(
-        &producer,
-        &topic,
-        None,
-        &user.id.to_string(),
-        charge_payload(id, user.id, -5, &now).as_bytes(),
-        &[],
-    )
-    .await?;
-    let failed = testkit::eventually("the FAILED outcome", Duration::from_secs(30), || async {
-        Ok(sqlx::query_scalar::<_, String>(
-            "SELECT error_code FROM requests WHERE id = $1 AND status = 'FAILED'",
-        )
-        .bind(id)
-        .fetch_optional(&stack.env.pool)
-        .await?)
-    })
-    .await?;
-    assert_eq!(failed, "INVALID_REQUEST");
+    let invalid = charge_payload(id, user.id, -5, now)?;
+    let key = user.id.to_string();
+    stack
+        .env
+        .produce(Topic::ChargeRequests, None, &key, invalid.as_bytes())
+        .await?;
+    let failed = stack.env.decided(id).await?;
+    assert_eq!(
+        (failed.status.as_str(), failed.error_code.as_deref()),
+        ("FAILED", Some("INVALID_REQUEST"))
+    );
 
     // The operator lists the dead letters (the command line, as one would).
     let letters = testkit::eventually("the dead letter", Duration::from_secs(30), || async {
@@ -72,8 +73,8 @@ async fn a_dead_letter_is_listed_and_re_driven_once() -> anyhow::Result<()> {
         .contains("amount"));
 
     // Replaying it as it is would only dead-letter it again: refused.
-    let letter = workers::dlq::find(common, schemas::Topic::ChargeRequests, 0, 0)
-        .or_else(|_| workers::dlq::find(common, schemas::Topic::ChargeRequests, 1, 0))?;
+    let letter = workers::dlq::find(common, Topic::ChargeRequests, 0, 0)
+        .or_else(|_| workers::dlq::find(common, Topic::ChargeRequests, 1, 0))?;
     let replay = |corrected: Option<String>| {
         let (pool, producer, letter) = (&stack.env.pool, &producer, &letter);
         async move {
@@ -81,7 +82,7 @@ async fn a_dead_letter_is_listed_and_re_driven_once() -> anyhow::Result<()> {
                 common,
                 pool,
                 producer,
-                schemas::Topic::ChargeRequests,
+                Topic::ChargeRequests,
                 letter,
                 corrected.as_deref(),
                 false,
@@ -95,18 +96,17 @@ async fn a_dead_letter_is_listed_and_re_driven_once() -> anyhow::Result<()> {
         "{refused:?}"
     );
     // A corrected payload must keep the request id.
-    let other = replay(Some(charge_payload(Uuid::now_v7(), user.id, 5, &now))).await;
+    let other = replay(Some(charge_payload(Uuid::now_v7(), user.id, 5, now)?)).await;
     assert!(
         matches!(other, Err(workers::dlq::DlqError::OtherRequest { .. })),
         "{other:?}"
     );
 
     // The corrected record is decided once.
-    let corrected = charge_payload(id, user.id, 5, &now);
+    let corrected = charge_payload(id, user.id, 5, now)?;
     let replayed = replay(Some(corrected.clone())).await?;
     assert_eq!(replayed.request_id, Some(id));
-    let outcome = stack.api.outcome(&user.token, id).await?;
-    assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
+    stack.api.succeeded(&user, id).await?;
     assert_eq!(stack.api.balance(&user).await?, 5);
     // A second replay finds it decided.
     let again = replay(Some(corrected.clone())).await;
@@ -115,9 +115,10 @@ async fn a_dead_letter_is_listed_and_re_driven_once() -> anyhow::Result<()> {
         "{again:?}"
     );
     assert_eq!(
-        scalar(
-            &stack,
-            &format!("SELECT count(*) FROM balance_histories WHERE request_id = '{id}'")
+        scalar!(
+            stack,
+            "SELECT count(*) FROM balance_histories WHERE request_id = $1",
+            id
         )
         .await?,
         1
@@ -138,25 +139,23 @@ async fn rows_past_the_horizon_are_pruned_and_old_records_never_apply_twice() ->
     // An undecided request and a decided one, both from eight days ago, and
     // an old counted order.
     let stuck = Uuid::now_v7();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO requests (id, type, user_id, status, accepted_at)
          VALUES ($1, 'balance.charge', $2, 'PENDING', now() - interval '8 days')",
+        stuck,
+        user.id
     )
-    .bind(stuck)
-    .bind(user.id)
     .execute(&stack.env.pool)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE requests SET accepted_at = now() - interval '8 days',
                 completed_at = now() - interval '8 days' WHERE id = $1",
+        old
     )
-    .bind(old)
     .execute(&stack.env.pool)
     .await?;
-    sqlx::query(
-        "INSERT INTO stats_counted_orders (order_id, counted_at) VALUES (1, now() - interval '8 days'),
-                                                                       (2, now())",
-    )
+    sqlx::query!("INSERT INTO stats_counted_orders (order_id, counted_at) VALUES (1, now() - interval '8 days'),
+                                                                       (2, now())")
     .execute(&stack.env.pool)
     .await?;
 
@@ -172,46 +171,31 @@ async fn rows_past_the_horizon_are_pruned_and_old_records_never_apply_twice() ->
         reqwest::StatusCode::NOT_FOUND,
         "a pruned request is gone"
     );
-    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM requests WHERE id = ANY($1)")
-        .bind(vec![recent, stuck])
-        .fetch_one(&stack.env.pool)
-        .await?;
+    let kept = scalar!(
+        stack,
+        "SELECT count(*) FROM requests WHERE id = ANY($1)",
+        &[recent, stuck][..]
+    )
+    .await?;
     assert_eq!(kept, 2, "recent and undecided requests stay");
 
     // The pruned request's record read again (a log re-read from an old
     // start) must not apply a second time; an old record whose request is
     // still PENDING is applied.
-    let topic = stack
-        .env
-        .common
-        .topics()
-        .name(schemas::Topic::ChargeRequests);
-    let producer = platform::kafka::producer(&stack.env.common)?;
-    let eight_days_ago = (chrono::Utc::now() - chrono::TimeDelta::days(8)).to_rfc3339();
+    let eight_days_ago = Utc::now() - chrono::TimeDelta::days(8);
+    let key = user.id.to_string();
     for (id, amount) in [(old, 100), (stuck, 7)] {
-        testkit::topics::produce(
-            &producer,
-            &topic,
-            None,
-            &user.id.to_string(),
-            charge_payload(id, user.id, amount, &eight_days_ago).as_bytes(),
-            &[],
-        )
-        .await?;
+        let record = charge_payload(id, user.id, amount, eight_days_ago)?;
+        stack
+            .env
+            .produce(Topic::ChargeRequests, None, &key, record.as_bytes())
+            .await?;
     }
-    assert_eq!(
-        stack.api.outcome(&user.token, stuck).await?.status.as_str(),
-        "SUCCEEDED"
-    );
-    let behind = stack.api.charge(&user, 1).await?;
-    stack.api.outcome(&user.token, behind).await?;
+    stack.api.succeeded(&user, stuck).await?;
+    stack.api.charged(&user, 1).await?;
     assert_eq!(stack.api.balance(&user).await?, 100 + 100 + 7 + 1);
     assert_eq!(
-        scalar(
-            &stack,
-            &format!("SELECT count(*) FROM requests WHERE id = '{old}'")
-        )
-        .await?,
+        scalar!(stack, "SELECT count(*) FROM requests WHERE id = $1", old).await?,
         0,
         "the stale record left no row behind"
     );
@@ -247,31 +231,25 @@ async fn workers_are_not_ready_without_kafka() -> anyhow::Result<()> {
 async fn hold_expiry_holds_no_locks_while_the_broker_is_slow() -> anyhow::Result<()> {
     let mut stack = Stack::start(Options::default()).await?;
     let api = &stack.api;
-    let schedule_id = api.create_schedule(1, 1_000).await?;
-    let seat = api.seat_ids(schedule_id).await?[0];
-    let user = api.create_user("held").await?;
-    let token = api.join_queue(&user, schedule_id).await?;
-    api.wait_active(&user, &token).await?;
-    let hold = api.hold(&user, &token, seat).await?;
-    let reservation = api
-        .outcome(&user.token, hold)
-        .await?
-        .held()
-        .map(|held| held.reservation_id)
-        .unwrap_or_default();
+    let Fan {
+        seats, user, token, ..
+    } = api.fan(1, 1_000, 0).await?;
+    let reservation = api.held(&user, &token, seats[0]).await?;
     // Only the round below schedules expiries.
     stack.stop_workers().await?;
-    sqlx::query("UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1")
-        .bind(reservation)
-        .execute(&stack.env.pool)
-        .await?;
+    sqlx::query!(
+        "UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1",
+        reservation
+    )
+    .execute(&stack.env.pool)
+    .await?;
     // A scheduler round whose broker never answers (3 s produce timeout).
     let mut unreachable = stack.env.common.clone();
     unreachable.kafka_brokers = "127.0.0.1:1".into();
     let producer = platform::kafka::producer(&unreachable)?;
     let (pool, topics) = (stack.env.pool.clone(), stack.env.common.topics());
     let round = tokio::spawn(async move {
-        workers::schedulers::hold_expiry::publish_due(
+        workers::concert::hold_expiry::publish_due(
             &pool,
             &producer,
             &topics,
@@ -282,10 +260,12 @@ async fn hold_expiry_holds_no_locks_while_the_broker_is_slow() -> anyhow::Result
     tokio::time::sleep(Duration::from_millis(800)).await;
     // Meanwhile the lanes can lock the reservation (a payment would).
     let mut tx = stack.env.pool.begin().await?;
-    let locked = sqlx::query("SELECT id FROM reservations WHERE id = $1 FOR UPDATE NOWAIT")
-        .bind(reservation)
-        .execute(&mut *tx)
-        .await;
+    let locked = sqlx::query!(
+        "SELECT id FROM reservations WHERE id = $1 FOR UPDATE NOWAIT",
+        reservation
+    )
+    .fetch_all(&mut *tx)
+    .await;
     tx.rollback().await?;
     assert!(
         locked.is_ok(),
@@ -296,11 +276,64 @@ async fn hold_expiry_holds_no_locks_while_the_broker_is_slow() -> anyhow::Result
         "the round reports its failed publish"
     );
     // The claim was given back: the next round tries again at once.
-    let requested: Option<chrono::DateTime<chrono::Utc>> =
-        sqlx::query_scalar("SELECT expiry_requested_at FROM reservations WHERE id = $1")
-            .bind(reservation)
-            .fetch_one(&stack.env.pool)
-            .await?;
+    let requested: Option<DateTime<Utc>> = sqlx::query_scalar!(
+        "SELECT expiry_requested_at FROM reservations WHERE id = $1",
+        reservation
+    )
+    .fetch_one(&stack.env.pool)
+    .await?;
     assert_eq!(requested, None);
+    stack.stop().await
+}
+
+/// The value of `lane_consumer_lag` for `lane` on `topic`, summed over its
+/// partitions, as `/metrics` shows it now (None before the first sample).
+fn reported_lag(lane: &str, topic: &str) -> Option<f64> {
+    let prefix = "lane_consumer_lag{";
+    let rendered = platform::observability::metrics_handle().render();
+    let values: Vec<f64> = rendered
+        .lines()
+        .filter(|line| {
+            line.starts_with(prefix)
+                && line.contains(&format!("lane=\"{lane}\""))
+                && line.contains(&format!("topic=\"{topic}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumer_lag_shows_a_lane_that_is_behind_and_falls_back_to_zero() -> anyhow::Result<()> {
+    let mut stack = Stack::start(Options::without_workers()).await?;
+    stack.workers_config.gauge_interval_ms = 100;
+    let user = stack.api.create_user("lagging").await?;
+    let topic = stack.env.common.topics().name(Topic::ChargeRequests);
+
+    // The charge lane is stuck behind a lock on the user's balance row.
+    let mut blocker = stack.env.pool.begin().await?;
+    sqlx::query!(
+        "SELECT id FROM balances WHERE user_id = $1 FOR UPDATE",
+        user.id
+    )
+    .fetch_one(&mut *blocker)
+    .await?;
+    let charges = stack.api.charges(&user, 3, 100).await?;
+    stack.start_workers();
+    let lag = testkit::eventually("lag reported", Duration::from_secs(30), || async {
+        Ok(reported_lag("charge", &topic).filter(|lag| *lag >= 3.0))
+    })
+    .await?;
+    assert_eq!(lag, 3.0, "three charges wait behind the lock");
+
+    // Released, the lane applies them and the lag returns to zero.
+    blocker.rollback().await?;
+    for id in charges {
+        assert_eq!(stack.env.decided(id).await?.status.as_str(), "SUCCEEDED");
+    }
+    testkit::eventually("lag back to zero", Duration::from_secs(30), || async {
+        Ok(reported_lag("charge", &topic).filter(|lag| *lag == 0.0))
+    })
+    .await?;
     stack.stop().await
 }

@@ -4,13 +4,14 @@
 //! a neighbour partition stuck behind a lock, a dead letter the broker can
 //! never take.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{scalar, Options, Stack};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use schemas::requests::ChargeRequest;
+use schemas::Topic;
 use testkit::api::User;
+use testkit::scalar;
+use testkit::stack::{Options, Stack};
+use testkit::topics::charge_envelope;
 use uuid::Uuid;
 
 /// The request-topic partition `user`'s requests go to (read from the
@@ -18,32 +19,19 @@ use uuid::Uuid;
 async fn partition_of(stack: &Stack, user: &User) -> anyhow::Result<i32> {
     let id = stack.api.charge(user, 1).await?;
     testkit::eventually("the request row", Duration::from_secs(10), || async {
-        Ok(sqlx::query_scalar::<_, Option<i32>>(
-            "SELECT kafka_partition FROM requests WHERE id = $1",
+        Ok(
+            sqlx::query_scalar!("SELECT kafka_partition FROM requests WHERE id = $1", id)
+                .fetch_optional(&stack.env.pool)
+                .await?
+                .flatten(),
         )
-        .bind(id)
-        .fetch_optional(&stack.env.pool)
-        .await?
-        .flatten())
     })
     .await
 }
 
-async fn status_of(stack: &Stack, id: Uuid) -> anyhow::Result<(String, Option<String>)> {
-    Ok(
-        sqlx::query_as("SELECT status, error_code FROM requests WHERE id = $1")
-            .bind(id)
-            .fetch_one(&stack.env.pool)
-            .await?,
-    )
-}
-
+/// A charge record of `amount` to `user_id` as request `id`.
 fn charge_record(id: Uuid, user_id: i64, amount: i64) -> anyhow::Result<Vec<u8>> {
-    let envelope = schemas::RequestEnvelope::new(
-        id,
-        schemas::Request::ChargeBalance(schemas::requests::ChargeBalance { user_id, amount }),
-    );
-    Ok(serde_json::to_vec(&envelope)?)
+    Ok(serde_json::to_vec(&charge_envelope(id, user_id, amount))?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -51,11 +39,7 @@ async fn records_deleted_before_they_were_applied_are_counted_and_the_lane_goes_
 ) -> anyhow::Result<()> {
     let mut stack = Stack::start(Options::default()).await?;
     let user = stack.api.create_user("retained").await?;
-    let first = stack.api.charge(&user, 100).await?;
-    assert_eq!(
-        stack.api.outcome(&user.token, first).await?.status.as_str(),
-        "SUCCEEDED"
-    );
+    stack.api.charged(&user, 100).await?;
     stack.stop_workers().await?;
 
     // Accepted while the workers are down, then deleted by "retention".
@@ -63,20 +47,12 @@ async fn records_deleted_before_they_were_applied_are_counted_and_the_lane_goes_
         stack.api.charge(&user, 10).await?,
         stack.api.charge(&user, 20).await?,
     ];
-    let topic = stack
-        .env
-        .common
-        .topics()
-        .name(schemas::Topic::ChargeRequests);
+    let topic = stack.env.topic(Topic::ChargeRequests);
     testkit::topics::delete_all_records(&stack.env.common, &topic).await?;
 
     stack.start_workers();
-    let after = stack.api.charge(&user, 1_000).await?;
     // Without the fix the partition waits forever for the deleted offset.
-    assert_eq!(
-        stack.api.outcome(&user.token, after).await?.status.as_str(),
-        "SUCCEEDED"
-    );
+    stack.api.charged(&user, 1_000).await?;
     for id in lost {
         let outcome = stack.api.outcome(&user.token, id).await?;
         assert_eq!(outcome.status.as_str(), "FAILED", "{outcome:?}");
@@ -92,43 +68,28 @@ async fn a_recreated_log_longer_than_the_stored_offset_is_read_from_its_start() 
     let mut stack = Stack::start(Options::default()).await?;
     let user = stack.api.create_user("recreated").await?;
     for _ in 0..3 {
-        let id = stack.api.charge(&user, 10).await?;
-        assert_eq!(
-            stack.api.outcome(&user.token, id).await?.status.as_str(),
-            "SUCCEEDED"
-        );
+        stack.api.charged(&user, 10).await?;
     }
     stack.stop_workers().await?;
-
-    let topic = stack
-        .env
-        .common
-        .topics()
-        .name(schemas::Topic::ChargeRequests);
-    testkit::topics::recreate(&stack.env.common, &topic).await?;
+    stack.env.recreate_topic(Topic::ChargeRequests).await?;
 
     // The new log outgrows the stored offset (3) on the user's partition.
-    let producer = platform::kafka::producer(&stack.env.common)?;
+    let key = user.id.to_string();
     let mut fresh = Vec::new();
     for _ in 0..6 {
         let id = Uuid::now_v7();
-        let record = platform::kafka::OutgoingRecord {
-            topic: topic.clone(),
-            key: user.id.to_string(),
-            payload: charge_record(id, user.id, 1_000)?,
-            headers: vec![],
-        };
-        platform::kafka::produce(&producer, &record, Duration::from_secs(10)).await?;
+        let record = charge_record(id, user.id, 1_000)?;
+        stack
+            .env
+            .produce(Topic::ChargeRequests, None, &key, &record)
+            .await?;
         fresh.push(id);
     }
     stack.start_workers();
     for id in &fresh {
         // Without the fix the first three new records are skipped as
         // "applied before" and never decided.
-        assert_eq!(
-            stack.api.outcome(&user.token, *id).await?.status.as_str(),
-            "SUCCEEDED"
-        );
+        stack.api.succeeded(&user, *id).await?;
     }
     assert_eq!(stack.api.balance(&user).await?, 30 + 6 * 1_000);
     stack.stop().await
@@ -139,42 +100,26 @@ async fn poison_is_dead_lettered_once_however_often_it_is_re_read() -> anyhow::R
     let mut stack = Stack::start(Options::default()).await?;
     let user = stack.api.create_user("poisoned").await?;
     let partition = partition_of(&stack, &user).await?;
-    let topics = stack.env.common.topics();
-    let topic = topics.name(schemas::Topic::ChargeRequests);
-    let producer = platform::kafka::producer(&stack.env.common)?;
     // The poison is the last record of the partition, so every take-over
     // re-reads it (the last applied record is checked against its digest).
-    let good = stack.api.charge(&user, 5).await?;
-    assert_eq!(
-        stack.api.outcome(&user.token, good).await?.status.as_str(),
-        "SUCCEEDED"
-    );
-    testkit::topics::produce(
-        &producer,
-        &topic,
-        Some(partition),
-        &user.id.to_string(),
-        b"{not json",
-        &[],
-    )
-    .await?;
-    let dlq = topics.dlq(schemas::Topic::ChargeRequests);
-    testkit::eventually("the dead letter", Duration::from_secs(30), || async {
-        Ok((testkit::topics::read_all(&stack.env.common, &dlq)?.len() == 1).then_some(()))
-    })
-    .await?;
+    stack.api.charged(&user, 5).await?;
+    let key = user.id.to_string();
+    stack
+        .env
+        .produce(Topic::ChargeRequests, Some(partition), &key, b"{not json")
+        .await?;
+    stack
+        .env
+        .wait_dead_letters(Topic::ChargeRequests, 1)
+        .await?;
     for _ in 0..2 {
         stack.stop_workers().await?;
         stack.start_workers();
         // A request behind the poison shows the partition was re-read.
-        let id = stack.api.charge(&user, 5).await?;
-        assert_eq!(
-            stack.api.outcome(&user.token, id).await?.status.as_str(),
-            "SUCCEEDED"
-        );
+        stack.api.charged(&user, 5).await?;
     }
     assert_eq!(
-        testkit::topics::read_all(&stack.env.common, &dlq)?.len(),
+        stack.env.dead_letters(Topic::ChargeRequests)?.len(),
         1,
         "re-reading the poison dead-letters it again"
     );
@@ -183,11 +128,7 @@ async fn poison_is_dead_lettered_once_however_often_it_is_re_read() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stuck_partition_never_stops_the_others() -> anyhow::Result<()> {
-    let mut stack = Stack::start(Options {
-        in_process_workers: false,
-        ..Options::default()
-    })
-    .await?;
+    let mut stack = Stack::start(Options::without_workers()).await?;
     // Small batches: the stuck partition's queue fills after a dozen records.
     stack.workers_config.batch_max = 4;
     stack.start_workers();
@@ -203,38 +144,28 @@ async fn a_stuck_partition_never_stops_the_others() -> anyhow::Result<()> {
 
     // Hold the stuck user's balance row: its partition's batches wait on it.
     let mut blocker = stack.env.pool.begin().await?;
-    sqlx::query("SELECT balance FROM balances WHERE user_id = $1 FOR UPDATE")
-        .bind(stuck.id)
-        .execute(&mut *blocker)
-        .await?;
-    let waiting: Vec<Uuid> = stream::iter(0..60)
-        .map(|_| api.charge(&stuck, 10))
-        .buffered(8)
-        .try_collect()
-        .await?;
+    sqlx::query!(
+        "SELECT balance FROM balances WHERE user_id = $1 FOR UPDATE",
+        stuck.id
+    )
+    .fetch_all(&mut *blocker)
+    .await?;
+    let waiting = api.charges(&stuck, 60, 10).await?;
     // The other partition goes on while the stuck one waits.
     let free = api.charge(&other, 7).await?;
     let outcome = tokio::time::timeout(Duration::from_secs(20), api.outcome(&other.token, free))
         .await
         .map_err(|_| anyhow::anyhow!("the other partition stalled behind the stuck one"))??;
     assert_eq!(outcome.status.as_str(), "SUCCEEDED");
-    let decided: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM requests WHERE id = ANY($1) AND status <> 'PENDING'",
-    )
-    .bind(&waiting)
-    .fetch_one(&stack.env.pool)
-    .await?;
     assert_eq!(
-        decided, 0,
+        stack.env.decided_among(&waiting).await?,
+        0,
         "the stuck partition decided nothing while blocked"
     );
 
     blocker.rollback().await?;
     for id in &waiting {
-        assert_eq!(
-            api.outcome(&stuck.token, *id).await?.status.as_str(),
-            "SUCCEEDED"
-        );
+        api.succeeded(&stuck, *id).await?;
     }
     assert_eq!(api.balance(&stuck).await?, 2 + 60 * 10);
     stack.stop().await
@@ -242,32 +173,18 @@ async fn a_stuck_partition_never_stops_the_others() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_letter_the_broker_can_never_take_is_skipped_past() -> anyhow::Result<()> {
-    let mut stack = Stack::start(Options {
-        in_process_workers: false,
-        ..Options::default()
-    })
-    .await?;
+    let mut stack = Stack::start(Options::without_workers()).await?;
     // The workers may send at most 20 kB; the poison below is 30 kB, so its
     // dead letter fails for good (and at once) in their producer.
     stack.workers_config.common.kafka_message_max_bytes = 20_000;
     stack.start_workers();
     let user = stack.api.create_user("oversized").await?;
-    let topic = stack
-        .env
-        .common
-        .topics()
-        .name(schemas::Topic::ChargeRequests);
-    let producer = platform::kafka::producer(&stack.env.common)?;
     let poison = format!("{{not json {}", "x".repeat(30_000));
-    testkit::topics::produce(
-        &producer,
-        &topic,
-        None,
-        &user.id.to_string(),
-        poison.as_bytes(),
-        &[],
-    )
-    .await?;
+    let key = user.id.to_string();
+    stack
+        .env
+        .produce(Topic::ChargeRequests, None, &key, poison.as_bytes())
+        .await?;
     let behind = stack.api.charge(&user, 42).await?;
     let outcome = tokio::time::timeout(
         Duration::from_secs(30),
@@ -276,12 +193,7 @@ async fn a_dead_letter_the_broker_can_never_take_is_skipped_past() -> anyhow::Re
     .await
     .map_err(|_| anyhow::anyhow!("the lane retries the impossible dead letter forever"))??;
     assert_eq!(outcome.status.as_str(), "SUCCEEDED");
-    let dlq = stack
-        .env
-        .common
-        .topics()
-        .dlq(schemas::Topic::ChargeRequests);
-    assert!(testkit::topics::read_all(&stack.env.common, &dlq)?.is_empty());
+    assert!(stack.env.dead_letters(Topic::ChargeRequests)?.is_empty());
     let metrics = platform::observability::metrics_handle().render();
     assert!(
         metrics
@@ -303,57 +215,46 @@ async fn two_records_of_one_request_on_two_partitions_apply_once() -> anyhow::Re
     let id = Uuid::now_v7();
     // The test holds the request's row, so both batches get as far as
     // recording the outcome before either can commit.
-    sqlx::query("INSERT INTO requests (id, type, status) VALUES ($1, 'balance.charge', 'PENDING')")
-        .bind(id)
-        .execute(&stack.env.pool)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO requests (id, type, status) VALUES ($1, 'balance.charge', 'PENDING')",
+        id
+    )
+    .execute(&stack.env.pool)
+    .await?;
     let mut blocker = stack.env.pool.begin().await?;
-    sqlx::query("SELECT 1 FROM requests WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .execute(&mut *blocker)
+    sqlx::query!("SELECT id FROM requests WHERE id = $1 FOR UPDATE", id)
+        .fetch_all(&mut *blocker)
         .await?;
-    let topic = stack
-        .env
-        .common
-        .topics()
-        .name(schemas::Topic::ChargeRequests);
-    let producer = platform::kafka::producer(&stack.env.common)?;
     for (partition, user) in [(0, &a), (1, &b)] {
-        testkit::topics::produce(
-            &producer,
-            &topic,
-            Some(partition),
-            &user.id.to_string(),
-            &charge_record(id, user.id, 500)?,
-            &[],
-        )
-        .await?;
+        let (key, record) = (user.id.to_string(), charge_record(id, user.id, 500)?);
+        stack
+            .env
+            .produce(Topic::ChargeRequests, Some(partition), &key, &record)
+            .await?;
     }
     // Both batches are now waiting on the row.
-    testkit::eventually("both batches to wait on the request row", Duration::from_secs(30), || async {
-        let waiting = scalar(
-            &stack,
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-        )
-        .await?;
-        Ok((waiting >= 2).then_some(()))
-    })
-    .await?;
-    blocker.commit().await?;
-    testkit::eventually(
-        "the request to be decided",
-        Duration::from_secs(30),
-        || async { Ok((status_of(&stack, id).await?.0 != "PENDING").then_some(())) },
+    let waiting = || {
+        scalar!(stack, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")
+    };
+    let wait = Duration::from_secs(30);
+    testkit::wait_until(
+        "both batches to wait on the request row",
+        wait,
+        waiting,
+        |n| *n >= 2,
     )
     .await?;
+    blocker.commit().await?;
+    stack.env.decided(id).await?;
     // Let the loser retry, then count effects.
     let b_settled = stack.api.charge(&b, 1).await?;
     stack.api.outcome(&b.token, b_settled).await?;
     let a_settled = stack.api.charge(&a, 1).await?;
     stack.api.outcome(&a.token, a_settled).await?;
-    let effects = scalar(
-        &stack,
-        &format!("SELECT count(*) FROM balance_histories WHERE request_id = '{id}'"),
+    let effects = scalar!(
+        stack,
+        "SELECT count(*) FROM balance_histories WHERE request_id = $1",
+        id
     )
     .await?;
     assert_eq!(effects, 1, "one request applied twice");
@@ -367,7 +268,7 @@ async fn outcomes_of_failed_records_show_no_internals() -> anyhow::Result<()> {
     let stack = Stack::start(Options::default()).await?;
     let user = stack.api.create_user("refused").await?;
     // A constraint the lane cannot foresee refuses one charge's history row.
-    sqlx::query("ALTER TABLE balance_histories ADD CONSTRAINT test_no_777 CHECK (amount <> 777)")
+    sqlx::query!("ALTER TABLE balance_histories ADD CONSTRAINT test_no_777 CHECK (amount <> 777)")
         .execute(&stack.env.pool)
         .await?;
     let bad = stack.api.charge(&user, 777).await?;
@@ -380,20 +281,11 @@ async fn outcomes_of_failed_records_show_no_internals() -> anyhow::Result<()> {
         !message.contains("test_no_777") && !message.contains("constraint"),
         "{message}"
     );
-    assert_eq!(
-        stack.api.outcome(&user.token, good).await?.status.as_str(),
-        "SUCCEEDED"
-    );
-    let dlq = stack
+    stack.api.succeeded(&user, good).await?;
+    let letters = stack
         .env
-        .common
-        .topics()
-        .dlq(schemas::Topic::ChargeRequests);
-    let letters = testkit::eventually("the dead letter", Duration::from_secs(30), || async {
-        let letters = testkit::topics::read_all(&stack.env.common, &dlq)?;
-        Ok((!letters.is_empty()).then_some(letters))
-    })
-    .await?;
+        .wait_dead_letters(Topic::ChargeRequests, 1)
+        .await?;
     let reason = letters[0]
         .header(schemas::HEADER_DLQ_REASON)
         .unwrap_or_default();
@@ -407,29 +299,18 @@ struct BuggyLane;
 
 #[async_trait::async_trait]
 impl workers::engine::Lane for BuggyLane {
-    type Input = schemas::RequestEnvelope;
-    type Batch = workers::lanes::ledger::Ledger;
-
-    fn name(&self) -> &'static str {
-        "buggy"
-    }
-
-    fn topic(&self) -> schemas::Topic {
-        schemas::Topic::ChargeRequests
-    }
+    type Input = schemas::RequestEnvelope<ChargeRequest>;
+    type Batch = workers::ledger::Ledger;
+    const NAME: &'static str = "buggy";
+    const TOPIC: Topic = Topic::ChargeRequests;
 
     async fn apply(
         &self,
         tx: &mut sqlx::PgConnection,
-        ledger: &mut workers::lanes::ledger::Ledger,
-        envelope: &schemas::RequestEnvelope,
+        ledger: &mut workers::ledger::Ledger,
+        envelope: &schemas::RequestEnvelope<ChargeRequest>,
     ) -> workers::error::LaneResult<workers::engine::Applied> {
-        let schemas::Request::ChargeBalance(charge) = &envelope.request else {
-            return Ok(workers::engine::Applied::rejected(
-                schemas::ErrorCode::InvalidRequest,
-                "not a charge",
-            ));
-        };
+        let ChargeRequest::ChargeBalance(charge) = &envelope.request;
         if charge.amount == 13 {
             ledger
                 .change(
@@ -484,55 +365,26 @@ async fn a_bug_in_a_lane_fails_its_record_and_the_partition_goes_on() -> anyhow:
             .await
         })
     };
-    let topic = env.common.topics().name(schemas::Topic::ChargeRequests);
     let (buggy, fine) = (Uuid::now_v7(), Uuid::now_v7());
     // Same key, same partition: the fine record sits behind the buggy one.
     for (id, amount) in [(buggy, 13), (fine, 7)] {
-        testkit::topics::produce(
-            &producer,
-            &topic,
-            Some(0),
-            "1",
-            &charge_record(id, 1, amount)?,
-            &[],
-        )
-        .await?;
+        let record = charge_record(id, 1, amount)?;
+        env.produce(Topic::ChargeRequests, Some(0), "1", &record)
+            .await?;
     }
-    let decided = |id: Uuid| {
-        let pool = env.pool.clone();
-        async move {
-            sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
-                "SELECT status, error_code, error_message FROM requests WHERE id = $1 AND status <> 'PENDING'",
-            )
-            .bind(id)
-            .fetch_optional(&pool)
-            .await
-            .map_err(anyhow::Error::from)
-        }
-    };
     // Without the fix the bug reads as "database unavailable" and the
     // partition retries it forever.
-    let (status, _, _) =
-        testkit::eventually("the record behind the bug", Duration::from_secs(30), || {
-            decided(fine)
-        })
-        .await?;
-    assert_eq!(status, "SUCCEEDED");
-    let (status, code, message) = decided(buggy).await?.expect("decided");
+    assert_eq!(env.decided(fine).await?.status, "SUCCEEDED");
+    let row = env.request(buggy).await?.expect("a row");
     assert_eq!(
-        (status.as_str(), code.as_deref()),
+        (row.status.as_str(), row.error_code.as_deref()),
         ("FAILED", Some("INTERNAL"))
     );
     assert!(
-        !message.unwrap_or_default().contains("lock"),
+        !row.error_message.unwrap_or_default().contains("lock"),
         "internals leak to the client"
     );
-    let dlq = env.common.topics().dlq(schemas::Topic::ChargeRequests);
-    let letters = testkit::eventually("the dead letter", Duration::from_secs(30), || async {
-        let letters = testkit::topics::read_all(&env.common, &dlq)?;
-        Ok((!letters.is_empty()).then_some(letters))
-    })
-    .await?;
+    let letters = env.wait_dead_letters(Topic::ChargeRequests, 1).await?;
     let reason = letters[0]
         .header(schemas::HEADER_DLQ_REASON)
         .unwrap_or_default();

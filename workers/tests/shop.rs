@@ -1,36 +1,24 @@
 //! Shop end to end: orders on shared stock, all-or-nothing lines, balance
 //! checks, cart checkout, and exactly-once daily product stats.
 
-mod common;
-
 use api::status::RequestStatus;
 use std::time::Duration;
 
-use common::{codes, outcomes, scalar, spawn_workers_process, Options, Stack};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
-use testkit::api::User;
+use testkit::api::codes;
+use testkit::scalar;
+use testkit::stack::{Options, Stack};
 use uuid::Uuid;
 
-async fn buyers(stack: &Stack, n: usize, balance: i64) -> anyhow::Result<Vec<User>> {
-    let api = &stack.api;
-    stream::iter(0..n)
-        .map(|i| async move {
-            let user = api.create_user(&format!("buyer{i}")).await?;
-            let charge = api.charge(&user, balance).await?;
-            let outcome = api.outcome(&user.token, charge).await?;
-            anyhow::ensure!(outcome.status.as_str() == "SUCCEEDED", "{outcome:?}");
-            anyhow::Ok(user)
-        })
-        .buffer_unordered(32)
-        .try_collect()
-        .await
-}
+/// The workers binary, for worker processes.
+const WORKERS: &str = env!("CARGO_BIN_EXE_workers");
 
 async fn stock_left(stack: &Stack, stock_id: i64) -> anyhow::Result<i64> {
-    scalar(
+    scalar!(
         stack,
-        &format!("SELECT quantity::int8 FROM product_stocks WHERE id = {stock_id}"),
+        "SELECT quantity::int8 FROM product_stocks WHERE id = $1",
+        stock_id
     )
     .await
 }
@@ -46,13 +34,15 @@ async fn stats_reach(
         "daily stats to catch up",
         Duration::from_secs(60),
         || async {
-            let row: Option<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT total_orders::int8, total_quantity, total_sales_amount FROM product_order_stats
-             WHERE product_id = $1 AND order_date = (now() AT TIME ZONE 'Asia/Seoul')::date",
-        )
-        .bind(product_id)
-        .fetch_optional(&stack.env.pool)
-        .await?;
+            let row = sqlx::query!(
+                r#"SELECT total_orders::int8 AS "orders!", total_quantity, total_sales_amount
+                   FROM product_order_stats
+                   WHERE product_id = $1 AND order_date = (now() AT TIME ZONE 'Asia/Seoul')::date"#,
+                product_id
+            )
+            .fetch_optional(&stack.env.pool)
+            .await?
+            .map(|r| (r.orders, r.total_quantity, r.total_sales_amount));
             Ok(row.filter(|r| r.0 >= orders))
         },
     )
@@ -65,7 +55,7 @@ async fn race_for_stock(initial: i32, buyers_count: usize) -> anyhow::Result<()>
         .api
         .create_product("Hoodie", "tops", 30_000, &[("M", initial)])
         .await?;
-    let users = buyers(&stack, buyers_count, 100_000).await?;
+    let users = stack.api.funded_users(buyers_count, 100_000).await?;
     let api = &stack.api;
     let stock = stocks[0];
     let requests: Vec<(String, Uuid)> = stream::iter(users.iter())
@@ -75,7 +65,7 @@ async fn race_for_stock(initial: i32, buyers_count: usize) -> anyhow::Result<()>
         .buffer_unordered(100)
         .try_collect()
         .await?;
-    let counts = codes(&outcomes(&stack, &requests).await?);
+    let counts = codes(&api.outcomes(&requests).await?);
     let winners = (initial as usize).min(buyers_count);
     assert_eq!(
         counts.get("SUCCEEDED").copied().unwrap_or(0),
@@ -92,12 +82,12 @@ async fn race_for_stock(initial: i32, buyers_count: usize) -> anyhow::Result<()>
         i64::from(initial) - winners as i64
     );
     assert_eq!(
-        scalar(&stack, "SELECT count(*) FROM orders").await?,
+        scalar!(stack, "SELECT count(*) FROM orders").await?,
         winners as i64
     );
     assert_eq!(
-        scalar(
-            &stack,
+        scalar!(
+            stack,
             "SELECT count(*) FROM payments WHERE order_id IS NOT NULL"
         )
         .await?,
@@ -124,20 +114,16 @@ async fn stock_of_fifty_and_fifty_buyers_sells_out() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_with_one_short_line_changes_nothing() -> anyhow::Result<()> {
     let stack = Stack::start(Options::default()).await?;
-    let (_, shirts) = stack
-        .api
+    let api = &stack.api;
+    let (_, shirts) = api
         .create_product("Shirt", "tops", 10_000, &[("S", 5)])
         .await?;
-    let (_, caps) = stack
-        .api
+    let (_, caps) = api
         .create_product("Cap", "hats", 5_000, &[("F", 1)])
         .await?;
-    let user = buyers(&stack, 1, 100_000).await?.remove(0);
-    let id = stack
-        .api
-        .order(&user, &[(shirts[0], 2), (caps[0], 3)])
-        .await?;
-    let outcome = stack.api.outcome(&user.token, id).await?;
+    let user = api.funded_user(100_000).await?;
+    let id = api.order(&user, &[(shirts[0], 2), (caps[0], 3)]).await?;
+    let outcome = api.outcome(&user.token, id).await?;
     assert_eq!(outcome.error_code(), Some("OUT_OF_STOCK"), "{outcome:?}");
     assert!(
         outcome
@@ -148,44 +134,38 @@ async fn an_order_with_one_short_line_changes_nothing() -> anyhow::Result<()> {
     );
     assert_eq!(stock_left(&stack, shirts[0]).await?, 5);
     assert_eq!(stock_left(&stack, caps[0]).await?, 1);
-    assert_eq!(stack.api.balance(&user).await?, 100_000);
-    assert_eq!(scalar(&stack, "SELECT count(*) FROM orders").await?, 0);
+    assert_eq!(api.balance(&user).await?, 100_000);
+    assert_eq!(scalar!(stack, "SELECT count(*) FROM orders").await?, 0);
 
     // Too little money: refused, stock untouched.
-    let poor = buyers(&stack, 1, 9_999).await?.remove(0);
-    let id = stack.api.order(&poor, &[(shirts[0], 1)]).await?;
+    let poor = api.funded_user(9_999).await?;
+    let id = api.order(&poor, &[(shirts[0], 1)]).await?;
     assert_eq!(
-        stack.api.outcome(&poor.token, id).await?.error_code(),
+        api.outcome(&poor.token, id).await?.error_code(),
         Some("INSUFFICIENT_BALANCE")
     );
     assert_eq!(stock_left(&stack, shirts[0]).await?, 5);
-    assert_eq!(stack.api.balance(&poor).await?, 9_999);
+    assert_eq!(api.balance(&poor).await?, 9_999);
 
     // Enough of both: one order, both lines, one debit.
-    let id = stack
-        .api
-        .order(&user, &[(shirts[0], 2), (caps[0], 1)])
-        .await?;
-    let outcome = stack.api.outcome(&user.token, id).await?;
+    let id = api.order(&user, &[(shirts[0], 2), (caps[0], 1)]).await?;
+    let outcome = api.outcome(&user.token, id).await?;
     assert_eq!(outcome.status.as_str(), "SUCCEEDED", "{outcome:?}");
     let ordered = outcome.ordered().expect("an order result");
     assert_eq!(ordered.total_amount, 25_000);
     let order_id = ordered.order_id;
-    let (status, order) = stack
-        .api
+    let (status, order) = api
         .get(&format!("/v1/orders/{order_id}"), &user.token)
         .await?;
     assert_eq!(status, reqwest::StatusCode::OK);
     assert_eq!(order["items"].as_array().map(Vec::len), Some(2));
     assert_eq!(order["payment"]["amount"], 25_000);
-    assert_eq!(stack.api.balance(&user).await?, 75_000);
-    let (_, mine) = stack
-        .api
+    assert_eq!(api.balance(&user).await?, 75_000);
+    let (_, mine) = api
         .get(&format!("/v1/users/{}/orders", user.id), &user.token)
         .await?;
     assert_eq!(mine["items"][0]["id"], order_id);
-    let (status, _) = stack
-        .api
+    let (status, _) = api
         .get(&format!("/v1/orders/{order_id}"), &poor.token)
         .await?;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
@@ -204,7 +184,7 @@ async fn overlapping_multi_item_orders_never_oversell_or_deadlock() -> anyhow::R
             .await?;
         stock_ids.push(ids[0]);
     }
-    let users = buyers(&stack, 60, 1_000_000).await?;
+    let users = stack.api.funded_users(60, 1_000_000).await?;
     let api = &stack.api;
     // Each user orders the four items, half of them in reverse order.
     let requests: Vec<(String, Uuid)> = stream::iter(users.iter().enumerate())
@@ -221,7 +201,7 @@ async fn overlapping_multi_item_orders_never_oversell_or_deadlock() -> anyhow::R
         .buffer_unordered(60)
         .try_collect()
         .await?;
-    let results = outcomes(&stack, &requests).await?;
+    let results = api.outcomes(&requests).await?;
     for outcome in &results {
         assert!(
             outcome.status.as_str() == "SUCCEEDED" || outcome.error_code() == Some("OUT_OF_STOCK"),
@@ -230,7 +210,12 @@ async fn overlapping_multi_item_orders_never_oversell_or_deadlock() -> anyhow::R
     }
     for stock in &stock_ids {
         let left = stock_left(&stack, *stock).await?;
-        let sold = scalar(&stack, &format!("SELECT coalesce(sum(quantity), 0)::int8 FROM order_items WHERE product_stock_id = {stock}")).await?;
+        let sold = scalar!(
+            stack,
+            "SELECT coalesce(sum(quantity), 0)::int8 FROM order_items WHERE product_stock_id = $1",
+            stock
+        )
+        .await?;
         assert!(left >= 0);
         assert_eq!(
             left + sold,
@@ -238,14 +223,14 @@ async fn overlapping_multi_item_orders_never_oversell_or_deadlock() -> anyhow::R
             "stock + sold = initial for {stock}"
         );
     }
-    let paid = scalar(
-        &stack,
-        "SELECT coalesce(sum(total_amount), 0)::int8 FROM orders",
+    let paid = scalar!(
+        stack,
+        "SELECT coalesce(sum(total_amount), 0)::int8 FROM orders"
     )
     .await?;
-    let spent = scalar(
-        &stack,
-        "SELECT coalesce(sum(amount), 0)::int8 FROM balance_histories WHERE type = 'USE'",
+    let spent = scalar!(
+        stack,
+        "SELECT coalesce(sum(amount), 0)::int8 FROM balance_histories WHERE type = 'USE'"
     )
     .await?;
     assert_eq!(paid, spent);
@@ -259,7 +244,7 @@ async fn cart_checkout_orders_the_cart_and_empties_it_only_on_success() -> anyho
         .api
         .create_product("Socks", "misc", 2_000, &[("M", 10), ("L", 1)])
         .await?;
-    let user = buyers(&stack, 1, 50_000).await?.remove(0);
+    let user = stack.api.funded_user(50_000).await?;
     let api = &stack.api;
     let put = |stock: i64, quantity: i32| {
         api.http
@@ -267,6 +252,11 @@ async fn cart_checkout_orders_the_cart_and_empties_it_only_on_success() -> anyho
             .bearer_auth(&user.token)
             .json(&json!({"quantity": quantity}))
             .send()
+    };
+    let cart_lines = || async {
+        let cart = format!("/v1/users/{}/cart", user.id);
+        let (_, cart) = api.get(&cart, &user.token).await?;
+        anyhow::Ok(cart["items"].as_array().map(Vec::len))
     };
     let (status, cart) = testkit::Api::read(put(socks[0], 3).await?).await?;
     assert_eq!(status, reqwest::StatusCode::OK, "{cart}");
@@ -283,11 +273,8 @@ async fn cart_checkout_orders_the_cart_and_empties_it_only_on_success() -> anyho
         api.outcome(&user.token, id).await?.error_code(),
         Some("OUT_OF_STOCK")
     );
-    let (_, cart) = api
-        .get(&format!("/v1/users/{}/cart", user.id), &user.token)
-        .await?;
     assert_eq!(
-        cart["items"].as_array().map(Vec::len),
+        cart_lines().await?,
         Some(2),
         "cart kept after a failed order"
     );
@@ -313,14 +300,7 @@ async fn cart_checkout_orders_the_cart_and_empties_it_only_on_success() -> anyho
         })
         .collect();
     assert_eq!(lines, vec![(socks[0], 3), (socks[1], 1)]);
-    let (_, cart) = api
-        .get(&format!("/v1/users/{}/cart", user.id), &user.token)
-        .await?;
-    assert_eq!(
-        cart["items"].as_array().map(Vec::len),
-        Some(0),
-        "cart emptied"
-    );
+    assert_eq!(cart_lines().await?, Some(0), "cart emptied");
     assert_eq!(api.balance(&user).await?, 50_000 - 8_000);
     let (status, reply) = api
         .post(&checkout, Some(&user.token), &[], &json!({}))
@@ -348,14 +328,8 @@ async fn top_products_rank_by_units_then_sales_then_id() -> anyhow::Result<()> {
     }
     // Earlier days come straight into the stats table; today's from orders.
     let seed = |product: i64, days_ago: i32, quantity: i64, amount: i64| {
-        sqlx::query(
-            "INSERT INTO product_order_stats (product_id, order_date, total_orders, total_quantity, total_sales_amount)
-             VALUES ($1, (now() AT TIME ZONE 'Asia/Seoul')::date - $2, 1, $3, $4)",
-        )
-        .bind(product)
-        .bind(days_ago)
-        .bind(quantity)
-        .bind(amount)
+        sqlx::query!("INSERT INTO product_order_stats (product_id, order_date, total_orders, total_quantity, total_sales_amount)
+             VALUES ($1, (now() AT TIME ZONE 'Asia/Seoul')::date - $2::int4, 1, $3, $4)", product, days_ago, quantity, amount)
         .execute(&stack.env.pool)
     };
     seed(products[0], 1, 5, 5_000).await?; // P1: 5 units
@@ -364,7 +338,7 @@ async fn top_products_rank_by_units_then_sales_then_id() -> anyhow::Result<()> {
     seed(products[3], 3, 50, 50_000).await?; // P4: outside the 3-day window
     seed(products[4], 1, 3, 3_000).await?; // P5: ties with P6 ...
     seed(products[5], 2, 3, 3_000).await?; // P6: ... broken by id
-    let user = buyers(&stack, 1, 100_000).await?.remove(0);
+    let user = api.funded_user(100_000).await?;
     let id = api.order(&user, &[(stocks[2], 2)]).await?;
     assert_eq!(
         api.outcome(&user.token, id).await?.status.as_str(),
@@ -402,18 +376,14 @@ async fn top_products_rank_by_units_then_sales_then_id() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stats_survive_a_killed_worker_without_double_counting() -> anyhow::Result<()> {
-    let stack = Stack::start(Options {
-        in_process_workers: false,
-        ..Options::default()
-    })
-    .await?;
-    let mut worker = spawn_workers_process(&stack)?;
+    let stack = Stack::start(Options::without_workers()).await?;
+    let mut worker = stack.start_worker_process(WORKERS).await?;
     let api = &stack.api;
     let (a, a_stocks) = api
         .create_product("A", "k", 1_000, &[("F", 100_000)])
         .await?;
     let (b, b_stocks) = api.create_product("B", "k", 700, &[("F", 100_000)]).await?;
-    let users = buyers(&stack, 30, 10_000_000).await?;
+    let users = api.funded_users(30, 10_000_000).await?;
     let submit = |i: usize| {
         let user = &users[i % users.len()];
         let lines = if i.is_multiple_of(3) {
@@ -428,29 +398,23 @@ async fn stats_survive_a_killed_worker_without_double_counting() -> anyhow::Resu
         .buffer_unordered(32)
         .try_collect()
         .await?;
-    testkit::eventually(
-        "the stats lane to be mid-load",
-        Duration::from_secs(60),
-        || async {
-            Ok((scalar(
-                &stack,
-                "SELECT coalesce(sum(total_orders), 0)::int8 FROM product_order_stats",
-            )
-            .await?
-                > 0)
-            .then_some(()))
-        },
-    )
-    .await?;
+    let counted = || {
+        scalar!(
+            stack,
+            "SELECT coalesce(sum(total_orders), 0)::int8 FROM product_order_stats"
+        )
+    };
+    let wait = Duration::from_secs(60);
+    testkit::wait_until("the stats lane to be mid-load", wait, counted, |n| *n > 0).await?;
     worker.kill()?;
-    let mut worker = spawn_workers_process(&stack)?;
+    let mut worker = stack.start_worker_process(WORKERS).await?;
     let more: Vec<(String, Uuid)> = stream::iter(300..600)
         .map(submit)
         .buffer_unordered(32)
         .try_collect()
         .await?;
     requests.extend(more);
-    let results = outcomes(&stack, &requests).await?;
+    let results = api.outcomes(&requests).await?;
     assert!(
         results.iter().all(|o| o.status == RequestStatus::Succeeded),
         "{:?}",
@@ -458,22 +422,31 @@ async fn stats_survive_a_killed_worker_without_double_counting() -> anyhow::Resu
     );
 
     // Stats equal the sum over paid orders per product and business day.
-    let expected: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT i.product_id, count(DISTINCT o.id)::int8, sum(i.quantity)::int8, sum(i.quantity * i.unit_price)::int8
-         FROM orders o JOIN order_items i ON i.order_id = o.id WHERE o.status = 'PAID'
-         GROUP BY i.product_id ORDER BY i.product_id",
+    let expected: Vec<(i64, i64, i64, i64)> = sqlx::query!(
+        r#"SELECT i.product_id, count(DISTINCT o.id)::int8 AS "orders!",
+                  sum(i.quantity)::int8 AS "quantity!", sum(i.quantity * i.unit_price)::int8 AS "amount!"
+           FROM orders o JOIN order_items i ON i.order_id = o.id WHERE o.status = 'PAID'
+           GROUP BY i.product_id ORDER BY i.product_id"#
     )
     .fetch_all(&stack.env.pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.product_id, r.orders, r.quantity, r.amount))
+    .collect();
     assert_eq!(expected.iter().map(|e| e.0).collect::<Vec<_>>(), vec![a, b]);
     let stats_now = || async {
-        let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT product_id, sum(total_orders)::int8, sum(total_quantity)::int8, sum(total_sales_amount)::int8
-             FROM product_order_stats GROUP BY product_id ORDER BY product_id",
+        let rows = sqlx::query!(
+            r#"SELECT product_id, sum(total_orders)::int8 AS "orders!",
+                      sum(total_quantity)::int8 AS "quantity!", sum(total_sales_amount)::int8 AS "amount!"
+               FROM product_order_stats GROUP BY product_id ORDER BY product_id"#
         )
         .fetch_all(&stack.env.pool)
         .await?;
-        anyhow::Ok(rows)
+        anyhow::Ok(
+            rows.into_iter()
+                .map(|r| (r.product_id, r.orders, r.quantity, r.amount))
+                .collect::<Vec<_>>(),
+        )
     };
     testkit::eventually(
         "stats to equal the paid orders",

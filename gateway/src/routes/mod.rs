@@ -1,8 +1,12 @@
-//! One module per resource; [`router`] merges them into one router that
-//! carries its OpenAPI description.
+//! One module per resource, their handlers listed in one table
+//! ([`router`]), a router that carries its OpenAPI description. What their handlers share is here: a
+//! user's row or 404/403 (`accessible`) and keyset paging ([`page`]).
 
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 pub mod balance;
@@ -17,20 +21,57 @@ pub mod requests;
 pub mod reservations;
 pub mod users;
 
-/// Every route of the gateway, with its OpenAPI description.
+/// Every route of the gateway, with its OpenAPI description: the API's
+/// table of contents, in the order the document lists it.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .merge(users::router())
-        .merge(queue::router())
-        .merge(concerts::router())
-        .merge(reservations::router())
-        .merge(payments::router())
-        .merge(balance::router())
-        .merge(products::router())
-        .merge(cart::router())
-        .merge(orders::router())
-        .merge(requests::router())
-        .merge(health::router())
+        .routes(routes!(users::create_user))
+        .routes(routes!(queue::join))
+        .routes(routes!(queue::status))
+        .routes(routes!(concerts::list_concerts))
+        .routes(routes!(concerts::list_schedules))
+        .routes(routes!(concerts::list_seats))
+        .routes(routes!(concerts::create_concert))
+        .routes(routes!(reservations::hold))
+        .routes(routes!(reservations::show))
+        .routes(routes!(reservations::cancel))
+        .routes(routes!(reservations::list_for_user))
+        .routes(routes!(payments::pay))
+        .routes(routes!(payments::list_for_user))
+        .routes(routes!(balance::show))
+        .routes(routes!(balance::charge))
+        .routes(routes!(balance::history))
+        .routes(routes!(products::list))
+        .routes(routes!(products::top))
+        .routes(routes!(products::show))
+        .routes(routes!(products::daily))
+        .routes(routes!(products::create))
+        .routes(routes!(cart::show, cart::clear))
+        .routes(routes!(cart::set_item, cart::remove_item))
+        .routes(routes!(cart::checkout))
+        .routes(routes!(orders::place))
+        .routes(routes!(orders::show))
+        .routes(routes!(orders::list_for_user))
+        .routes(routes!(requests::show))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+}
+
+/// A row that belongs to one user: a reservation, an order.
+pub(crate) trait Owned {
+    /// What a 404 calls it.
+    const NAME: &'static str;
+    /// The user it belongs to.
+    fn owner(&self) -> i64;
+}
+
+/// The row a look-up found, if `caller` may see it: 404 when there is
+/// none, 403 when it is another user's (the admin sees every row).
+pub(crate) fn accessible<R: Owned>(caller: impl Into<Caller>, row: Option<R>) -> ApiResult<R> {
+    let row = row.ok_or(ApiError::NotFound(R::NAME))?;
+    caller.into().require_access(row.owner())?;
+    Ok(row)
 }
 
 /// Keyset paging: a page is the rows past the cursor's id, one more than
@@ -38,9 +79,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// ([`api::Paged::from_rows`]).
 pub mod page {
     use api::limits::{MAX_CURSOR_CHARS, PAGE_DEFAULT, PAGE_MAX};
-    use api::Cursor;
+    use api::{Cursor, Paged};
+    use axum::extract::FromRequestParts;
+    use axum::http::request::Parts;
+    use utoipa::openapi::path::{Parameter, ParameterIn};
+    use utoipa::IntoParams;
 
     use crate::error::{ApiError, ApiResult};
+    use crate::extract::ApiQuery;
 
     /// The limit asked for, within 1 to [`PAGE_MAX`].
     pub fn limit(limit: Option<i64>) -> ApiResult<i64> {
@@ -69,20 +115,63 @@ pub mod page {
             .transpose()
     }
 
-    /// `(limit, after id)` of a list in ascending id order.
-    pub fn forward(cursor: &Cursor) -> ApiResult<(i64, i64)> {
-        Ok((
-            limit(cursor.limit)?,
-            position(cursor.cursor.as_deref())?.unwrap_or(0),
-        ))
+    /// The page a [`Cursor`] asks for.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Page {
+        /// Rows the page holds at most.
+        limit: i64,
+        /// The id the page starts past, not included: the rows after it
+        /// in the list's order (a greater id ascending, a smaller one
+        /// descending).
+        pub past: i64,
     }
 
-    /// `(limit, before id)` of a list in descending id order (newest first).
-    pub fn backward(cursor: &Cursor) -> ApiResult<(i64, i64)> {
-        Ok((
-            limit(cursor.limit)?,
-            position(cursor.cursor.as_deref())?.unwrap_or(i64::MAX),
-        ))
+    /// The page of a list in ascending id order.
+    pub fn ascending(cursor: &Cursor) -> ApiResult<Page> {
+        Ok(Page {
+            limit: limit(cursor.limit)?,
+            past: position(cursor.cursor.as_deref())?.unwrap_or(0),
+        })
+    }
+
+    /// The page a [`Cursor`] query asks for of a list in descending id
+    /// order (newest first).
+    pub struct NewestFirst(pub Page);
+
+    impl<S: Send + Sync> FromRequestParts<S> for NewestFirst {
+        type Rejection = ApiError;
+
+        async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+            let ApiQuery(cursor) = ApiQuery::<Cursor>::from_request_parts(parts, state).await?;
+            Ok(Self(Page {
+                limit: limit(cursor.limit)?,
+                past: position(cursor.cursor.as_deref())?.unwrap_or(i64::MAX),
+            }))
+        }
+    }
+
+    impl IntoParams for NewestFirst {
+        fn into_params(in_provider: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+            Cursor::into_params(in_provider)
+        }
+    }
+
+    impl Page {
+        /// Rows to fetch: one more than the page holds, whose presence
+        /// says a next page exists.
+        pub fn fetch(&self) -> i64 {
+            self.limit + 1
+        }
+
+        /// The page of `rows` (fetched with [`Page::fetch`]), each made a
+        /// `T`; `id` is what the list is ordered by, the next cursor.
+        pub fn of<R, T: From<R>>(&self, rows: Vec<R>, id: impl Fn(&R) -> i64) -> Paged<T> {
+            let Paged { items, next } = Paged::from_rows(rows, self.limit, id);
+            Paged {
+                items: items.into_iter().map(T::from).collect(),
+                next,
+            }
+        }
     }
 
     #[cfg(test)]

@@ -2,30 +2,22 @@
 
 use api::shop::{Order, OrderItem, OrderPayment};
 use api::status::OrderStatus;
-use api::{Accepted, Cursor, Paged};
+use api::Paged;
 use axum::extract::State;
-use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use schemas::requests::{OrderLine, PlaceOrder, MAX_ITEM_QUANTITY};
 use schemas::Request;
 use sqlx::types::Json as Jsonb;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::auth::Caller;
+use crate::auth::ReadableUser;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::publish::Intake;
-use crate::routes::page;
+use crate::extract::{ApiJson, ApiPath};
+use crate::publish::{Accepted, Intake};
+use crate::routes::page::NewestFirst;
+use crate::routes::{accessible, Owned};
 use crate::state::AppState;
-
-pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(place))
-        .routes(routes!(show))
-        .routes(routes!(list_for_user))
-}
 
 /// The lines of an order with lines naming the same stock merged (their
 /// quantities added), in the order each stock first appears.
@@ -59,12 +51,11 @@ fn merged(lines: &[api::shop::OrderLine]) -> ApiResult<Vec<OrderLine>> {
 #[utoipa::path(post, path = "/v1/orders", operation_id = "place_order", tag = "orders", request_body = api::shop::PlaceOrder,
     params(crate::openapi::IdempotencyKey),
     security(("user" = [])),
-    responses((status = 202, description = "Accepted: poll Location for the outcome",
-               body = Accepted, headers(("Location" = String, description = "/v1/requests/{request_id}")))))]
-async fn place(
+    responses(Accepted))]
+pub(crate) async fn place(
     intake: Intake,
     ApiJson(body): ApiJson<api::shop::PlaceOrder>,
-) -> ApiResult<Response> {
+) -> ApiResult<Accepted> {
     let order = PlaceOrder {
         user_id: intake.user_id(),
         items: merged(&body.items)?,
@@ -76,11 +67,12 @@ async fn place(
     intake
         .accept(&body, async |intake| {
             let ids: Vec<i64> = order.items.iter().map(|l| l.product_stock_id).collect();
-            let known: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM product_stocks WHERE id = ANY($1)")
-                    .bind(&ids)
-                    .fetch_one(&intake.state().pool)
-                    .await?;
+            let known = sqlx::query_scalar!(
+                r#"SELECT count(*) AS "known!" FROM product_stocks WHERE id = ANY($1)"#,
+                &ids,
+            )
+            .fetch_one(&intake.state().pool)
+            .await?;
             if known != ids.len() as i64 {
                 return Err(ApiError::NotFound("product stock"));
             }
@@ -89,7 +81,6 @@ async fn place(
         .await
 }
 
-#[derive(sqlx::FromRow)]
 struct OrderRow {
     id: i64,
     user_id: i64,
@@ -99,16 +90,6 @@ struct OrderRow {
     items: Jsonb<Vec<OrderItem>>,
     payment: Option<Jsonb<OrderPayment>>,
 }
-
-const ORDER_SELECT: &str = "SELECT o.id, o.user_id, o.status, o.total_amount, o.order_date,
-        coalesce((SELECT jsonb_agg(jsonb_build_object('product_stock_id', i.product_stock_id,
-                     'product_id', i.product_id, 'size', i.size, 'quantity', i.quantity,
-                     'unit_price', i.unit_price) ORDER BY i.id)
-                  FROM order_items i WHERE i.order_id = o.id), '[]'::jsonb) AS items,
-        (SELECT jsonb_build_object('id', p.id, 'amount', p.amount, 'method', p.method,
-                                   'status', p.status, 'paid_at', p.paid_at)
-         FROM payments p WHERE p.order_id = o.id) AS payment
-     FROM orders o";
 
 impl From<OrderRow> for Order {
     fn from(row: OrderRow) -> Self {
@@ -124,46 +105,69 @@ impl From<OrderRow> for Order {
     }
 }
 
+/// `query_as!` of [`OrderRow`]s: an order's columns with its lines and
+/// payment, then `$tail` (the rest of the `WHERE`, the order), in one
+/// statement the compiler checks.
+macro_rules! select_orders {
+    ($tail:literal, $($arg:expr),+ $(,)?) => {
+        sqlx::query_as!(
+            OrderRow,
+            r#"SELECT o.id, o.user_id, o.status AS "status: OrderStatus", o.total_amount, o.order_date,
+                coalesce((SELECT jsonb_agg(jsonb_build_object('product_stock_id', i.product_stock_id,
+                             'product_id', i.product_id, 'size', i.size, 'quantity', i.quantity,
+                             'unit_price', i.unit_price) ORDER BY i.id)
+                          FROM order_items i WHERE i.order_id = o.id), '[]'::jsonb)
+                    AS "items!: Jsonb<Vec<OrderItem>>",
+                (SELECT jsonb_build_object('id', p.id, 'amount', p.amount, 'method', p.method,
+                                           'status', p.status, 'paid_at', p.paid_at)
+                 FROM payments p WHERE p.order_id = o.id) AS "payment?: Jsonb<OrderPayment>"
+         FROM orders o WHERE "# + $tail,
+            $($arg),+
+        )
+    };
+}
+
+impl Owned for OrderRow {
+    const NAME: &'static str = "order";
+
+    fn owner(&self) -> i64 {
+        self.user_id
+    }
+}
+
 /// One order with its lines and payment (its buyer's, or any for the admin).
 #[utoipa::path(get, path = "/v1/orders/{id}", operation_id = "get_order", tag = "orders",
     params(("id" = i64, Path, description = "The order")),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "The order", body = Order)))]
-async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Order>> {
-    let row: OrderRow = sqlx::query_as(&format!("{ORDER_SELECT} WHERE o.id = $1"))
-        .bind(id)
+    let row = select_orders!("o.id = $1", id)
         .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::NotFound("order"))?;
-    caller.require_access(row.user_id)?;
-    Ok(Json(row.into()))
+        .await?;
+    Ok(Json(accessible(caller, row)?.into()))
 }
 
 /// A user's orders, newest first.
 #[utoipa::path(get, path = "/v1/users/{id}/orders", operation_id = "list_orders", tag = "orders",
-    params(("id" = i64, Path, description = "The user"), Cursor),
+    params(ReadableUser, NewestFirst),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "A page of orders", body = Paged<Order>)))]
-async fn list_for_user(
+pub(crate) async fn list_for_user(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(user_id): ApiPath<i64>,
-    ApiQuery(cursor): ApiQuery<Cursor>,
+    user: ReadableUser,
+    NewestFirst(page): NewestFirst,
 ) -> ApiResult<Json<Paged<Order>>> {
-    caller.require_access(user_id)?;
-    let (limit, before) = page::backward(&cursor)?;
-    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-        "{ORDER_SELECT} WHERE o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3"
-    ))
-    .bind(user_id)
-    .bind(before)
-    .bind(limit + 1)
+    let rows = select_orders!(
+        "o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3",
+        user.id,
+        page.past,
+        page.fetch(),
+    )
     .fetch_all(&state.pool)
     .await?;
-    let rows: Vec<Order> = rows.into_iter().map(Order::from).collect();
-    Ok(Json(Paged::from_rows(rows, limit, |o| o.id)))
+    Ok(Json(page.of(rows, |o| o.id)))
 }

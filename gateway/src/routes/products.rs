@@ -2,17 +2,15 @@
 //! and daily stats.
 
 use api::shop::{
-    DailyQuery, DailyStats, NewProduct, Product, ProductDay, ProductFilter, TopProduct,
+    DailyQuery, DailyStats, NewProduct, Product, ProductDay, ProductFilter, Stock, TopProduct,
     TopProducts, TopQuery,
 };
 use api::{Cursor, Paged};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::types::Json as Jsonb;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
@@ -21,30 +19,42 @@ use crate::routes::page;
 use crate::state::AppState;
 use crate::validate;
 
-pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(top))
-        .routes(routes!(show))
-        .routes(routes!(daily))
-        .routes(routes!(create))
-}
-
-#[derive(sqlx::FromRow)]
 struct ProductRow {
     id: i64,
     name: String,
     category: String,
     price: i64,
     created_at: DateTime<Utc>,
-    stocks: Jsonb<Vec<api::shop::Stock>>,
+    stocks: Jsonb<Vec<Stock>>,
 }
 
-const PRODUCT_SELECT: &str = "SELECT p.id, p.name, p.category, p.price, p.created_at,
-        coalesce((SELECT jsonb_agg(jsonb_build_object('id', s.id, 'size', s.size, 'quantity', s.quantity)
-                                   ORDER BY s.id)
-                  FROM product_stocks s WHERE s.product_id = p.id), '[]'::jsonb) AS stocks
-     FROM products p";
+/// `query_as!` of [`ProductRow`]s: a product's columns with its stock per
+/// size, then `$tail` (from the `WHERE` on), in one statement the compiler
+/// checks.
+macro_rules! select_products {
+    ($tail:literal, $($arg:expr),+ $(,)?) => {
+        sqlx::query_as!(
+            ProductRow,
+            r#"SELECT p.id, p.name, p.category, p.price, p.created_at,
+                coalesce((SELECT jsonb_agg(jsonb_build_object('id', s.id, 'size', s.size,
+                                                              'quantity', s.quantity) ORDER BY s.id)
+                          FROM product_stocks s WHERE s.product_id = p.id), '[]'::jsonb)
+                    AS "stocks!: Jsonb<Vec<Stock>>"
+         FROM products p"# + $tail,
+            $($arg),+
+        )
+    };
+}
+
+/// Product `id` with its stock per size.
+async fn find<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: i64,
+) -> Result<Option<ProductRow>, sqlx::Error> {
+    select_products!(" WHERE p.id = $1", id)
+        .fetch_optional(db)
+        .await
+}
 
 impl From<ProductRow> for Product {
     fn from(row: ProductRow) -> Self {
@@ -62,41 +72,39 @@ impl From<ProductRow> for Product {
 /// Products, by id, optionally of one category.
 #[utoipa::path(get, path = "/v1/products", operation_id = "list_products", tag = "products", params(ProductFilter),
     responses((status = 200, description = "A page of products", body = Paged<Product>)))]
-async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(filter): ApiQuery<ProductFilter>,
 ) -> ApiResult<Json<Paged<Product>>> {
-    let (limit, after) = page::forward(&Cursor {
+    let page = page::ascending(&Cursor {
         limit: filter.limit,
         cursor: filter.cursor,
     })?;
     if let Some(category) = &filter.category {
         validate::text("category", category, api::limits::MAX_CATEGORY_CHARS)?;
     }
-    let rows: Vec<ProductRow> = sqlx::query_as(&format!(
-        "{PRODUCT_SELECT} WHERE ($1::text IS NULL OR p.category = $1) AND p.id > $2
-         ORDER BY p.id LIMIT $3"
-    ))
-    .bind(filter.category)
-    .bind(after)
-    .bind(limit + 1)
+    let rows = select_products!(
+        "
+         WHERE ($1::text IS NULL OR p.category = $1) AND p.id > $2
+         ORDER BY p.id LIMIT $3",
+        filter.category,
+        page.past,
+        page.fetch(),
+    )
     .fetch_all(&state.pool)
     .await?;
-    let rows: Vec<Product> = rows.into_iter().map(Product::from).collect();
-    Ok(Json(Paged::from_rows(rows, limit, |p| p.id)))
+    Ok(Json(page.of(rows, |p| p.id)))
 }
 
 /// One product with its stock per size.
 #[utoipa::path(get, path = "/v1/products/{id}", operation_id = "get_product", tag = "products",
     params(("id" = i64, Path, description = "The product")),
     responses((status = 200, description = "The product", body = Product)))]
-async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Product>> {
-    let row: ProductRow = sqlx::query_as(&format!("{PRODUCT_SELECT} WHERE p.id = $1"))
-        .bind(id)
-        .fetch_optional(&state.pool)
+    let row = find(&state.pool, id)
         .await?
         .ok_or(ApiError::NotFound("product"))?;
     Ok(Json(row.into()))
@@ -106,36 +114,35 @@ async fn show(
 #[utoipa::path(post, path = "/v1/admin/products", operation_id = "create_product", tag = "admin", request_body = NewProduct,
     security(("admin" = [])),
     responses((status = 201, description = "Created", body = Product)))]
-async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     _admin: Admin,
     ApiJson(body): ApiJson<NewProduct>,
 ) -> ApiResult<(StatusCode, Json<Product>)> {
     let mut tx = state.pool.begin().await?;
-    let id: i64 = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "INSERT INTO products (name, category, price) VALUES ($1, $2, $3) RETURNING id",
+        body.name.trim(),
+        body.category.trim(),
+        body.price,
     )
-    .bind(body.name.trim())
-    .bind(body.category.trim())
-    .bind(body.price)
     .fetch_one(&mut *tx)
     .await?;
     let sizes: Vec<&str> = body.stocks.iter().map(|s| s.size.trim()).collect();
     let quantities: Vec<i32> = body.stocks.iter().map(|s| s.quantity).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO product_stocks (product_id, size, quantity)
-         SELECT $1, size, quantity FROM UNNEST($2::text[], $3::int4[]) WITH ORDINALITY AS t(size, quantity, n)
+         SELECT $1::int8, size, quantity
+         FROM UNNEST($2::text[], $3::int4[]) WITH ORDINALITY AS t(size, quantity, n)
          ORDER BY n",
+        id,
+        // `as`: borrowed sizes encode as the text[] the macro types as owned.
+        &sizes as &[&str],
+        &quantities,
     )
-    .bind(id)
-    .bind(&sizes)
-    .bind(&quantities)
     .execute(&mut *tx)
     .await?;
-    let row: ProductRow = sqlx::query_as(&format!("{PRODUCT_SELECT} WHERE p.id = $1"))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = find(&mut *tx, id).await?.ok_or(sqlx::Error::RowNotFound)?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
@@ -144,7 +151,7 @@ async fn create(
 /// units sold, then sales amount, then product id (so ties are stable).
 #[utoipa::path(get, path = "/v1/products/top", operation_id = "top_products", tag = "products", params(TopQuery),
     responses((status = 200, description = "The best sellers", body = TopProducts)))]
-async fn top(
+pub(crate) async fn top(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<TopQuery>,
 ) -> ApiResult<Json<TopProducts>> {
@@ -152,41 +159,42 @@ async fn top(
     validate::within("days", days, 1..=90)?;
     let limit = query.limit.unwrap_or(5);
     validate::within("limit", limit, 1..=100)?;
-    let (from, to): (NaiveDate, NaiveDate) = sqlx::query_as(
-        "SELECT (now() AT TIME ZONE $1)::date - ($2 - 1), (now() AT TIME ZONE $1)::date",
+    let window = sqlx::query!(
+        r#"SELECT (now() AT TIME ZONE $1)::date - ($2::int4 - 1) AS "from!",
+                (now() AT TIME ZONE $1)::date AS "to!""#,
+        &*state.business_tz,
+        days,
     )
-    .bind(&*state.business_tz)
-    .bind(days)
     .fetch_one(&state.pool)
     .await?;
-    let rows: Vec<(i64, String, String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT p.id, p.name, p.category, sum(s.total_orders)::int8, sum(s.total_quantity)::int8,
-                sum(s.total_sales_amount)::int8
+    let (from, to) = (window.from, window.to);
+    let rows = sqlx::query!(
+        r#"SELECT p.id, p.name, p.category, sum(s.total_orders)::int8 AS "orders!",
+                sum(s.total_quantity)::int8 AS "quantity!",
+                sum(s.total_sales_amount)::int8 AS "amount!"
          FROM product_order_stats s JOIN products p ON p.id = s.product_id
          WHERE s.order_date BETWEEN $1 AND $2
          GROUP BY p.id, p.name, p.category
          ORDER BY sum(s.total_quantity) DESC, sum(s.total_sales_amount) DESC, p.id
-         LIMIT $3",
+         LIMIT $3"#,
+        from,
+        to,
+        limit,
     )
-    .bind(from)
-    .bind(to)
-    .bind(limit)
     .fetch_all(&state.pool)
     .await?;
     let items = rows
         .into_iter()
         .zip(1..)
-        .map(
-            |((product_id, name, category, orders, quantity, amount), rank)| TopProduct {
-                rank,
-                product_id,
-                name,
-                category,
-                total_orders: orders,
-                total_quantity: quantity,
-                total_sales_amount: amount,
-            },
-        )
+        .map(|(row, rank)| TopProduct {
+            rank,
+            product_id: row.id,
+            name: row.name,
+            category: row.category,
+            total_orders: row.orders,
+            total_quantity: row.quantity,
+            total_sales_amount: row.amount,
+        })
         .collect();
     Ok(Json(TopProducts {
         from,
@@ -199,39 +207,42 @@ async fn top(
 /// One business day's totals per product, by product id.
 #[utoipa::path(get, path = "/v1/stats/products/daily", operation_id = "daily_product_stats", tag = "products", params(DailyQuery),
     responses((status = 200, description = "A page of the day's totals", body = DailyStats)))]
-async fn daily(
+pub(crate) async fn daily(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<DailyQuery>,
 ) -> ApiResult<Json<DailyStats>> {
-    let (limit, after) = page::forward(&Cursor {
+    let page = page::ascending(&Cursor {
         limit: query.limit,
         cursor: query.cursor,
     })?;
-    let date: NaiveDate = match query.date {
+    let date = match query.date {
         Some(date) => date,
         None => {
-            sqlx::query_scalar("SELECT (now() AT TIME ZONE $1)::date")
-                .bind(&*state.business_tz)
-                .fetch_one(&state.pool)
-                .await?
+            sqlx::query_scalar!(
+                r#"SELECT (now() AT TIME ZONE $1)::date AS "today!""#,
+                &*state.business_tz,
+            )
+            .fetch_one(&state.pool)
+            .await?
         }
     };
-    let rows: Vec<ProductDay> = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        ProductDay,
         "SELECT s.product_id, p.name, s.order_date AS date, s.total_orders, s.total_quantity,
                 s.total_sales_amount
          FROM product_order_stats s JOIN products p ON p.id = s.product_id
          WHERE s.order_date = $1 AND s.product_id > $2 ORDER BY s.product_id LIMIT $3",
+        date,
+        page.past,
+        page.fetch(),
     )
-    .bind(date)
-    .bind(after)
-    .bind(limit + 1)
     .fetch_all(&state.pool)
     .await?;
-    let page = Paged::from_rows(rows, limit, |d| d.product_id);
+    let Paged { items, next } = page.of(rows, |d| d.product_id);
     Ok(Json(DailyStats {
         date,
         time_zone: state.business_tz.to_string(),
-        items: page.items,
-        next: page.next,
+        items,
+        next,
     }))
 }

@@ -6,22 +6,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, QueueTokenHeader};
+use crate::routes::concerts::require_schedule;
 use crate::state::AppState;
 
-pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(join))
-        .routes(routes!(status))
-}
-
-#[derive(sqlx::FromRow)]
 struct TokenRow {
     token: Uuid,
     user_id: i64,
@@ -31,17 +23,28 @@ struct TokenRow {
     expires_at: Option<DateTime<Utc>>,
 }
 
-const TOKEN_COLUMNS: &str = "token, user_id, concert_schedule_id, status, queue_no, expires_at";
+/// The queue entry of `token`.
+async fn find_token(state: &AppState, token: Uuid) -> ApiResult<Option<TokenRow>> {
+    Ok(sqlx::query_as!(
+        TokenRow,
+        r#"SELECT token, user_id, concert_schedule_id, status AS "status: QueueStatus", queue_no,
+                expires_at
+         FROM reservation_queue WHERE token = $1"#,
+        token,
+    )
+    .fetch_optional(&state.pool)
+    .await?)
+}
 
 async fn describe(state: &AppState, row: &TokenRow) -> ApiResult<QueueToken> {
     let position: Option<i64> = if row.status == QueueStatus::Waiting {
         Some(
-            sqlx::query_scalar(
-                "SELECT count(*) + 1 FROM reservation_queue
-                 WHERE concert_schedule_id = $1 AND status = 'WAITING' AND queue_no < $2",
+            sqlx::query_scalar!(
+                r#"SELECT count(*) + 1 AS "position!" FROM reservation_queue
+                 WHERE concert_schedule_id = $1 AND status = 'WAITING' AND queue_no < $2"#,
+                row.concert_schedule_id,
+                row.queue_no,
             )
-            .bind(row.concert_schedule_id)
-            .bind(row.queue_no)
             .fetch_one(&state.pool)
             .await?,
         )
@@ -72,40 +75,39 @@ async fn describe(state: &AppState, row: &TokenRow) -> ApiResult<QueueToken> {
     security(("user" = [])),
     responses((status = 201, description = "Joined", body = QueueToken),
               (status = 200, description = "Already in line (or admitted)", body = QueueToken)))]
-async fn join(
+pub(crate) async fn join(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     ApiJson(body): ApiJson<JoinQueue>,
 ) -> ApiResult<(StatusCode, Json<QueueToken>)> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM concert_schedules WHERE id = $1)")
-            .bind(body.schedule_id)
-            .fetch_one(&state.pool)
-            .await?;
-    if !exists {
-        return Err(ApiError::NotFound("schedule"));
-    }
+    require_schedule(&state, body.schedule_id).await?;
     // One live place in line per user and schedule: joining again returns it.
-    let inserted: Option<TokenRow> = sqlx::query_as(&format!(
-        "INSERT INTO reservation_queue (user_id, concert_schedule_id, token)
+    let inserted = sqlx::query_as!(
+        TokenRow,
+        r#"INSERT INTO reservation_queue (user_id, concert_schedule_id, token)
          VALUES ($1, $2, $3)
          ON CONFLICT (user_id, concert_schedule_id) WHERE status IN ('WAITING', 'ACTIVE') DO NOTHING
-         RETURNING {TOKEN_COLUMNS}"
-    ))
-    .bind(user_id)
-    .bind(body.schedule_id)
-    .bind(Uuid::new_v4())
+         RETURNING token, user_id, concert_schedule_id, status AS "status: QueueStatus", queue_no,
+                   expires_at"#,
+        user_id,
+        body.schedule_id,
+        Uuid::new_v4(),
+    )
     .fetch_optional(&state.pool)
     .await?;
     let (code, row) = match inserted {
         Some(row) => (StatusCode::CREATED, row),
         None => {
-            let row: TokenRow = sqlx::query_as(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM reservation_queue
-                 WHERE user_id = $1 AND concert_schedule_id = $2 AND status IN ('WAITING', 'ACTIVE')"
-            ))
-            .bind(user_id)
-            .bind(body.schedule_id)
+            let row = sqlx::query_as!(
+                TokenRow,
+                r#"SELECT token, user_id, concert_schedule_id, status AS "status: QueueStatus",
+                        queue_no, expires_at
+                 FROM reservation_queue
+                 WHERE user_id = $1 AND concert_schedule_id = $2
+                   AND status IN ('WAITING', 'ACTIVE')"#,
+                user_id,
+                body.schedule_id,
+            )
             .fetch_optional(&state.pool)
             .await?
             .ok_or(ApiError::Conflict {
@@ -123,47 +125,33 @@ async fn join(
     params(("token" = String, Path, description = "The queue token")),
     security(("user" = [])),
     responses((status = 200, description = "The token", body = QueueToken)))]
-async fn status(
+pub(crate) async fn status(
     State(state): State<AppState>,
     AuthUser(user_id): AuthUser,
     ApiPath(token): ApiPath<String>,
 ) -> ApiResult<Json<QueueToken>> {
     let token = Uuid::parse_str(&token).map_err(|_| ApiError::NotFound("queue token"))?;
-    let row: TokenRow = sqlx::query_as(&format!(
-        "SELECT {TOKEN_COLUMNS} FROM reservation_queue WHERE token = $1"
-    ))
-    .bind(token)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or(ApiError::NotFound("queue token"))?;
+    let row = find_token(&state, token)
+        .await?
+        .ok_or(ApiError::NotFound("queue token"))?;
     if row.user_id != user_id {
         return Err(ApiError::Forbidden("another user's queue token"));
     }
     Ok(Json(describe(&state, &row).await?))
 }
 
-/// Checks the `X-Queue-Token` of a call: it must be the caller's, ACTIVE,
+/// Checks the `X-Queue-Token` of a call: it must be known, the caller's, ACTIVE,
 /// not past its time, and for `schedule_id`.
 pub async fn require_active_token(
     state: &AppState,
-    headers: &axum::http::HeaderMap,
+    token: QueueTokenHeader,
     user_id: i64,
     schedule_id: i64,
 ) -> ApiResult<Uuid> {
-    let raw = headers
-        .get("x-queue-token")
-        .ok_or(ApiError::QueueTokenRequired)?
-        .to_str()
-        .map_err(|_| ApiError::QueueTokenInvalid("malformed"))?;
-    let token =
-        Uuid::parse_str(raw.trim()).map_err(|_| ApiError::QueueTokenInvalid("malformed"))?;
-    let row: TokenRow = sqlx::query_as(&format!(
-        "SELECT {TOKEN_COLUMNS} FROM reservation_queue WHERE token = $1"
-    ))
-    .bind(token)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or(ApiError::QueueTokenInvalid("unknown token"))?;
+    let token = token.token();
+    let row = find_token(state, token)
+        .await?
+        .ok_or(ApiError::QueueTokenInvalid("unknown token"))?;
     if row.user_id != user_id {
         return Err(ApiError::QueueTokenInvalid("another user's token"));
     }

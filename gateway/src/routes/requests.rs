@@ -12,8 +12,6 @@ use axum::Json;
 use platform::db::RequestView;
 use serde::Deserialize;
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -21,10 +19,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::waiter::{KnownRequest, PENDING};
-
-pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(show))
-}
 
 /// `?wait_ms=N`: long-poll.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -38,15 +32,19 @@ pub struct Wait {
     wait_ms: Option<i64>,
 }
 
-async fn load(state: &AppState, id: Uuid) -> ApiResult<Option<KnownRequest>> {
+/// The `requests` row of `id` (404 when there is none).
+async fn load(state: &AppState, id: Uuid) -> ApiResult<KnownRequest> {
     metrics::counter!("gateway_request_reads_total").increment(1);
-    let row: Option<RequestView> = sqlx::query_as(
-        "SELECT type, user_id, status, result, error_code, error_message FROM requests WHERE id = $1",
+    let row = sqlx::query_as!(
+        RequestView,
+        "SELECT type AS request_type, user_id, status, result, error_code, error_message
+         FROM requests WHERE id = $1",
+        id,
     )
-    .bind(id)
     .fetch_optional(&state.pool)
-    .await?;
-    Ok(row.map(Arc::new))
+    .await?
+    .ok_or(ApiError::NotFound("request"))?;
+    Ok(Arc::new(row))
 }
 
 fn authorize(caller: Caller, row: &RequestView) -> ApiResult<()> {
@@ -62,7 +60,7 @@ fn authorize(caller: Caller, row: &RequestView) -> ApiResult<()> {
     params(("id" = Uuid, Path, description = "The request id a 202 answered"), Wait),
     security(("user" = []), ("admin" = [])),
     responses((status = 200, description = "Where the request stands", body = RequestOutcome)))]
-async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<Uuid>,
@@ -83,9 +81,7 @@ async fn show(
     };
     let row = match subscription {
         None => {
-            let row = load(&state, id)
-                .await?
-                .ok_or(ApiError::NotFound("request"))?;
+            let row = load(&state, id).await?;
             authorize(caller, &row)?;
             row
         }
@@ -146,9 +142,7 @@ async fn wait_for_outcome(
         let now = tokio::time::Instant::now();
         let row = match state.waiter.known(id) {
             Some(known) if known.status != PENDING || (first && now < deadline) => known,
-            _ => load(state, id)
-                .await?
-                .ok_or(ApiError::NotFound("request"))?,
+            _ => load(state, id).await?,
         };
         if first {
             authorize(caller, &row)?;

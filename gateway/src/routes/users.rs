@@ -4,47 +4,41 @@ use api::users::{NewUser, User};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::AppState;
-
-pub(crate) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_user))
-}
 
 /// Creates a user (with a zero balance) and answers their bearer
 /// credential.
 #[utoipa::path(post, path = "/v1/users", operation_id = "create_user", tag = "users", request_body = NewUser,
     responses((status = 201, description = "Created", body = User),
               (status = 409, description = "`EMAIL_TAKEN`: a user with this email exists", body = api::ErrorBody)))]
-async fn create_user(
+pub(crate) async fn create_user(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     let email = body.email.to_lowercase();
     let name = body.name.trim().to_owned();
     let mut tx = state.pool.begin().await?;
-    let id: i64 =
-        sqlx::query_scalar("INSERT INTO users (email, name) VALUES ($1, $2) RETURNING id")
-            .bind(&email)
-            .bind(&name)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| {
-                if platform::db::is_unique_violation(&e, "users_email_key") {
-                    ApiError::Conflict {
-                        code: "EMAIL_TAKEN",
-                        message: "a user with this email exists".into(),
-                    }
-                } else {
-                    e.into()
-                }
-            })?;
-    sqlx::query("INSERT INTO balances (user_id, balance) VALUES ($1, 0)")
-        .bind(id)
+    let id = sqlx::query_scalar!(
+        "INSERT INTO users (email, name) VALUES ($1, $2) RETURNING id",
+        email,
+        name,
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| {
+        if platform::db::is_unique_violation(&e, "users_email_key") {
+            ApiError::Conflict {
+                code: "EMAIL_TAKEN",
+                message: "a user with this email exists".into(),
+            }
+        } else {
+            e.into()
+        }
+    })?;
+    sqlx::query!("INSERT INTO balances (user_id, balance) VALUES ($1, 0)", id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

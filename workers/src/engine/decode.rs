@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use rdkafka::message::{Message, OwnedMessage};
-use schemas::{EventEnvelope, RequestEnvelope, Topic};
+use schemas::{EventEnvelope, RequestEnvelope, Topic, TopicRequest};
 use uuid::Uuid;
 
 /// Who a request is, for its outcome row.
@@ -32,9 +32,19 @@ pub trait LaneInput: Sized + Send + Sync + 'static {
     fn timestamp(&self) -> DateTime<Utc>;
 }
 
-impl LaneInput for RequestEnvelope {
+/// A request of topic `R`: a lane receives only its own topic's requests.
+impl<R: TopicRequest> LaneInput for RequestEnvelope<R> {
     fn decode(message: &OwnedMessage, topic: Topic) -> Result<Self, Poison> {
-        decode(message, topic)
+        let envelope = decode(message, topic)?;
+        let request_id = Some(envelope.request_id);
+        envelope.for_topic::<R>().map_err(|request| Poison {
+            reason: format!(
+                "{} does not belong on {}",
+                request.type_name(),
+                R::TOPIC.base_name()
+            ),
+            request_id,
+        })
     }
 
     fn request(&self) -> Option<RequestMeta<'_>> {
@@ -93,7 +103,7 @@ pub struct Poison {
 }
 
 /// Decodes and validates `message` for a lane consuming `topic`.
-pub fn decode(message: &OwnedMessage, topic: Topic) -> Result<RequestEnvelope, Poison> {
+pub(crate) fn decode(message: &OwnedMessage, topic: Topic) -> Result<RequestEnvelope, Poison> {
     let payload = message.payload().unwrap_or_default();
     match serde_json::from_slice::<RequestEnvelope>(payload) {
         Ok(envelope) => {
@@ -130,7 +140,7 @@ pub fn decode(message: &OwnedMessage, topic: Topic) -> Result<RequestEnvelope, P
 /// A stable 64-bit digest of a record's key and payload. The engine stores
 /// the digest of the last record it applied; finding another record at that
 /// offset later means the log was recreated under the stored offset.
-pub fn record_digest(message: &OwnedMessage) -> i64 {
+pub(crate) fn record_digest(message: &OwnedMessage) -> i64 {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
     let key = message.key().unwrap_or_default();
@@ -141,6 +151,23 @@ pub fn record_digest(message: &OwnedMessage) -> i64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&hash[..8]);
     i64::from_be_bytes(first)
+}
+
+/// The trace id of the record's W3C `traceparent` header
+/// (`00-<trace id>-<parent span id>-<flags>`), when it has a valid one.
+pub(crate) fn trace_id(message: &OwnedMessage) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    let value = headers
+        .iter()
+        .find(|h| h.key == schemas::HEADER_TRACEPARENT)?
+        .value?;
+    let mut parts = std::str::from_utf8(value).ok()?.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    let valid = trace.len() == 32
+        && trace.bytes().all(|b| b.is_ascii_hexdigit())
+        && trace.bytes().any(|b| b != b'0');
+    valid.then(|| trace.to_ascii_lowercase())
 }
 
 /// The request id of a payload that may not decode as a request.
@@ -192,6 +219,29 @@ mod tests {
     }
 
     #[test]
+    fn trace_id_comes_from_a_valid_traceparent() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let with = |value: &str| {
+            let message = record("{}").replace_headers(Some(OwnedHeaders::new().insert(Header {
+                key: schemas::HEADER_TRACEPARENT,
+                value: Some(value),
+            })));
+            trace_id(&message)
+        };
+        let id = Uuid::from_u128(0xabc);
+        assert_eq!(
+            with(&schemas::traceparent_for(id)),
+            Some(id.simple().to_string())
+        );
+        assert_eq!(with("00-zz-01"), None);
+        assert_eq!(
+            with(&format!("00-{}-0000000000000001-01", "0".repeat(32))),
+            None
+        );
+        assert_eq!(trace_id(&record("{}")), None);
+    }
+
+    #[test]
     fn request_for_another_lane_is_poison() {
         let raw = format!(
             r#"{{"request_id":"{}","version":1,"timestamp":"2026-01-01T00:00:00Z","type":"balance.charge","payload":{{"user_id":1,"amount":5}}}}"#,
@@ -199,5 +249,15 @@ mod tests {
         );
         assert!(decode(&record(&raw), Topic::PaymentRequests).is_err());
         assert!(decode(&record(&raw), Topic::ChargeRequests).is_ok());
+        // A lane's input type takes only its own topic's requests, whatever
+        // topic the record came from.
+        type Payments = RequestEnvelope<schemas::requests::PaymentRequest>;
+        type Charges = RequestEnvelope<schemas::requests::ChargeRequest>;
+        let refused = Payments::decode(&record(&raw), Topic::ChargeRequests);
+        assert_eq!(
+            refused.map(|_| ()).map_err(|p| p.reason),
+            Err("balance.charge does not belong on payment-requests".to_owned())
+        );
+        assert!(Charges::decode(&record(&raw), Topic::ChargeRequests).is_ok());
     }
 }

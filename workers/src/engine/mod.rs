@@ -9,11 +9,24 @@
 //! applied at most once even when two processes briefly own a partition.
 //!
 //! A lane adds only its business step: [`Lane::apply`].
+//!
+//! The modules, in the order a record meets them: `group` (consumer group
+//! membership, one task per assigned partition), `partition` (a task's loop:
+//! batches, retries, isolation, re-reads), `decode` (record to input or
+//! poison), `transaction` (the batch transaction), `store` (its SQL),
+//! `retry` (the waits), `log` (watermarks, seeks and the dead-letter topic,
+//! behind a trait the engine's tests replace), `settings`.
 
-mod batch;
-mod consumer;
 pub(crate) mod decode;
+mod group;
+pub mod log;
+pub mod partition;
+mod retry;
+mod settings;
 pub mod store;
+#[cfg(test)]
+mod tests;
+mod transaction;
 
 use async_trait::async_trait;
 use schemas::{ErrorCode, Event, Topic};
@@ -21,8 +34,9 @@ use sqlx::PgConnection;
 
 use crate::error::LaneResult;
 
-pub use consumer::{run_lane, LaneSettings};
 pub use decode::{LaneInput, Poison, RequestMeta};
+pub use group::run_lane;
+pub use settings::LaneSettings;
 
 /// What applying one request decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,10 +92,10 @@ pub trait Lane: Send + Sync + 'static {
     type Batch: Default + Send;
 
     /// Short name, used for the consumer group and in logs and metrics.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
 
-    /// The request topic the lane consumes.
-    fn topic(&self) -> Topic;
+    /// The topic the lane consumes.
+    const TOPIC: Topic;
 
     /// Runs once per batch before any input is applied, with every input
     /// that will be (for example to take row locks in one global order, so

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use platform::db::{outcome_payloads, OutcomeNotice, RequestView, OUTBOX_CHANNEL, OUTCOME_CHANNEL};
 
+use super::partition::PartitionId;
 use crate::error::{LaneError, LaneResult};
 
 /// Stored next offsets of `group` for `partitions` of `topic`.
@@ -18,16 +19,19 @@ pub async fn load_offsets(
     topic: &str,
     partitions: &[i32],
 ) -> Result<HashMap<i32, i64>, sqlx::Error> {
-    let rows: Vec<(i32, i64)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT kafka_partition, next_offset FROM consumer_offsets
          WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = ANY($3)",
+        group,
+        topic,
+        partitions
     )
-    .bind(group)
-    .bind(topic)
-    .bind(partitions)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.kafka_partition, row.next_offset))
+        .collect())
 }
 
 /// A partition's stored position: the next offset to apply and the digest
@@ -36,7 +40,7 @@ pub async fn load_offsets(
 pub struct Position {
     /// Next offset to apply.
     pub next: i64,
-    /// [`record_digest`](super::decode::record_digest) of the record at
+    /// `record_digest` of the record at
     /// `next - 1`.
     pub digest: Option<i64>,
 }
@@ -46,57 +50,50 @@ pub struct Position {
 /// was never consumed.
 pub async fn lock_offset(
     tx: &mut PgConnection,
-    group: &str,
-    topic: &str,
-    partition: i32,
+    at: &PartitionId,
     first_offset: i64,
 ) -> Result<Position, sqlx::Error> {
-    let select = "SELECT next_offset, last_record_digest FROM consumer_offsets
-                  WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 FOR UPDATE";
-    let found: Option<(i64, Option<i64>)> = sqlx::query_as(select)
-        .bind(group)
-        .bind(topic)
-        .bind(partition)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (next, digest) = match found {
-        Some(row) => row,
-        None => {
-            sqlx::query(
-                "INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, next_offset)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(group)
-            .bind(topic)
-            .bind(partition)
-            .bind(first_offset)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query_as(select)
-                .bind(group)
-                .bind(topic)
-                .bind(partition)
-                .fetch_one(&mut *tx)
-                .await?
-        }
-    };
-    Ok(Position { next, digest })
+    if let Some(position) = select_locked(tx, at).await? {
+        return Ok(position);
+    }
+    sqlx::query!(
+        "INSERT INTO consumer_offsets (consumer_group, topic, kafka_partition, next_offset)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        at.group,
+        at.topic,
+        at.partition,
+        first_offset
+    )
+    .execute(&mut *tx)
+    .await?;
+    select_locked(tx, at).await?.ok_or(sqlx::Error::RowNotFound)
+}
+
+async fn select_locked(
+    tx: &mut PgConnection,
+    at: &PartitionId,
+) -> Result<Option<Position>, sqlx::Error> {
+    sqlx::query_as!(
+        Position,
+        r#"SELECT next_offset AS next, last_record_digest AS digest FROM consumer_offsets
+           WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 FOR UPDATE"#,
+        at.group,
+        at.topic,
+        at.partition
+    )
+    .fetch_optional(&mut *tx)
+    .await
 }
 
 /// The stored next offset, read without a lock (None if never consumed).
-pub async fn stored_offset(
-    pool: &PgPool,
-    group: &str,
-    topic: &str,
-    partition: i32,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+pub async fn stored_offset(pool: &PgPool, at: &PartitionId) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
         "SELECT next_offset FROM consumer_offsets
          WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3",
+        at.group,
+        at.topic,
+        at.partition
     )
-    .bind(group)
-    .bind(topic)
-    .bind(partition)
     .fetch_optional(pool)
     .await
 }
@@ -107,33 +104,29 @@ pub async fn stored_offset(
 /// it meanwhile; returns whether it moved.
 pub async fn move_offset(
     pool: &PgPool,
-    group: &str,
-    topic: &str,
-    partition: i32,
+    at: &PartitionId,
     from: i64,
     to: i64,
 ) -> Result<bool, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    move_offset_on(&mut conn, group, topic, partition, from, to).await
+    move_offset_on(&mut conn, at, from, to).await
 }
 
 async fn move_offset_on(
     conn: &mut PgConnection,
-    group: &str,
-    topic: &str,
-    partition: i32,
+    at: &PartitionId,
     from: i64,
     to: i64,
 ) -> Result<bool, sqlx::Error> {
-    let moved = sqlx::query(
+    let moved = sqlx::query!(
         "UPDATE consumer_offsets SET next_offset = $5, last_record_digest = NULL, updated_at = now()
          WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3 AND next_offset = $4",
+        at.group,
+        at.topic,
+        at.partition,
+        from,
+        to
     )
-    .bind(group)
-    .bind(topic)
-    .bind(partition)
-    .bind(from)
-    .bind(to)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -148,38 +141,36 @@ async fn move_offset_on(
 /// if another process moved the offset first.
 pub async fn skip_deleted_records(
     pool: &PgPool,
-    group: &str,
-    topic: &str,
-    partition: i32,
+    at: &PartitionId,
     from: i64,
     to: i64,
 ) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if !move_offset_on(&mut tx, group, topic, partition, from, to).await? {
+    if !move_offset_on(&mut tx, at, from, to).await? {
         return Ok(None);
     }
-    let lost: Vec<(Uuid, Option<i64>, String)> = sqlx::query_as(
+    let lost = sqlx::query!(
         "UPDATE requests SET status = 'FAILED', error_code = $5, completed_at = now(),
                 error_message = $6
          WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset >= $3 AND kafka_offset < $4
            AND status = 'PENDING'
          RETURNING id, user_id, type",
+        at.topic,
+        at.partition,
+        from,
+        to,
+        ErrorCode::RecordLost.as_str(),
+        RECORD_LOST_MESSAGE
     )
-    .bind(topic)
-    .bind(partition)
-    .bind(from)
-    .bind(to)
-    .bind(ErrorCode::RecordLost.as_str())
-    .bind(RECORD_LOST_MESSAGE)
     .fetch_all(&mut *tx)
     .await?;
     let notices: Vec<OutcomeNotice> = lost
         .iter()
-        .map(|(id, user_id, request_type)| OutcomeNotice {
-            id: *id,
+        .map(|row| OutcomeNotice {
+            id: row.id,
             outcome: Some(RequestView {
-                request_type: request_type.clone(),
-                user_id: *user_id,
+                request_type: row.r#type.clone(),
+                user_id: row.user_id,
                 status: "FAILED".into(),
                 result: None,
                 error_code: Some(ErrorCode::RecordLost.as_str().into()),
@@ -200,21 +191,19 @@ const RECORD_LOST_MESSAGE: &str =
 /// last record applied (at `next_offset - 1`).
 pub async fn store_offset(
     tx: &mut PgConnection,
-    group: &str,
-    topic: &str,
-    partition: i32,
+    at: &PartitionId,
     next_offset: i64,
     digest: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE consumer_offsets SET next_offset = $4, last_record_digest = $5, updated_at = now()
          WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = $3",
+        at.group,
+        at.topic,
+        at.partition,
+        next_offset,
+        digest
     )
-    .bind(group)
-    .bind(topic)
-    .bind(partition)
-    .bind(next_offset)
-    .bind(digest)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -229,12 +218,13 @@ pub async fn known(
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, bool)> =
-        sqlx::query_as("SELECT id, status <> 'PENDING' FROM requests WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(&mut *tx)
-            .await?;
-    Ok(rows.into_iter().collect())
+    let rows = sqlx::query!(
+        r#"SELECT id, status <> 'PENDING' AS "decided!" FROM requests WHERE id = ANY($1)"#,
+        ids
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.id, row.decided)).collect())
 }
 
 /// A final outcome to record.
@@ -247,7 +237,7 @@ pub struct OutcomeRow {
     /// The user the request acts for.
     pub user_id: Option<i64>,
     /// SUCCEEDED, REJECTED or FAILED.
-    pub status: &'static str,
+    pub status: api::status::RequestStatus,
     /// Result of a success.
     pub result: Option<serde_json::Value>,
     /// Code of a rejection or failure.
@@ -275,7 +265,7 @@ pub async fn record_outcomes(tx: &mut PgConnection, rows: &[OutcomeRow]) -> Lane
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.request_type.as_str()).collect();
     let users: Vec<Option<i64>> = rows.iter().map(|r| r.user_id).collect();
-    let statuses: Vec<&str> = rows.iter().map(|r| r.status).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
     let results: Vec<Option<serde_json::Value>> = rows.iter().map(|r| r.result.clone()).collect();
     let codes: Vec<Option<&str>> = rows
         .iter()
@@ -287,7 +277,9 @@ pub async fn record_outcomes(tx: &mut PgConnection, rows: &[OutcomeRow]) -> Lane
     let offsets: Vec<i64> = rows.iter().map(|r| r.offset).collect();
     // RETURNING names the rows this statement wrote: a request decided
     // before keeps its first outcome and is not notified again.
-    let written: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
+    // Arrays of optional values skip the macro's type check (`as _`): the
+    // statement casts each to its column's array type.
+    let written = sqlx::query!(
         "INSERT INTO requests (id, type, user_id, status, result, error_code, error_message,
                                topic, kafka_partition, kafka_offset, completed_at)
          SELECT t.*, now() FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::jsonb[],
@@ -305,17 +297,17 @@ pub async fn record_outcomes(tx: &mut PgConnection, rows: &[OutcomeRow]) -> Lane
              completed_at = now()
          WHERE requests.status = 'PENDING'
          RETURNING id, user_id",
+        &ids,
+        &types as _,
+        &users as _,
+        &statuses as _,
+        &results as _,
+        &codes as _,
+        &messages as _,
+        &topics as _,
+        &partitions,
+        &offsets
     )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&users)
-    .bind(&statuses)
-    .bind(&results)
-    .bind(&codes)
-    .bind(&messages)
-    .bind(&topics)
-    .bind(&partitions)
-    .bind(&offsets)
     .fetch_all(&mut *tx)
     .await?;
     if written.len() != rows.len() {
@@ -324,7 +316,10 @@ pub async fn record_outcomes(tx: &mut PgConnection, rows: &[OutcomeRow]) -> Lane
             rows.len() - written.len()
         )));
     }
-    let owners: HashMap<Uuid, Option<i64>> = written.into_iter().collect();
+    let owners: HashMap<Uuid, Option<i64>> = written
+        .into_iter()
+        .map(|row| (row.id, row.user_id))
+        .collect();
     let notices: Vec<OutcomeNotice> = rows
         .iter()
         .filter_map(|row| {
@@ -334,7 +329,7 @@ pub async fn record_outcomes(tx: &mut PgConnection, rows: &[OutcomeRow]) -> Lane
                 outcome: Some(RequestView {
                     request_type: row.request_type.clone(),
                     user_id,
-                    status: row.status.to_owned(),
+                    status: row.status.as_str().to_owned(),
                     result: row.result.clone(),
                     error_code: row.error_code.map(|c| c.as_str().to_owned()),
                     error_message: row.error_message.clone(),
@@ -354,11 +349,13 @@ async fn notify_outcomes(
     if notices.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
-        .bind(OUTCOME_CHANNEL)
-        .bind(outcome_payloads(notices))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p",
+        OUTCOME_CHANNEL,
+        &outcome_payloads(notices)
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
@@ -379,22 +376,21 @@ pub async fn enqueue_events(
         .collect::<Result<_, _>>()
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let request_ids: Vec<Option<Uuid>> = events.iter().map(|e| e.request_id).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO outbox (event_id, topic, event_key, payload, request_id)
          SELECT id, topic, event_key, payload, request_id
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::uuid[])
               WITH ORDINALITY AS t(id, topic, event_key, payload, request_id, n)
          ORDER BY n",
+        &ids,
+        &topics as _,
+        &keys,
+        &payloads,
+        &request_ids as _
     )
-    .bind(&ids)
-    .bind(&topics)
-    .bind(&keys)
-    .bind(&payloads)
-    .bind(&request_ids)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(OUTBOX_CHANNEL)
+    sqlx::query!("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
         .execute(&mut *tx)
         .await?;
     Ok(())

@@ -5,6 +5,7 @@
 //! Safe with several worker processes: each round takes its rows with
 //! `FOR UPDATE SKIP LOCKED`, so two processes delete different rows.
 
+use sqlx::postgres::PgQueryResult;
 use sqlx::PgPool;
 
 /// Rows one statement deletes; a round repeats until less were due.
@@ -25,24 +26,30 @@ pub struct Pruned {
 pub async fn prune(pool: &PgPool, retention: chrono::TimeDelta) -> Result<Pruned, sqlx::Error> {
     let secs = retention.num_seconds() as f64;
     let pruned = Pruned {
-        requests: delete_in_chunks(
-            pool,
-            "DELETE FROM requests WHERE id IN (
-                 SELECT id FROM requests
-                 WHERE accepted_at < now() - make_interval(secs => $1)
-                   AND status <> 'PENDING' AND completed_at < now() - make_interval(secs => $1)
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            secs,
-        )
+        requests: in_chunks(|| {
+            sqlx::query!(
+                "DELETE FROM requests WHERE id IN (
+                     SELECT id FROM requests
+                     WHERE accepted_at < now() - make_interval(secs => $1)
+                       AND status <> 'PENDING' AND completed_at < now() - make_interval(secs => $1)
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                secs,
+                CHUNK
+            )
+            .execute(pool)
+        })
         .await?,
-        counted_orders: delete_in_chunks(
-            pool,
-            "DELETE FROM stats_counted_orders WHERE order_id IN (
-                 SELECT order_id FROM stats_counted_orders
-                 WHERE counted_at < now() - make_interval(secs => $1)
-                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            secs,
-        )
+        counted_orders: in_chunks(|| {
+            sqlx::query!(
+                "DELETE FROM stats_counted_orders WHERE order_id IN (
+                     SELECT order_id FROM stats_counted_orders
+                     WHERE counted_at < now() - make_interval(secs => $1)
+                     LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                secs,
+                CHUNK
+            )
+            .execute(pool)
+        })
         .await?,
     };
     if pruned != Pruned::default() {
@@ -58,17 +65,16 @@ pub async fn prune(pool: &PgPool, retention: chrono::TimeDelta) -> Result<Pruned
     Ok(pruned)
 }
 
-/// Runs `delete` (`$1` the horizon in seconds, `$2` the chunk size) until
-/// it deletes less than a chunk; returns how many rows it deleted.
-async fn delete_in_chunks(pool: &PgPool, delete: &str, secs: f64) -> Result<u64, sqlx::Error> {
+/// Runs `delete` (of at most a chunk) until it deletes less than a chunk;
+/// returns how many rows it deleted.
+async fn in_chunks<F, Fut>(mut delete: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<PgQueryResult, sqlx::Error>>,
+{
     let mut total = 0;
     loop {
-        let deleted = sqlx::query(delete)
-            .bind(secs)
-            .bind(CHUNK)
-            .execute(pool)
-            .await?
-            .rows_affected();
+        let deleted = delete().await?.rows_affected();
         total += deleted;
         if (deleted as i64) < CHUNK {
             return Ok(total);

@@ -1,0 +1,448 @@
+//! Reservation lane (key: seat id): hold, cancel (with refund when paid),
+//! and expiry of unpaid holds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use api::outcomes::{CancelResult, ExpireResult, HoldResult};
+use api::status::{PaymentStatus, ReservationStatus};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use schemas::events::{BalanceChangeKind, PaymentChanged, ReservationChanged};
+use schemas::requests::ReservationRequest;
+use schemas::requests::{CancelReservation, ExpireHold, HoldSeat};
+use schemas::{ErrorCode, Event, RequestEnvelope, Topic};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::engine::{Applied, Lane};
+use crate::error::LaneResult;
+use crate::ledger::{self, Ledger};
+
+/// Applies `reservation.hold`, `reservation.cancel` and `reservation.expire`.
+#[derive(Debug, Clone)]
+pub struct ReservationLane {
+    /// How long a hold lasts.
+    pub hold: Duration,
+}
+
+/// Seat count changes per schedule, applied once per batch in schedule id
+/// order, so concurrent batches lock schedules in the same order.
+pub type SeatDeltas = BTreeMap<i64, i32>;
+
+/// One batch's staged writes.
+#[derive(Debug, Default)]
+pub struct ReservationBatch {
+    deltas: SeatDeltas,
+    /// Refunds; balances are locked when a refund needs them.
+    ledger: Ledger,
+}
+
+/// A reservation row locked for this transaction.
+#[derive(Debug, Clone)]
+pub struct ReservationRow {
+    /// Reservation id.
+    pub id: i64,
+    /// Owner.
+    pub user_id: i64,
+    /// Schedule.
+    pub concert_schedule_id: i64,
+    /// Seat.
+    pub seat_id: i64,
+    /// Where it stands.
+    pub status: ReservationStatus,
+    /// Price.
+    pub total_amount: i64,
+    /// End of the hold.
+    pub expires_at: DateTime<Utc>,
+    /// Whether the hold has run out, by the database's clock: the clock the
+    /// hold-expiry scheduler picks due holds by. The worker's own clock is
+    /// never asked, so a skewed worker cannot keep an expired seat held or
+    /// take a payment for a lapsed hold.
+    pub lapsed: bool,
+}
+
+impl ReservationRow {
+    /// The event payload describing this reservation with `status`.
+    pub fn changed(&self, status: ReservationStatus) -> ReservationChanged {
+        ReservationChanged {
+            reservation_id: self.id,
+            seat_id: self.seat_id,
+            schedule_id: self.concert_schedule_id,
+            user_id: self.user_id,
+            status: status.as_str().to_owned(),
+            amount: self.total_amount,
+            expires_at: (status == ReservationStatus::Pending).then_some(self.expires_at),
+        }
+    }
+}
+
+/// Locks the reservations `ids` in id order (one batch's worth).
+pub async fn lock_reservations(
+    tx: &mut PgConnection,
+    ids: &[i64],
+) -> Result<Vec<ReservationRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ReservationRow,
+        r#"SELECT id, user_id, concert_schedule_id, seat_id,
+                  status AS "status: ReservationStatus", total_amount, expires_at,
+                  expires_at <= now() AS "lapsed!"
+           FROM reservations WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+        ids
+    )
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Locks reservation `id`.
+pub async fn lock_reservation(
+    tx: &mut PgConnection,
+    id: i64,
+) -> Result<Option<ReservationRow>, sqlx::Error> {
+    Ok(lock_reservations(tx, &[id]).await?.pop())
+}
+
+/// Moves a live reservation to `status` and frees its seat.
+async fn release(
+    tx: &mut PgConnection,
+    deltas: &mut SeatDeltas,
+    reservation: &ReservationRow,
+    status: ReservationStatus,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE reservations SET status = $2, version = version + 1, updated_at = now(),
+                cancelled_at = CASE WHEN $2 = 'CANCELLED' THEN now() ELSE cancelled_at END
+         WHERE id = $1",
+        reservation.id,
+        // The spelling, not the enum: its `sqlx::Type` names `text` instead of
+        // giving its OID, which would cost a type lookup per connection.
+        status.as_str()
+    )
+    .execute(&mut *tx)
+    .await?;
+    set_reserved(
+        tx,
+        deltas,
+        reservation.concert_schedule_id,
+        reservation.seat_id,
+        false,
+    )
+    .await
+}
+
+/// Refunds the successful payment of a confirmed `reservation` to its
+/// user's balance, if it has one: the amount refunded and the events, or
+/// the refusal (the balance would pass its limit).
+async fn refund(
+    tx: &mut PgConnection,
+    batch: &mut ReservationBatch,
+    reservation: &ReservationRow,
+    request_id: Uuid,
+) -> LaneResult<Result<(i64, Vec<Event>), Applied>> {
+    let payment = sqlx::query!(
+        "SELECT id, amount FROM payments
+         WHERE reservation_id = $1 AND status = 'SUCCESS' FOR UPDATE",
+        reservation.id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(payment) = payment else {
+        return Ok(Ok((0, Vec::new())));
+    };
+    let (payment_id, amount) = (payment.id, payment.amount);
+    let Some(balance) = batch.ledger.balance(tx, reservation.user_id).await? else {
+        return Ok(Err(Applied::rejected(
+            ErrorCode::NotFound,
+            "user has no balance",
+        )));
+    };
+    if balance > ledger::MAX_BALANCE - amount {
+        return Ok(Err(Applied::rejected(
+            ErrorCode::BalanceLimitExceeded,
+            "refund would exceed the balance limit",
+        )));
+    }
+    let paid_at = sqlx::query_scalar!(
+        r#"UPDATE payments SET status = 'REFUNDED', refunded_at = now(),
+                  version = version + 1, updated_at = now()
+           WHERE id = $1 RETURNING coalesce(paid_at, created_at) AS "paid_at!""#,
+        payment_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let changed = batch
+        .ledger
+        .change(
+            tx,
+            reservation.user_id,
+            BalanceChangeKind::Refund,
+            amount,
+            Some(payment_id),
+            Some("reservation cancelled"),
+            request_id,
+        )
+        .await?;
+    let refunded = Event::PaymentRefunded(PaymentChanged {
+        payment_id,
+        reservation_id: reservation.id,
+        user_id: reservation.user_id,
+        amount,
+        status: PaymentStatus::Refunded.as_str().to_owned(),
+        paid_at,
+    });
+    Ok(Ok((amount, vec![refunded, Event::BalanceChanged(changed)])))
+}
+
+/// Flags seat `seat_id` of schedule `schedule_id` reserved or free, and
+/// counts the change in the schedule's available seats.
+async fn set_reserved(
+    tx: &mut PgConnection,
+    deltas: &mut SeatDeltas,
+    schedule_id: i64,
+    seat_id: i64,
+    reserved: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE seats SET is_reserved = $2, version = version + 1, updated_at = now()
+         WHERE id = $1",
+        seat_id,
+        reserved
+    )
+    .execute(&mut *tx)
+    .await?;
+    *deltas.entry(schedule_id).or_default() += if reserved { -1 } else { 1 };
+    Ok(())
+}
+
+impl ReservationLane {
+    async fn hold(
+        &self,
+        tx: &mut PgConnection,
+        deltas: &mut SeatDeltas,
+        hold: &HoldSeat,
+    ) -> LaneResult<Applied> {
+        let seat = sqlx::query!(
+            "SELECT concert_schedule_id, price FROM seats WHERE id = $1 FOR UPDATE",
+            hold.seat_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(seat) = seat else {
+            return Ok(Applied::rejected(ErrorCode::NotFound, "seat not found"));
+        };
+        let (schedule_id, price) = (seat.concert_schedule_id, seat.price);
+        let mut events = Vec::new();
+        let live = sqlx::query_as!(
+            ReservationRow,
+            r#"SELECT id, user_id, concert_schedule_id, seat_id,
+                      status AS "status: ReservationStatus", total_amount, expires_at,
+                      expires_at <= now() AS "lapsed!"
+               FROM reservations
+               WHERE seat_id = $1 AND status IN ('PENDING', 'CONFIRMED') FOR UPDATE"#,
+            hold.seat_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(live) = live {
+            let lapsed = live.status == ReservationStatus::Pending && live.lapsed;
+            if !lapsed {
+                return Ok(Applied::rejected(
+                    ErrorCode::SeatTaken,
+                    "the seat is held or sold",
+                ));
+            }
+            // The hold ran out but its expire request has not arrived yet:
+            // release it here so the seat is sold to this request.
+            release(tx, deltas, &live, ReservationStatus::Expired).await?;
+            events.push(Event::ReservationExpired(
+                live.changed(ReservationStatus::Expired),
+            ));
+        }
+        let hold_secs = i64::try_from(self.hold.as_secs()).unwrap_or(i64::MAX);
+        let reservation = sqlx::query_as!(
+            ReservationRow,
+            r#"INSERT INTO reservations
+                   (user_id, concert_schedule_id, seat_id, status, total_amount, expires_at)
+               VALUES ($1, $2, $3, 'PENDING', $4, now() + make_interval(secs => $5))
+               RETURNING id, user_id, concert_schedule_id, seat_id,
+                         status AS "status: ReservationStatus", total_amount, expires_at,
+                         expires_at <= now() AS "lapsed!""#,
+            hold.user_id,
+            schedule_id,
+            hold.seat_id,
+            price,
+            hold_secs as f64
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        set_reserved(tx, deltas, schedule_id, hold.seat_id, true).await?;
+        events.push(Event::ReservationHeld(
+            reservation.changed(ReservationStatus::Pending),
+        ));
+        Ok(Applied::succeeded(
+            HoldResult {
+                reservation_id: reservation.id,
+                seat_id: hold.seat_id,
+                schedule_id,
+                amount: price,
+                expires_at: reservation.expires_at,
+            },
+            events,
+        ))
+    }
+
+    async fn cancel(
+        &self,
+        tx: &mut PgConnection,
+        batch: &mut ReservationBatch,
+        cancel: &CancelReservation,
+        request_id: Uuid,
+    ) -> LaneResult<Applied> {
+        let Some(reservation) = lock_reservation(tx, cancel.reservation_id).await? else {
+            return Ok(Applied::rejected(
+                ErrorCode::NotFound,
+                "reservation not found",
+            ));
+        };
+        if reservation.user_id != cancel.user_id {
+            return Ok(Applied::rejected(
+                ErrorCode::Forbidden,
+                "another user's reservation",
+            ));
+        }
+        let (refunded, mut events) = match reservation.status {
+            ReservationStatus::Pending => (0, Vec::new()),
+            ReservationStatus::Confirmed => {
+                match refund(tx, batch, &reservation, request_id).await? {
+                    Ok(refund) => refund,
+                    Err(refused) => return Ok(refused),
+                }
+            }
+            other @ (ReservationStatus::Cancelled | ReservationStatus::Expired) => {
+                return Ok(Applied::rejected(
+                    ErrorCode::InvalidState,
+                    format!("reservation is {other}"),
+                ));
+            }
+        };
+        release(
+            tx,
+            &mut batch.deltas,
+            &reservation,
+            ReservationStatus::Cancelled,
+        )
+        .await?;
+        events.insert(
+            0,
+            Event::ReservationCancelled(reservation.changed(ReservationStatus::Cancelled)),
+        );
+        Ok(Applied::succeeded(
+            CancelResult {
+                reservation_id: reservation.id,
+                status: ReservationStatus::Cancelled,
+                refunded,
+            },
+            events,
+        ))
+    }
+
+    async fn expire(
+        &self,
+        tx: &mut PgConnection,
+        deltas: &mut SeatDeltas,
+        expire: &ExpireHold,
+    ) -> LaneResult<Applied> {
+        let Some(reservation) = lock_reservation(tx, expire.reservation_id).await? else {
+            return Ok(Applied::rejected(
+                ErrorCode::NotFound,
+                "reservation not found",
+            ));
+        };
+        if reservation.status != ReservationStatus::Pending || !reservation.lapsed {
+            // Paid, cancelled, already expired, or not due: nothing to do.
+            return Ok(Applied::succeeded(
+                ExpireResult {
+                    reservation_id: reservation.id,
+                    expired: false,
+                    status: reservation.status,
+                },
+                Vec::new(),
+            ));
+        }
+        release(tx, deltas, &reservation, ReservationStatus::Expired).await?;
+        Ok(Applied::succeeded(
+            ExpireResult {
+                reservation_id: reservation.id,
+                expired: true,
+                status: ReservationStatus::Expired,
+            },
+            vec![Event::ReservationExpired(
+                reservation.changed(ReservationStatus::Expired),
+            )],
+        ))
+    }
+}
+
+#[async_trait]
+impl Lane for ReservationLane {
+    type Input = RequestEnvelope<ReservationRequest>;
+    type Batch = ReservationBatch;
+
+    const NAME: &'static str = "reservation";
+    const TOPIC: Topic = Topic::ReservationRequests;
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        batch: &mut ReservationBatch,
+        envelope: &RequestEnvelope<ReservationRequest>,
+    ) -> LaneResult<Applied> {
+        match &envelope.request {
+            ReservationRequest::HoldSeat(hold) => self.hold(tx, &mut batch.deltas, hold).await,
+            ReservationRequest::CancelReservation(cancel) => {
+                self.cancel(tx, batch, cancel, envelope.request_id).await
+            }
+            ReservationRequest::ExpireHold(expire) => {
+                self.expire(tx, &mut batch.deltas, expire).await
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        tx: &mut PgConnection,
+        batch: ReservationBatch,
+    ) -> LaneResult<Vec<Event>> {
+        batch.ledger.flush(tx).await?;
+        let (ids, changes): (Vec<i64>, Vec<i32>) =
+            batch.deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Lock in id order first: an UPDATE ... FROM join does not promise
+        // an order, and two batches locking schedules in different orders
+        // would deadlock. NO KEY UPDATE (what the UPDATE itself takes) does
+        // not conflict with the KEY SHARE locks that inserting reservations
+        // of the same schedule take in other batches; FOR UPDATE would, and
+        // two batches would deadlock on their own foreign keys.
+        // Only the locks are wanted; the ids come back unread.
+        sqlx::query_scalar!(
+            "SELECT id FROM concert_schedules WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            &ids
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE concert_schedules s
+             SET available_seats_count = s.available_seats_count + d.delta,
+                 version = s.version + 1, updated_at = now()
+             FROM UNNEST($1::int8[], $2::int4[]) AS d(id, delta)
+             WHERE s.id = d.id",
+            &ids,
+            &changes
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(Vec::new())
+    }
+}
