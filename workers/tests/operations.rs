@@ -311,13 +311,7 @@ async fn consumer_lag_shows_a_lane_that_is_behind_and_falls_back_to_zero() -> an
     let topic = stack.env.common.topics().name(Topic::ChargeRequests);
 
     // The charge lane is stuck behind a lock on the user's balance row.
-    let mut blocker = stack.env.pool.begin().await?;
-    sqlx::query!(
-        "SELECT id FROM balances WHERE user_id = $1 FOR UPDATE",
-        user.id
-    )
-    .fetch_one(&mut *blocker)
-    .await?;
+    let blocker = stack.env.lock_balance(user.id).await?;
     let charges = stack.api.charges(&user, 3, 100).await?;
     stack.start_workers();
     let lag = testkit::eventually("lag reported", Duration::from_secs(30), || async {

@@ -143,13 +143,7 @@ async fn a_stuck_partition_never_stops_the_others() -> anyhow::Result<()> {
     api.outcome(&stuck.token, settled).await?;
 
     // Hold the stuck user's balance row: its partition's batches wait on it.
-    let mut blocker = stack.env.pool.begin().await?;
-    sqlx::query!(
-        "SELECT balance FROM balances WHERE user_id = $1 FOR UPDATE",
-        stuck.id
-    )
-    .fetch_all(&mut *blocker)
-    .await?;
+    let blocker = stack.env.lock_balance(stuck.id).await?;
     let waiting = api.charges(&stuck, 60, 10).await?;
     // The other partition goes on while the stuck one waits.
     let free = api.charge(&other, 7).await?;

@@ -58,6 +58,23 @@ impl TestEnv {
         Ok(i64::from(count))
     }
 
+    /// Locks user `user_id`'s balance row until the returned transaction
+    /// ends: every batch that touches the balance (the user's charge
+    /// partition, for one) waits on it meanwhile.
+    pub async fn lock_balance(
+        &self,
+        user_id: i64,
+    ) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "SELECT balance FROM balances WHERE user_id = $1 FOR UPDATE",
+            user_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(tx)
+    }
+
     /// How many balance changes user `user_id`'s history holds.
     pub async fn history_rows(&self, user_id: i64) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar!(
