@@ -39,6 +39,15 @@ pub struct Fan {
 /// How many set-up calls (users, charges, outcomes) a step has in flight.
 const IN_FLIGHT: usize = 32;
 
+/// The stable code of a call the gateway refused; None for any other
+/// failure.
+pub fn refusal_code(error: &anyhow::Error) -> Option<&str> {
+    match error.downcast_ref::<client::Error>()? {
+        client::Error::Api { body, .. } => Some(&body.error.code),
+        _ => None,
+    }
+}
+
 /// Outcomes counted by `SUCCEEDED` or their error code.
 pub fn codes(outcomes: &[RequestOutcome]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
