@@ -72,16 +72,24 @@ fn bearer(parts: &Parts) -> Option<&str> {
 
 /// Who the bearer credential of a call stands for: the admin (the
 /// configured token) or a user (a genuine signed id); 401 otherwise.
-fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let credential = bearer(parts).ok_or(ApiError::Unauthorized)?;
-    if bool::from(credential.as_bytes().ct_eq(state.admin_token.as_bytes())) {
-        return Ok(Caller::Admin);
+fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+    // A call with several extractors that need the caller (`Intake` and
+    // `OwnUser`, say) verifies its credential once.
+    if let Some(caller) = parts.extensions.get::<Caller>() {
+        return Ok(*caller);
     }
-    state
-        .signer
-        .verify(credential)
-        .map(Caller::User)
-        .ok_or(ApiError::Unauthorized)
+    let credential = bearer(parts).ok_or(ApiError::Unauthorized)?;
+    let caller = if bool::from(credential.as_bytes().ct_eq(state.admin_token.as_bytes())) {
+        Caller::Admin
+    } else {
+        state
+            .signer
+            .verify(credential)
+            .map(Caller::User)
+            .ok_or(ApiError::Unauthorized)?
+    };
+    parts.extensions.insert(caller);
+    Ok(caller)
 }
 
 /// The authenticated user of a call.

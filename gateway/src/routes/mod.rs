@@ -1,6 +1,7 @@
 //! One module per resource, their handlers listed in one table
-//! ([`router`]), a router that carries its OpenAPI description. What their handlers share is here: a
-//! user's row or 404/403 (`accessible`) and keyset paging ([`page`]).
+//! ([`router`]), a router that carries its OpenAPI description. What their
+//! handlers share is here: a user's row or 404/403 (`accessible`) and
+//! keyset paging ([`page`]).
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
