@@ -36,8 +36,8 @@ use std::time::Duration;
 
 pub use api;
 use api::concert::{
-    CreatedConcert, HoldSeat, JoinQueue, NewConcert, PayReservation, Payment, QueueToken,
-    Reservation, Schedule, Seat,
+    Availability, CreatedConcert, HoldSeat, JoinQueue, NewConcert, PayReservation, Payment,
+    QueueToken, Reservation, Schedule, Seat,
 };
 use api::shop::{
     Cart, DailyQuery, DailyStats, NewProduct, Order, PlaceOrder, Product, ProductFilter,
@@ -270,27 +270,20 @@ impl Client {
     }
 
     /// `GET /v1/concerts/{id}/schedules` (only those with free seats when
-    /// `available`).
+    /// `filter.available`).
     pub async fn schedules(
         &self,
-        concert_id: i64,
-        available: Option<bool>,
+        id: i64,
+        filter: &Availability,
     ) -> Result<Items<Schedule>, Error> {
-        let query = available.map(|a| [("available", a)]);
-        self.get(&format!("/v1/concerts/{concert_id}/schedules"), &query)
+        self.get(&format!("/v1/concerts/{id}/schedules"), filter)
             .await
     }
 
     /// `GET /v1/schedules/{id}/seats`, in seat order (only free ones when
-    /// `available`).
-    pub async fn seats(
-        &self,
-        schedule_id: i64,
-        available: Option<bool>,
-    ) -> Result<Items<Seat>, Error> {
-        let query = available.map(|a| [("available", a)]);
-        self.get(&format!("/v1/schedules/{schedule_id}/seats"), &query)
-            .await
+    /// `filter.available`).
+    pub async fn seats(&self, id: i64, filter: &Availability) -> Result<Items<Seat>, Error> {
+        self.get(&format!("/v1/schedules/{id}/seats"), filter).await
     }
 
     /// `POST /v1/queue/tokens`: joins the line of a schedule (joining again

@@ -96,44 +96,29 @@ pub fn document() -> Document {
 
     for example in request_examples() {
         let type_name = example.request.type_name();
-        let topic = example.request.topic();
-        let schema_name = format!("{}Request", pascal(type_name));
-        let variant = request_variants.get(type_name);
-        schemas.insert(
-            schema_name.clone(),
-            typed_envelope("RequestEnvelope", variant),
-        );
         let headers = json!({
             HEADER_REQUEST_ID: example.request_id.to_string(),
             HEADER_TRACEPARENT: traceparent_for(example.request_id),
         });
-        let message = json!({
-            "name": type_name,
-            "summary": variant_description(variant),
-            "contentType": "application/json",
-            "correlationId": { "$ref": "#/components/correlationIds/request" },
-            "headers": { "$ref": "#/components/schemas/RequestHeaders" },
-            "payload": { "$ref": format!("#/components/schemas/{schema_name}") },
-            "bindings": { "kafka": key_binding(topic) },
-            "examples": [{
-                "name": type_name,
-                "summary": format!("Key `{}`.", example.request.key()),
-                "headers": headers,
-                "payload": example,
-            }],
-        });
-        add(topic, type_name.to_owned(), message);
+        let message = Message {
+            type_name,
+            topic: example.request.topic(),
+            key: example.request.key(),
+            kind: "Request",
+            variant: request_variants.get(type_name),
+            headers,
+            correlated: true,
+            example: json!(example),
+        };
+        add(
+            message.topic,
+            type_name.to_owned(),
+            message.render(&mut schemas),
+        );
     }
 
     for example in event_examples() {
         let type_name = example.event.type_name();
-        let topic = example.event.topic();
-        let schema_name = format!("{}Event", pascal(type_name));
-        let variant = event_variants.get(type_name);
-        schemas.insert(
-            schema_name.clone(),
-            typed_envelope("EventEnvelope", variant),
-        );
         let mut headers = Map::new();
         headers.insert(HEADER_EVENT_ID.into(), example.event_id.to_string().into());
         if let Some(request_id) = example.request_id {
@@ -143,26 +128,23 @@ pub fn document() -> Document {
                 traceparent_for(request_id).into(),
             );
         }
-        let mut message = json!({
-            "name": type_name,
-            "summary": variant_description(variant),
-            "contentType": "application/json",
-            "headers": { "$ref": "#/components/schemas/EventHeaders" },
-            "payload": { "$ref": format!("#/components/schemas/{schema_name}") },
-            "bindings": { "kafka": key_binding(topic) },
-            "examples": [{
-                "name": type_name,
-                "summary": format!("Key `{}`.", example.event.key()),
-                "headers": headers,
-                "payload": example,
-            }],
-        });
-        // Events no request caused (the stats lane's totals) have no
-        // request id to correlate by.
-        if example.request_id.is_some() {
-            message["correlationId"] = json!({ "$ref": "#/components/correlationIds/request" });
-        }
-        add(topic, type_name.to_owned(), message);
+        let message = Message {
+            type_name,
+            topic: example.event.topic(),
+            key: example.event.key(),
+            kind: "Event",
+            variant: event_variants.get(type_name),
+            headers: headers.into(),
+            // Events no request caused (the stats lane's totals) have no
+            // request id to correlate by.
+            correlated: example.request_id.is_some(),
+            example: json!(example),
+        };
+        add(
+            message.topic,
+            type_name.to_owned(),
+            message.render(&mut schemas),
+        );
     }
     messages.insert(DEAD_LETTER_MESSAGE.into(), dead_letter_message());
 
@@ -237,27 +219,29 @@ pub fn document() -> Document {
         };
         operations.insert(
             format!("send{}", pascal(name)),
-            json!({
-                "action": "send",
-                "channel": { "$ref": format!("#/channels/{name}") },
-                "title": format!("Publish {name}"),
-                "summary": format!("The system publishes {kind} records to `{name}`."),
-                "description": sentence(about.sent_by),
-                "messages": refs(name),
-            }),
+            Operation {
+                action: "send",
+                channel: name,
+                title: format!("Publish {name}"),
+                summary: format!("The system publishes {kind} records to `{name}`."),
+                description: sentence(about.sent_by),
+                messages: refs(name).into(),
+            }
+            .render(),
         );
         let lane = about.reader.lane();
         if let Some((_, received_by)) = &lane {
             operations.insert(
                 format!("receive{}", pascal(name)),
-                json!({
-                    "action": "receive",
-                    "channel": { "$ref": format!("#/channels/{name}") },
-                    "title": format!("Consume {name}"),
-                    "summary": format!("The system consumes `{name}`."),
-                    "description": received_by,
-                    "messages": refs(name),
-                }),
+                Operation {
+                    action: "receive",
+                    channel: name,
+                    title: format!("Consume {name}"),
+                    summary: format!("The system consumes `{name}`."),
+                    description: received_by.clone(),
+                    messages: refs(name).into(),
+                }
+                .render(),
             );
         }
 
@@ -303,29 +287,32 @@ pub fn document() -> Document {
                 json!([{ "$ref": format!("#/channels/{dlq}/messages/{DEAD_LETTER_MESSAGE}") }]);
             operations.insert(
                 format!("send{}Dlq", pascal(name)),
-                json!({
-                    "action": "send",
-                    "channel": { "$ref": format!("#/channels/{dlq}") },
-                    "title": format!("Dead-letter {name}"),
-                    "summary": format!("The lane consuming `{name}` sets aside what it cannot apply."),
-                    "description": format!(
+                Operation {
+                    action: "send",
+                    channel: &dlq,
+                    title: format!("Dead-letter {name}"),
+                    summary: format!("The lane consuming `{name}` sets aside what it cannot apply."),
+                    description: format!(
                         "The {lane} lane copies each record it cannot decode or validate (or fails on \
                          through a bug) here with the reason, once, and goes on with the next.",
                     ),
-                    "messages": dead_letter_ref.clone(),
-                }),
+                    messages: dead_letter_ref.clone(),
+                }
+                .render(),
             );
             operations.insert(
                 format!("receive{}Dlq", pascal(name)),
-                json!({
-                    "action": "receive",
-                    "channel": { "$ref": format!("#/channels/{dlq}") },
-                    "title": format!("Read the dead letters of {name}"),
-                    "summary": "Operators list, show and re-drive dead letters.",
-                    "description": "`workers dlq list`, `workers dlq show` and `workers dlq \
-                        replay` read this topic from its start (no consumer group).",
-                    "messages": dead_letter_ref,
-                }),
+                Operation {
+                    action: "receive",
+                    channel: &dlq,
+                    title: format!("Read the dead letters of {name}"),
+                    summary: "Operators list, show and re-drive dead letters.".into(),
+                    description: "`workers dlq list`, `workers dlq show` and `workers dlq \
+                        replay` read this topic from its start (no consumer group)."
+                        .into(),
+                    messages: dead_letter_ref,
+                }
+                .render(),
             );
         }
     }
@@ -470,6 +457,78 @@ fn split_envelope(
         })
         .collect();
     (Value::Object(envelope), by_type)
+}
+
+/// One operation of the document: the system sends to or receives from a
+/// channel.
+struct Operation<'a> {
+    /// "send" or "receive".
+    action: &'static str,
+    channel: &'a str,
+    title: String,
+    summary: String,
+    description: String,
+    /// References to the channel's messages it carries.
+    messages: Value,
+}
+
+impl Operation<'_> {
+    fn render(self) -> Value {
+        json!({
+            "action": self.action,
+            "channel": { "$ref": format!("#/channels/{}", self.channel) },
+            "title": self.title,
+            "summary": self.summary,
+            "description": self.description,
+            "messages": self.messages,
+        })
+    }
+}
+
+/// One message type of a topic, with its example record.
+struct Message<'a> {
+    /// Its `type`.
+    type_name: &'static str,
+    topic: Topic,
+    /// The example's record key.
+    key: String,
+    /// "Request" or "Event": its envelope, and its schema's suffix.
+    kind: &'static str,
+    /// Its variant of the envelope's payload schema.
+    variant: Option<&'a Value>,
+    /// The example's headers.
+    headers: Value,
+    /// Whether it carries the request id to correlate by.
+    correlated: bool,
+    /// The example record.
+    example: Value,
+}
+
+impl Message<'_> {
+    /// The message object; adds its payload schema to `schemas`.
+    fn render(self, schemas: &mut Map<String, Value>) -> Value {
+        let schema_name = format!("{}{}", pascal(self.type_name), self.kind);
+        let envelope = format!("{}Envelope", self.kind);
+        schemas.insert(schema_name.clone(), typed_envelope(&envelope, self.variant));
+        let mut message = json!({
+            "name": self.type_name,
+            "summary": variant_description(self.variant),
+            "contentType": "application/json",
+            "headers": { "$ref": format!("#/components/schemas/{}Headers", self.kind) },
+            "payload": { "$ref": format!("#/components/schemas/{schema_name}") },
+            "bindings": { "kafka": key_binding(self.topic) },
+            "examples": [{
+                "name": self.type_name,
+                "summary": format!("Key `{}`.", self.key),
+                "headers": self.headers,
+                "payload": self.example,
+            }],
+        });
+        if self.correlated {
+            message["correlationId"] = json!({ "$ref": "#/components/correlationIds/request" });
+        }
+        message
+    }
 }
 
 /// The envelope narrowed to one type: the shared envelope and the variant's
@@ -1116,37 +1175,30 @@ mod tests {
             requests,
             "every Request variant needs an example in schemas::asyncapi::request_examples"
         );
-        for example in event_examples() {
-            let channel = example.event.topic().base_name();
-            assert!(message_ids(&doc, channel).contains(example.event.type_name()));
+        for (type_name, topic, _, _) in examples() {
+            assert!(message_ids(&doc, topic.base_name()).contains(type_name));
         }
-        for example in request_examples() {
-            let channel = example.request.topic().base_name();
-            assert!(message_ids(&doc, channel).contains(example.request.type_name()));
-        }
+    }
+
+    /// Every example record, request or event: its type, topic, key and
+    /// wire form.
+    fn examples() -> Vec<(&'static str, Topic, String, Value)> {
+        let requests = request_examples().into_iter().map(|e| {
+            let r = &e.request;
+            (r.type_name(), r.topic(), r.key(), json!(e))
+        });
+        let events = event_examples().into_iter().map(|e| {
+            let v = &e.event;
+            (v.type_name(), v.topic(), v.key(), json!(e))
+        });
+        requests.chain(events).collect()
     }
 
     #[test]
     fn the_documented_key_is_the_key_the_services_use() {
-        for example in event_examples() {
-            let wire = serde_json::to_value(&example).expect("event");
-            let field = example.event.topic().key_field();
-            assert_eq!(
-                wire["payload"][field].to_string(),
-                example.event.key(),
-                "{}",
-                example.event.type_name()
-            );
-        }
-        for example in request_examples() {
-            let wire = serde_json::to_value(&example).expect("request");
-            let field = example.request.topic().key_field();
-            assert_eq!(
-                wire["payload"][field].to_string(),
-                example.request.key(),
-                "{}",
-                example.request.type_name()
-            );
+        for (type_name, topic, key, wire) in examples() {
+            let field = topic.key_field();
+            assert_eq!(wire["payload"][field].to_string(), key, "{type_name}");
         }
     }
 

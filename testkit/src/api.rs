@@ -168,7 +168,7 @@ impl Api {
 
     /// Seat ids of a schedule, in seat order.
     pub async fn seat_ids(&self, schedule_id: i64) -> anyhow::Result<Vec<i64>> {
-        let seats = self.client.seats(schedule_id, None).await?;
+        let seats = self.client.seats(schedule_id, &Default::default()).await?;
         Ok(seats.items.into_iter().map(|seat| seat.id).collect())
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use api::status::{PaymentMethod, PaymentStatus};
 use api::RequestResult;
+use schemas::events::{BalanceChangeKind, BalanceChanged};
 use schemas::{ErrorCode, Event, RequestEnvelope};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Barrier;
@@ -85,6 +86,26 @@ pub(crate) async fn balance_of(pool: &PgPool, user_id: i64) -> i64 {
     row.balance
 }
 
+/// The `balance.changed` of a payment (`payment_id`) that took `amount`
+/// from `user_id`'s balance, leaving `balance_after`, with history row
+/// `history_id`.
+pub(crate) fn spent(
+    user_id: i64,
+    amount: i64,
+    balance_after: i64,
+    payment_id: i64,
+    history_id: i64,
+) -> BalanceChanged {
+    BalanceChanged {
+        user_id,
+        history_id,
+        kind: BalanceChangeKind::Use,
+        amount,
+        balance_after,
+        payment_id: Some(payment_id),
+    }
+}
+
 /// A request envelope with a fresh id.
 pub(crate) fn request<R>(request: R) -> RequestEnvelope<R> {
     RequestEnvelope::new(Uuid::now_v7(), request)
@@ -98,14 +119,14 @@ pub(crate) async fn run_batch<L: Lane>(
     tx: &mut PgConnection,
     inputs: &[L::Input],
 ) -> (Vec<Applied>, Vec<Event>) {
-    let mut batch = L::Batch::default();
+    let mut batch = lane.clone();
     let all: Vec<&L::Input> = inputs.iter().collect();
-    lane.prepare(tx, &mut batch, &all).await.expect("prepare");
+    batch.prepare(tx, &all).await.expect("prepare");
     let mut applied = Vec::with_capacity(inputs.len());
     for input in inputs {
-        applied.push(lane.apply(tx, &mut batch, input).await.expect("apply"));
+        applied.push(batch.apply(tx, input).await.expect("apply"));
     }
-    let finished = lane.finish(tx, batch).await.expect("finish");
+    let finished = batch.finish(tx).await.expect("finish");
     (applied, finished)
 }
 
@@ -121,12 +142,42 @@ pub(crate) async fn commit_batch<L: Lane>(
     result
 }
 
+/// [`commit_batch`] of a batch that must change nothing: afterwards every
+/// table a lane writes is as it was, and no input and no `finish` emitted
+/// events. Returns what each input decided.
+pub(crate) async fn commit_unchanged<L: Lane>(
+    pool: &PgPool,
+    lane: &L,
+    inputs: &[L::Input],
+) -> Vec<Applied> {
+    let before = snapshot(pool).await;
+    let (applied, finished) = commit_batch(pool, lane, inputs).await;
+    assert!(applied.iter().all(|a| a.events.is_empty()), "{applied:?}");
+    assert!(finished.is_empty(), "{finished:?}");
+    assert_eq!(snapshot(pool).await, before, "nothing written");
+    applied
+}
+
+/// [`commit_unchanged`] of a batch whose every input must be refused with
+/// the code beside it.
+pub(crate) async fn commit_refused<L: Lane>(
+    pool: &PgPool,
+    lane: &L,
+    cases: Vec<(L::Input, ErrorCode)>,
+) -> Vec<Applied> {
+    let (inputs, codes): (Vec<L::Input>, Vec<ErrorCode>) = cases.into_iter().unzip();
+    let applied = commit_unchanged(pool, lane, &inputs).await;
+    let expected: Vec<Option<ErrorCode>> = codes.into_iter().map(Some).collect();
+    assert_eq!(rejections(&applied), expected);
+    applied
+}
+
 /// Runs each of `batches` in its own transaction on its own connection,
 /// all started together (every transaction is open before any applies),
 /// and returns what each batch's inputs decided once all have committed.
 pub(crate) async fn race<L: Lane>(
     pool: &PgPool,
-    lane: Arc<L>,
+    lane: L,
     batches: Vec<Vec<L::Input>>,
 ) -> Vec<Vec<Applied>> {
     let start = Arc::new(Barrier::new(batches.len()));
@@ -136,7 +187,7 @@ pub(crate) async fn race<L: Lane>(
         contenders.spawn(async move {
             let mut tx = pool.begin().await.expect("begin");
             start.wait().await;
-            let (applied, _) = run_batch(lane.as_ref(), &mut tx, &inputs).await;
+            let (applied, _) = run_batch(&lane, &mut tx, &inputs).await;
             tx.commit().await.expect("commit");
             (index, applied)
         });
@@ -144,6 +195,23 @@ pub(crate) async fn race<L: Lane>(
     let mut decided: Vec<(usize, Vec<Applied>)> = contenders.join_all().await;
     decided.sort_by_key(|(index, _)| *index);
     decided.into_iter().map(|(_, applied)| applied).collect()
+}
+
+/// [`race`] of one-request batches that exactly one may win: every other
+/// request must be refused with `code`. Returns the winner's index.
+pub(crate) async fn race_for_one<L: Lane>(
+    pool: &PgPool,
+    lane: L,
+    batches: Vec<Vec<L::Input>>,
+    code: ErrorCode,
+) -> usize {
+    let decided = race(pool, lane, batches).await;
+    let codes: Vec<Option<ErrorCode>> = decided.iter().map(|b| rejection(&b[0])).collect();
+    let winners: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_none()).collect();
+    assert_eq!(winners.len(), 1, "one winner: {codes:?}");
+    let losers = codes.iter().filter(|c| **c == Some(code)).count();
+    assert_eq!(losers, codes.len() - 1, "the others refused: {codes:?}");
+    winners[0]
 }
 
 /// The tables lanes write.

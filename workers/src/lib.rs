@@ -18,7 +18,6 @@ pub mod schedulers;
 mod sequence;
 pub mod shop;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::get;
@@ -94,11 +93,11 @@ impl TaskEnv {
         let hold = config.hold();
         let business_tz = config.business_tz.clone();
         vec![
-            self.spawn_lane(tasks, settings, concert::ReservationLane { hold }),
-            self.spawn_lane(tasks, settings, concert::PaymentLane),
-            self.spawn_lane(tasks, settings, ledger::ChargeLane),
-            self.spawn_lane(tasks, settings, shop::OrderLane),
-            self.spawn_lane(tasks, settings, shop::StatsLane { business_tz }),
+            self.spawn_lane(tasks, settings, concert::ReservationLane::new(hold)),
+            self.spawn_lane(tasks, settings, concert::PaymentLane::default()),
+            self.spawn_lane(tasks, settings, ledger::ChargeLane::default()),
+            self.spawn_lane(tasks, settings, shop::OrderLane::default()),
+            self.spawn_lane(tasks, settings, shop::StatsLane::new(business_tz)),
         ]
     }
 
@@ -110,9 +109,8 @@ impl TaskEnv {
     ) -> gauges::Watched {
         let watched = gauges::Watched {
             lane: L::NAME,
-            topic: L::TOPIC,
+            topic: <L::Input as engine::LaneInput>::TOPIC,
         };
-        let lane = Arc::new(lane);
         let common = self.common.clone();
         let (pool, producer, cancel) = (
             self.pool.clone(),

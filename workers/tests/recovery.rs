@@ -289,24 +289,23 @@ async fn outcomes_of_failed_records_show_no_internals() -> anyhow::Result<()> {
 
 /// A lane with a programming error: a charge of 13 changes a balance the
 /// batch never locked (the ledger calls that a bug).
-struct BuggyLane;
+#[derive(Clone, Default)]
+struct BuggyLane {
+    ledger: workers::ledger::Ledger,
+}
 
-#[async_trait::async_trait]
 impl workers::engine::Lane for BuggyLane {
     type Input = schemas::RequestEnvelope<ChargeRequest>;
-    type Batch = workers::ledger::Ledger;
     const NAME: &'static str = "buggy";
-    const TOPIC: Topic = Topic::ChargeRequests;
 
     async fn apply(
-        &self,
+        &mut self,
         tx: &mut sqlx::PgConnection,
-        ledger: &mut workers::ledger::Ledger,
-        envelope: &schemas::RequestEnvelope<ChargeRequest>,
+        envelope: &Self::Input,
     ) -> workers::error::LaneResult<workers::engine::Applied> {
         let ChargeRequest::ChargeBalance(charge) = &envelope.request;
         if charge.amount == 13 {
-            ledger
+            self.ledger
                 .change(
                     tx,
                     charge.user_id,
@@ -349,7 +348,7 @@ async fn a_bug_in_a_lane_fails_its_record_and_the_partition_goes_on() -> anyhow:
         );
         tokio::spawn(async move {
             workers::engine::run_lane(
-                std::sync::Arc::new(BuggyLane),
+                BuggyLane::default(),
                 &common,
                 settings,
                 pool,

@@ -77,7 +77,6 @@ pub(crate) async fn history(
         page.past,
         page.fetch(),
     )
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(page.of(rows, |e| e.id)))
+    .fetch_all(&state.pool);
+    page.answer(rows, |e| e.id).await
 }

@@ -2,16 +2,40 @@
 
 use api::limits::MAX_ORDER_ITEMS;
 use api::shop::{Cart, CartLine, SetQuantity};
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::Json;
 use schemas::requests::{OrderLine, PlaceOrder};
 use schemas::Request;
+use utoipa::IntoParams;
 
 use crate::auth::{OwnUser, ReadableUser};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::publish::{Accepted, Intake};
 use crate::state::AppState;
+
+/// The `{id}` and `{stock_id}` of `/v1/users/{id}/cart/items/{stock_id}`:
+/// a line of the caller's own cart (403 for anyone else's).
+#[derive(Debug, Clone, Copy, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct CartItem {
+    /// The caller's own user id
+    id: i64,
+    /// The product stock
+    stock_id: i64,
+}
+
+impl FromRequestParts<AppState> for CartItem {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let OwnUser { id } = OwnUser::from_request_parts(parts, state).await?;
+        let ApiPath((_, stock_id)) =
+            ApiPath::<(i64, i64)>::from_request_parts(parts, state).await?;
+        Ok(Self { id, stock_id })
+    }
+}
 
 async fn read_cart(state: &AppState, user_id: i64) -> ApiResult<Cart> {
     let items = sqlx::query_as!(
@@ -51,19 +75,17 @@ pub(crate) async fn show(
 /// Sets the quantity of one product stock in the caller's cart (adds the
 /// line if new; a cart holds at most 50 lines).
 #[utoipa::path(put, path = "/v1/users/{id}/cart/items/{stock_id}", operation_id = "set_cart_item", tag = "cart", request_body = SetQuantity,
-    params(OwnUser,
-           ("stock_id" = i64, Path, description = "The product stock")),
+    params(CartItem),
     security(("user" = [])),
     responses((status = 200, description = "The cart afterwards", body = Cart)))]
 pub(crate) async fn set_item(
     State(state): State<AppState>,
-    user: OwnUser,
-    ApiPath((_user_id, stock_id)): ApiPath<(i64, i64)>,
+    CartItem { id, stock_id }: CartItem,
     ApiJson(body): ApiJson<SetQuantity>,
 ) -> ApiResult<Json<Cart>> {
     let lines = sqlx::query_scalar!(
         r#"SELECT count(*) AS "lines!" FROM user_carts WHERE user_id = $1 AND product_stock_id <> $2"#,
-        user.id,
+        id,
         stock_id,
     )
     .fetch_one(&state.pool)
@@ -79,7 +101,7 @@ pub(crate) async fn set_item(
          SELECT $1::int8, s.product_id, s.id, $3::int4 FROM product_stocks s WHERE s.id = $2
          ON CONFLICT (user_id, product_stock_id)
          DO UPDATE SET quantity = EXCLUDED.quantity, updated_at = now()",
-        user.id,
+        id,
         stock_id,
         body.quantity,
     )
@@ -88,28 +110,26 @@ pub(crate) async fn set_item(
     if written.rows_affected() == 0 {
         return Err(ApiError::NotFound("product stock"));
     }
-    Ok(Json(read_cart(&state, user.id).await?))
+    Ok(Json(read_cart(&state, id).await?))
 }
 
 /// Removes one product stock from the caller's cart.
 #[utoipa::path(delete, path = "/v1/users/{id}/cart/items/{stock_id}", operation_id = "remove_cart_item", tag = "cart",
-    params(OwnUser,
-           ("stock_id" = i64, Path, description = "The product stock")),
+    params(CartItem),
     security(("user" = [])),
     responses((status = 200, description = "The cart afterwards", body = Cart)))]
 pub(crate) async fn remove_item(
     State(state): State<AppState>,
-    user: OwnUser,
-    ApiPath((_user_id, stock_id)): ApiPath<(i64, i64)>,
+    item: CartItem,
 ) -> ApiResult<Json<Cart>> {
     sqlx::query!(
         "DELETE FROM user_carts WHERE user_id = $1 AND product_stock_id = $2",
-        user.id,
-        stock_id,
+        item.id,
+        item.stock_id,
     )
     .execute(&state.pool)
     .await?;
-    Ok(Json(read_cart(&state, user.id).await?))
+    Ok(Json(read_cart(&state, item.id).await?))
 }
 
 /// Empties the caller's cart.

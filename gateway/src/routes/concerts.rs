@@ -29,9 +29,8 @@ pub(crate) async fn list_concerts(
         page.past,
         page.fetch(),
     )
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(page.of(rows, |c| c.id)))
+    .fetch_all(&state.pool);
+    page.answer(rows, |c| c.id).await
 }
 
 /// A concert's schedules, by start (at most 100: not paged).

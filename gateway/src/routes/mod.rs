@@ -79,10 +79,13 @@ pub(crate) fn accessible<R: Owned>(caller: impl Into<Caller>, row: Option<R>) ->
 /// the limit fetched to learn whether a next page exists
 /// ([`api::Paged::from_rows`]).
 pub mod page {
+    use std::future::Future;
+
     use api::limits::{MAX_CURSOR_CHARS, PAGE_DEFAULT, PAGE_MAX};
     use api::{Cursor, Paged};
     use axum::extract::FromRequestParts;
     use axum::http::request::Parts;
+    use axum::Json;
     use utoipa::openapi::path::{Parameter, ParameterIn};
     use utoipa::IntoParams;
 
@@ -172,6 +175,17 @@ pub mod page {
                 items: items.into_iter().map(T::from).collect(),
                 next,
             }
+        }
+
+        /// A list handler's answer: the page ([`Page::of`]) of the rows
+        /// `fetched` yields, a query bound with [`Page::past`] and
+        /// [`Page::fetch`].
+        pub async fn answer<R, T: From<R>>(
+            &self,
+            fetched: impl Future<Output = Result<Vec<R>, sqlx::Error>>,
+            id: impl Fn(&R) -> i64,
+        ) -> ApiResult<Json<Paged<T>>> {
+            Ok(Json(self.of(fetched.await?, id)))
         }
     }
 

@@ -70,7 +70,6 @@ pub(crate) async fn list_for_user(
         page.past,
         page.fetch(),
     )
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(page.of(rows, |p| p.id)))
+    .fetch_all(&state.pool);
+    page.answer(rows, |p| p.id).await
 }

@@ -91,9 +91,8 @@ pub(crate) async fn list(
         page.past,
         page.fetch(),
     )
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(page.of(rows, |p| p.id)))
+    .fetch_all(&state.pool);
+    page.answer(rows, |p| p.id).await
 }
 
 /// One product with its stock per size.

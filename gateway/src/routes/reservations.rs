@@ -167,7 +167,6 @@ pub(crate) async fn list_for_user(
         page.past,
         page.fetch(),
     )
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(page.of(rows, |r| r.id)))
+    .fetch_all(&state.pool);
+    page.answer(rows, |r| r.id).await
 }

@@ -11,28 +11,23 @@ use std::collections::HashMap;
 
 use api::outcomes::PaymentResult;
 use api::status::{PaymentStatus, ReservationStatus};
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use schemas::events::{BalanceChangeKind, PaymentChanged};
 use schemas::requests::PayReservation;
 use schemas::requests::PaymentRequest;
-use schemas::{ErrorCode, Event, RequestEnvelope, Topic};
+use schemas::{ErrorCode, Event, RequestEnvelope};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::reservation::{lock_reservations, ReservationRow};
+use super::reservation::{lock_reservations, owned_by, ReservationRow};
 use crate::engine::{Applied, Lane};
 use crate::error::{LaneError, LaneResult};
 use crate::ledger::Ledger;
 use crate::sequence::next_ids;
 
-/// Applies `payment.pay`.
-#[derive(Debug, Default)]
-pub struct PaymentLane;
-
-/// One batch's locked rows and staged writes.
-#[derive(Debug, Default)]
-pub struct PaymentBatch {
+/// Applies `payment.pay`; holds one batch's locked rows and staged writes.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentLane {
     reservations: HashMap<i64, ReservationRow>,
     ledger: Ledger,
     payment_ids: Vec<i64>,
@@ -43,7 +38,7 @@ pub struct PaymentBatch {
 }
 
 /// A payment decided in memory, written by `finish`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct StagedPayment {
     id: i64,
     reservation_id: i64,
@@ -53,27 +48,19 @@ struct StagedPayment {
 
 impl PaymentLane {
     async fn pay(
-        &self,
+        &mut self,
         tx: &mut PgConnection,
-        batch: &mut PaymentBatch,
         pay: &PayReservation,
         request_id: Uuid,
     ) -> LaneResult<Applied> {
         // Locked by `prepare`; updated here so a second payment for it in
         // the same batch sees it paid.
-        let Some(reservation) = batch.reservations.get_mut(&pay.reservation_id) else {
-            return Ok(Applied::rejected(
-                ErrorCode::NotFound,
-                "reservation not found",
-            ));
+        let locked = self.reservations.get_mut(&pay.reservation_id);
+        let reservation = match owned_by(locked, pay.user_id) {
+            Ok(reservation) => reservation,
+            Err(refused) => return Ok(refused),
         };
-        if reservation.user_id != pay.user_id {
-            return Ok(Applied::rejected(
-                ErrorCode::Forbidden,
-                "another user's reservation",
-            ));
-        }
-        let Some(paid_at) = batch.now else {
+        let Some(paid_at) = self.now else {
             return Err(LaneError::Bug("payment applied without prepare".into()));
         };
         match reservation.status {
@@ -98,7 +85,7 @@ impl PaymentLane {
             }
         }
         let amount = reservation.total_amount;
-        let Some(balance) = batch.ledger.balance(tx, pay.user_id).await? else {
+        let Some(balance) = self.ledger.balance(tx, pay.user_id).await? else {
             return Ok(Applied::rejected(
                 ErrorCode::NotFound,
                 "user has no balance",
@@ -110,11 +97,11 @@ impl PaymentLane {
                 format!("balance {balance} is less than {amount}"),
             ));
         }
-        let payment_id = match batch.payment_ids.pop() {
+        let payment_id = match self.payment_ids.pop() {
             Some(id) => id,
             None => next_ids(tx, "payments", 1).await?[0],
         };
-        let changed = batch
+        let changed = self
             .ledger
             .change(
                 tx,
@@ -127,14 +114,14 @@ impl PaymentLane {
             )
             .await?;
         reservation.status = ReservationStatus::Confirmed;
-        batch.payments.push(StagedPayment {
+        self.payments.push(StagedPayment {
             id: payment_id,
             reservation_id: reservation.id,
             user_id: pay.user_id,
             amount,
         });
-        batch.confirmed.push(reservation.id);
-        batch.tokens.push(pay.queue_token);
+        self.confirmed.push(reservation.id);
+        self.tokens.push(pay.queue_token);
         Ok(Applied::succeeded(
             PaymentResult {
                 payment_id,
@@ -158,20 +145,11 @@ impl PaymentLane {
     }
 }
 
-#[async_trait]
 impl Lane for PaymentLane {
     type Input = RequestEnvelope<PaymentRequest>;
-    type Batch = PaymentBatch;
-
     const NAME: &'static str = "payment";
-    const TOPIC: Topic = Topic::PaymentRequests;
 
-    async fn prepare(
-        &self,
-        tx: &mut PgConnection,
-        batch: &mut PaymentBatch,
-        inputs: &[&RequestEnvelope<PaymentRequest>],
-    ) -> LaneResult<()> {
+    async fn prepare(&mut self, tx: &mut PgConnection, inputs: &[&Self::Input]) -> LaneResult<()> {
         let pays: Vec<&PayReservation> = inputs
             .iter()
             .map(|input| match &input.request {
@@ -182,17 +160,17 @@ impl Lane for PaymentLane {
             return Ok(());
         }
         let ids: Vec<i64> = pays.iter().map(|p| p.reservation_id).collect();
-        batch.reservations = lock_reservations(tx, &ids)
+        self.reservations = lock_reservations(tx, &ids)
             .await?
             .into_iter()
             .map(|r| (r.id, r))
             .collect();
         let users: Vec<i64> = pays.iter().map(|p| p.user_id).collect();
-        batch.ledger.lock(tx, &users, pays.len()).await?;
-        batch.payment_ids = next_ids(tx, "payments", pays.len()).await?;
+        self.ledger.lock(tx, &users, pays.len()).await?;
+        self.payment_ids = next_ids(tx, "payments", pays.len()).await?;
         // Pop from the back, so the first payment gets the lowest id.
-        batch.payment_ids.reverse();
-        batch.now = Some(
+        self.payment_ids.reverse();
+        self.now = Some(
             sqlx::query_scalar!(r#"SELECT now() AS "now!""#)
                 .fetch_one(&mut *tx)
                 .await?,
@@ -200,24 +178,17 @@ impl Lane for PaymentLane {
         Ok(())
     }
 
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        batch: &mut PaymentBatch,
-        envelope: &RequestEnvelope<PaymentRequest>,
-    ) -> LaneResult<Applied> {
-        match &envelope.request {
-            PaymentRequest::PayReservation(pay) => {
-                self.pay(tx, batch, pay, envelope.request_id).await
-            }
+    async fn apply(&mut self, tx: &mut PgConnection, input: &Self::Input) -> LaneResult<Applied> {
+        match &input.request {
+            PaymentRequest::PayReservation(pay) => self.pay(tx, pay, input.request_id).await,
         }
     }
 
-    async fn finish(&self, tx: &mut PgConnection, batch: PaymentBatch) -> LaneResult<Vec<Event>> {
-        if batch.payments.is_empty() {
+    async fn finish(self, tx: &mut PgConnection) -> LaneResult<Vec<Event>> {
+        if self.payments.is_empty() {
             return Ok(Vec::new());
         }
-        let p = &batch.payments;
+        let p = &self.payments;
         sqlx::query!(
             "INSERT INTO payments (id, reservation_id, user_id, amount, method, status, paid_at)
              SELECT d.id, d.reservation_id, d.user_id, d.amount, 'BALANCE', 'SUCCESS', now()
@@ -234,18 +205,18 @@ impl Lane for PaymentLane {
             "UPDATE reservations SET status = 'CONFIRMED', confirmed_at = now(),
                     version = version + 1, updated_at = now()
              WHERE id = ANY($1)",
-            &batch.confirmed
+            &self.confirmed
         )
         .execute(&mut *tx)
         .await?;
         sqlx::query!(
             "UPDATE reservation_queue SET status = 'EXPIRED', updated_at = now()
              WHERE token = ANY($1) AND status IN ('WAITING', 'ACTIVE')",
-            &batch.tokens
+            &self.tokens
         )
         .execute(&mut *tx)
         .await?;
-        batch.ledger.flush(tx).await?;
+        self.ledger.flush(tx).await?;
         Ok(Vec::new())
     }
 }

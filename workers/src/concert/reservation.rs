@@ -1,17 +1,17 @@
 //! Reservation lane (key: seat id): hold, cancel (with refund when paid),
 //! and expiry of unpaid holds.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use api::outcomes::{CancelResult, ExpireResult, HoldResult};
 use api::status::{PaymentStatus, ReservationStatus};
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use schemas::events::{BalanceChangeKind, PaymentChanged, ReservationChanged};
 use schemas::requests::ReservationRequest;
 use schemas::requests::{CancelReservation, ExpireHold, HoldSeat};
-use schemas::{ErrorCode, Event, RequestEnvelope, Topic};
+use schemas::{ErrorCode, Event, RequestEnvelope};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,24 +19,20 @@ use crate::engine::{Applied, Lane};
 use crate::error::LaneResult;
 use crate::ledger::{self, Ledger};
 
-/// Applies `reservation.hold`, `reservation.cancel` and `reservation.expire`.
+/// Applies `reservation.hold`, `reservation.cancel` and
+/// `reservation.expire`; holds one batch's staged writes.
 #[derive(Debug, Clone)]
 pub struct ReservationLane {
     /// How long a hold lasts.
-    pub hold: Duration,
+    hold_for: Duration,
+    deltas: SeatDeltas,
+    /// Refunds; balances are locked when a refund needs them.
+    ledger: Ledger,
 }
 
 /// Seat count changes per schedule, applied once per batch in schedule id
 /// order, so concurrent batches lock schedules in the same order.
 pub type SeatDeltas = BTreeMap<i64, i32>;
-
-/// One batch's staged writes.
-#[derive(Debug, Default)]
-pub struct ReservationBatch {
-    deltas: SeatDeltas,
-    /// Refunds; balances are locked when a refund needs them.
-    ledger: Ledger,
-}
 
 /// A reservation row locked for this transaction.
 #[derive(Debug, Clone)]
@@ -94,6 +90,24 @@ pub async fn lock_reservations(
     .await
 }
 
+/// `reservation` if there is one and it is `user_id`'s, or the refusal.
+pub fn owned_by<R: Borrow<ReservationRow>>(
+    reservation: Option<R>,
+    user_id: i64,
+) -> Result<R, Applied> {
+    match reservation {
+        None => Err(Applied::rejected(
+            ErrorCode::NotFound,
+            "reservation not found",
+        )),
+        Some(r) if r.borrow().user_id != user_id => Err(Applied::rejected(
+            ErrorCode::Forbidden,
+            "another user's reservation",
+        )),
+        Some(r) => Ok(r),
+    }
+}
+
 /// Locks reservation `id`.
 pub async fn lock_reservation(
     tx: &mut PgConnection,
@@ -135,7 +149,7 @@ async fn release(
 /// the refusal (the balance would pass its limit).
 async fn refund(
     tx: &mut PgConnection,
-    batch: &mut ReservationBatch,
+    ledger: &mut Ledger,
     reservation: &ReservationRow,
     request_id: Uuid,
 ) -> LaneResult<Result<(i64, Vec<Event>), Applied>> {
@@ -150,7 +164,7 @@ async fn refund(
         return Ok(Ok((0, Vec::new())));
     };
     let (payment_id, amount) = (payment.id, payment.amount);
-    let Some(balance) = batch.ledger.balance(tx, reservation.user_id).await? else {
+    let Some(balance) = ledger.balance(tx, reservation.user_id).await? else {
         return Ok(Err(Applied::rejected(
             ErrorCode::NotFound,
             "user has no balance",
@@ -170,8 +184,7 @@ async fn refund(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let changed = batch
-        .ledger
+    let changed = ledger
         .change(
             tx,
             reservation.user_id,
@@ -215,12 +228,16 @@ async fn set_reserved(
 }
 
 impl ReservationLane {
-    async fn hold(
-        &self,
-        tx: &mut PgConnection,
-        deltas: &mut SeatDeltas,
-        hold: &HoldSeat,
-    ) -> LaneResult<Applied> {
+    /// A lane whose holds last `hold_for`.
+    pub fn new(hold_for: Duration) -> Self {
+        Self {
+            hold_for,
+            deltas: SeatDeltas::new(),
+            ledger: Ledger::default(),
+        }
+    }
+
+    async fn hold(&mut self, tx: &mut PgConnection, hold: &HoldSeat) -> LaneResult<Applied> {
         let seat = sqlx::query!(
             "SELECT concert_schedule_id, price FROM seats WHERE id = $1 FOR UPDATE",
             hold.seat_id
@@ -253,12 +270,12 @@ impl ReservationLane {
             }
             // The hold ran out but its expire request has not arrived yet:
             // release it here so the seat is sold to this request.
-            release(tx, deltas, &live, ReservationStatus::Expired).await?;
+            release(tx, &mut self.deltas, &live, ReservationStatus::Expired).await?;
             events.push(Event::ReservationExpired(
                 live.changed(ReservationStatus::Expired),
             ));
         }
-        let hold_secs = i64::try_from(self.hold.as_secs()).unwrap_or(i64::MAX);
+        let hold_secs = i64::try_from(self.hold_for.as_secs()).unwrap_or(i64::MAX);
         let reservation = sqlx::query_as!(
             ReservationRow,
             r#"INSERT INTO reservations
@@ -275,7 +292,7 @@ impl ReservationLane {
         )
         .fetch_one(&mut *tx)
         .await?;
-        set_reserved(tx, deltas, schedule_id, hold.seat_id, true).await?;
+        set_reserved(tx, &mut self.deltas, schedule_id, hold.seat_id, true).await?;
         events.push(Event::ReservationHeld(
             reservation.changed(ReservationStatus::Pending),
         ));
@@ -292,28 +309,20 @@ impl ReservationLane {
     }
 
     async fn cancel(
-        &self,
+        &mut self,
         tx: &mut PgConnection,
-        batch: &mut ReservationBatch,
         cancel: &CancelReservation,
         request_id: Uuid,
     ) -> LaneResult<Applied> {
-        let Some(reservation) = lock_reservation(tx, cancel.reservation_id).await? else {
-            return Ok(Applied::rejected(
-                ErrorCode::NotFound,
-                "reservation not found",
-            ));
+        let locked = lock_reservation(tx, cancel.reservation_id).await?;
+        let reservation = match owned_by(locked, cancel.user_id) {
+            Ok(reservation) => reservation,
+            Err(refused) => return Ok(refused),
         };
-        if reservation.user_id != cancel.user_id {
-            return Ok(Applied::rejected(
-                ErrorCode::Forbidden,
-                "another user's reservation",
-            ));
-        }
         let (refunded, mut events) = match reservation.status {
             ReservationStatus::Pending => (0, Vec::new()),
             ReservationStatus::Confirmed => {
-                match refund(tx, batch, &reservation, request_id).await? {
+                match refund(tx, &mut self.ledger, &reservation, request_id).await? {
                     Ok(refund) => refund,
                     Err(refused) => return Ok(refused),
                 }
@@ -327,7 +336,7 @@ impl ReservationLane {
         };
         release(
             tx,
-            &mut batch.deltas,
+            &mut self.deltas,
             &reservation,
             ReservationStatus::Cancelled,
         )
@@ -346,12 +355,7 @@ impl ReservationLane {
         ))
     }
 
-    async fn expire(
-        &self,
-        tx: &mut PgConnection,
-        deltas: &mut SeatDeltas,
-        expire: &ExpireHold,
-    ) -> LaneResult<Applied> {
+    async fn expire(&mut self, tx: &mut PgConnection, expire: &ExpireHold) -> LaneResult<Applied> {
         let Some(reservation) = lock_reservation(tx, expire.reservation_id).await? else {
             return Ok(Applied::rejected(
                 ErrorCode::NotFound,
@@ -369,7 +373,13 @@ impl ReservationLane {
                 Vec::new(),
             ));
         }
-        release(tx, deltas, &reservation, ReservationStatus::Expired).await?;
+        release(
+            tx,
+            &mut self.deltas,
+            &reservation,
+            ReservationStatus::Expired,
+        )
+        .await?;
         Ok(Applied::succeeded(
             ExpireResult {
                 reservation_id: reservation.id,
@@ -383,39 +393,24 @@ impl ReservationLane {
     }
 }
 
-#[async_trait]
 impl Lane for ReservationLane {
     type Input = RequestEnvelope<ReservationRequest>;
-    type Batch = ReservationBatch;
-
     const NAME: &'static str = "reservation";
-    const TOPIC: Topic = Topic::ReservationRequests;
 
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        batch: &mut ReservationBatch,
-        envelope: &RequestEnvelope<ReservationRequest>,
-    ) -> LaneResult<Applied> {
-        match &envelope.request {
-            ReservationRequest::HoldSeat(hold) => self.hold(tx, &mut batch.deltas, hold).await,
+    async fn apply(&mut self, tx: &mut PgConnection, input: &Self::Input) -> LaneResult<Applied> {
+        match &input.request {
+            ReservationRequest::HoldSeat(hold) => self.hold(tx, hold).await,
             ReservationRequest::CancelReservation(cancel) => {
-                self.cancel(tx, batch, cancel, envelope.request_id).await
+                self.cancel(tx, cancel, input.request_id).await
             }
-            ReservationRequest::ExpireHold(expire) => {
-                self.expire(tx, &mut batch.deltas, expire).await
-            }
+            ReservationRequest::ExpireHold(expire) => self.expire(tx, expire).await,
         }
     }
 
-    async fn finish(
-        &self,
-        tx: &mut PgConnection,
-        batch: ReservationBatch,
-    ) -> LaneResult<Vec<Event>> {
-        batch.ledger.flush(tx).await?;
+    async fn finish(self, tx: &mut PgConnection) -> LaneResult<Vec<Event>> {
+        self.ledger.flush(tx).await?;
         let (ids, changes): (Vec<i64>, Vec<i32>) =
-            batch.deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
+            self.deltas.into_iter().filter(|(_, d)| *d != 0).unzip();
         if ids.is_empty() {
             return Ok(Vec::new());
         }

@@ -1,6 +1,8 @@
 //! Turning a Kafka record into a validated request, or a reason to
 //! dead-letter it.
 
+use std::marker::PhantomData;
+
 use chrono::{DateTime, Utc};
 use rdkafka::message::{Message, OwnedMessage};
 use schemas::{EventEnvelope, RequestEnvelope, Topic, TopicRequest};
@@ -19,8 +21,11 @@ pub struct RequestMeta<'a> {
 
 /// Something a lane consumes.
 pub trait LaneInput: Sized + Send + Sync + 'static {
-    /// Decodes and validates a record of `topic`.
-    fn decode(message: &OwnedMessage, topic: Topic) -> Result<Self, Poison>;
+    /// The topic it comes from.
+    const TOPIC: Topic;
+
+    /// Decodes and validates a record of [`LaneInput::TOPIC`].
+    fn decode(message: &OwnedMessage) -> Result<Self, Poison>;
 
     /// The request whose outcome the engine records; None for events.
     fn request(&self) -> Option<RequestMeta<'_>>;
@@ -34,8 +39,10 @@ pub trait LaneInput: Sized + Send + Sync + 'static {
 
 /// A request of topic `R`: a lane receives only its own topic's requests.
 impl<R: TopicRequest> LaneInput for RequestEnvelope<R> {
-    fn decode(message: &OwnedMessage, topic: Topic) -> Result<Self, Poison> {
-        let envelope = decode(message, topic)?;
+    const TOPIC: Topic = R::TOPIC;
+
+    fn decode(message: &OwnedMessage) -> Result<Self, Poison> {
+        let envelope = decode(message, R::TOPIC)?;
         let request_id = Some(envelope.request_id);
         envelope.for_topic::<R>().map_err(|request| Poison {
             reason: format!(
@@ -64,20 +71,53 @@ impl<R: TopicRequest> LaneInput for RequestEnvelope<R> {
     }
 }
 
-impl LaneInput for EventEnvelope {
-    fn decode(message: &OwnedMessage, topic: Topic) -> Result<Self, Poison> {
+/// Names the event topic a lane consumes (see [`EventOn`]).
+pub trait EventTopic: Send + Sync + 'static {
+    /// The topic.
+    const TOPIC: Topic;
+}
+
+/// An event of the topic `T` names: the input of a lane that consumes
+/// events.
+#[derive(Debug)]
+pub struct EventOn<T> {
+    /// The event.
+    pub envelope: EventEnvelope,
+    topic: PhantomData<fn() -> T>,
+}
+
+// Not derived: that would ask the topic's name `T` to be `Clone` too.
+impl<T> Clone for EventOn<T> {
+    fn clone(&self) -> Self {
+        self.envelope.clone().into()
+    }
+}
+
+impl<T> From<EventEnvelope> for EventOn<T> {
+    fn from(envelope: EventEnvelope) -> Self {
+        Self {
+            envelope,
+            topic: PhantomData,
+        }
+    }
+}
+
+impl<T: EventTopic> LaneInput for EventOn<T> {
+    const TOPIC: Topic = T::TOPIC;
+
+    fn decode(message: &OwnedMessage) -> Result<Self, Poison> {
         let envelope: EventEnvelope = serde_json::from_slice(message.payload().unwrap_or_default())
             .map_err(|error| Poison {
                 reason: format!("undecodable event: {error}"),
                 request_id: None,
             })?;
-        if envelope.event.topic() != topic {
+        if envelope.event.topic() != T::TOPIC {
             return Err(Poison {
-                reason: format!("event does not belong on {}", topic.base_name()),
+                reason: format!("event does not belong on {}", T::TOPIC.base_name()),
                 request_id: None,
             });
         }
-        Ok(envelope)
+        Ok(envelope.into())
     }
 
     fn request(&self) -> Option<RequestMeta<'_>> {
@@ -85,11 +125,11 @@ impl LaneInput for EventEnvelope {
     }
 
     fn causation_id(&self) -> Option<Uuid> {
-        self.request_id
+        self.envelope.request_id
     }
 
     fn timestamp(&self) -> DateTime<Utc> {
-        self.timestamp
+        self.envelope.timestamp
     }
 }
 
@@ -249,15 +289,14 @@ mod tests {
         );
         assert!(decode(&record(&raw), Topic::PaymentRequests).is_err());
         assert!(decode(&record(&raw), Topic::ChargeRequests).is_ok());
-        // A lane's input type takes only its own topic's requests, whatever
-        // topic the record came from.
+        // A lane's input type takes only its own topic's requests.
         type Payments = RequestEnvelope<schemas::requests::PaymentRequest>;
         type Charges = RequestEnvelope<schemas::requests::ChargeRequest>;
-        let refused = Payments::decode(&record(&raw), Topic::ChargeRequests);
+        let refused = Payments::decode(&record(&raw));
         assert_eq!(
             refused.map(|_| ()).map_err(|p| p.reason),
             Err("balance.charge does not belong on payment-requests".to_owned())
         );
-        assert!(Charges::decode(&record(&raw), Topic::ChargeRequests).is_ok());
+        assert!(Charges::decode(&record(&raw)).is_ok());
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::log::KafkaPartition;
 use super::partition::{PartitionId, PartitionWorker};
 use super::settings::LaneSettings;
-use super::{store, Lane};
+use super::{store, Lane, LaneInput};
 
 /// Partition changes the rebalance callback reports to the dispatcher.
 enum Rebalanced {
@@ -250,7 +250,7 @@ fn one_partition(topic: &str, partition: i32) -> TopicPartitionList {
 /// Runs `lane` until `cancel` fires: joins the lane's consumer group, applies
 /// records partition by partition, then drains and leaves the group.
 pub async fn run_lane<L: Lane>(
-    lane: Arc<L>,
+    lane: L,
     common: &CommonConfig,
     settings: LaneSettings,
     pool: PgPool,
@@ -258,8 +258,8 @@ pub async fn run_lane<L: Lane>(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let names = common.topics();
-    let topic = names.name(L::TOPIC);
-    let dlq_topic = names.dlq(L::TOPIC);
+    let topic = names.name(L::Input::TOPIC);
+    let dlq_topic = names.dlq(L::Input::TOPIC);
     let group = format!("{}booking-{}", names.prefix(), L::NAME);
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let context = LaneContext {

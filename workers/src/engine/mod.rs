@@ -28,13 +28,14 @@ pub mod store;
 mod tests;
 mod transaction;
 
-use async_trait::async_trait;
-use schemas::{ErrorCode, Event, Topic};
+use std::future::Future;
+
+use schemas::{ErrorCode, Event};
 use sqlx::PgConnection;
 
 use crate::error::LaneResult;
 
-pub use decode::{LaneInput, Poison, RequestMeta};
+pub use decode::{EventOn, EventTopic, LaneInput, Poison, RequestMeta};
 pub use group::run_lane;
 pub use settings::LaneSettings;
 
@@ -83,46 +84,45 @@ impl Applied {
 }
 
 /// A lane's business step.
-#[async_trait]
-pub trait Lane: Send + Sync + 'static {
-    /// What the lane consumes: requests (with an outcome each) or events.
+///
+/// The engine applies each batch to a fresh copy of the lane's value (its
+/// `Clone`), inside the batch transaction: `prepare` with every input of the
+/// batch, `apply` each input in order, then `finish` before the commit. So a
+/// lane's fields hold both what every batch starts from (settings, empty
+/// collections) and whatever one batch stages (row locks taken once, deltas
+/// written once); nothing outlives a batch.
+pub trait Lane: Clone + Send + Sync + 'static {
+    /// What the lane consumes: its topic's requests (with an outcome each)
+    /// or events. The input type names the topic.
     type Input: LaneInput;
-
-    /// Per-batch scratch state (for example deltas applied once at the end).
-    type Batch: Default + Send;
 
     /// Short name, used for the consumer group and in logs and metrics.
     const NAME: &'static str;
 
-    /// The topic the lane consumes.
-    const TOPIC: Topic;
-
     /// Runs once per batch before any input is applied, with every input
     /// that will be (for example to take row locks in one global order, so
     /// batches on different partitions cannot deadlock).
-    async fn prepare(
-        &self,
+    fn prepare(
+        &mut self,
         _tx: &mut PgConnection,
-        _batch: &mut Self::Batch,
         _inputs: &[&Self::Input],
-    ) -> LaneResult<()> {
-        Ok(())
+    ) -> impl Future<Output = LaneResult<()>> + Send {
+        async { Ok(()) }
     }
 
     /// Applies one input inside the batch transaction. A business refusal
     /// is an `Ok` rejection and must leave no writes behind; an `Err` aborts
     /// the batch (it is retried or isolated by the engine). For event inputs
     /// the outcome is not recorded.
-    async fn apply(
-        &self,
+    fn apply(
+        &mut self,
         tx: &mut PgConnection,
-        batch: &mut Self::Batch,
         input: &Self::Input,
-    ) -> LaneResult<Applied>;
+    ) -> impl Future<Output = LaneResult<Applied>> + Send;
 
     /// Runs once per batch after every input, before the commit; returns
     /// events to publish.
-    async fn finish(&self, _tx: &mut PgConnection, _batch: Self::Batch) -> LaneResult<Vec<Event>> {
-        Ok(Vec::new())
+    fn finish(self, _tx: &mut PgConnection) -> impl Future<Output = LaneResult<Vec<Event>>> + Send {
+        async { Ok(Vec::new()) }
     }
 }

@@ -2,7 +2,6 @@
 //! `transaction`), retry what is transient, isolate what is not, dead-letter
 //! poison, and re-read the log where the stored offset says.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use platform::lifecycle::pause;
@@ -51,7 +50,7 @@ pub struct PartitionId {
 
 /// Everything one partition task needs.
 pub struct PartitionWorker<L: Lane, P: PartitionLog> {
-    pub(super) lane: Arc<L>,
+    pub(super) lane: L,
     pub(super) pool: PgPool,
     pub(super) log: P,
     pub(super) id: PartitionId,
@@ -60,13 +59,7 @@ pub struct PartitionWorker<L: Lane, P: PartitionLog> {
 
 impl<L: Lane, P: PartitionLog> PartitionWorker<L, P> {
     /// A task for partition `id` of `lane`, reading `log`.
-    pub fn new(
-        lane: Arc<L>,
-        pool: PgPool,
-        log: P,
-        id: PartitionId,
-        settings: LaneSettings,
-    ) -> Self {
+    pub fn new(lane: L, pool: PgPool, log: P, id: PartitionId, settings: LaneSettings) -> Self {
         Self {
             lane,
             pool,
@@ -125,14 +118,13 @@ impl<L: Lane, P: PartitionLog> PartitionWorker<L, P> {
     }
 
     async fn process(&self, batch: &[OwnedMessage], cancel: &CancellationToken) -> Flow {
-        let topic = L::TOPIC;
         let items: Vec<Item<L::Input>> = batch
             .iter()
             .map(|m| Item {
                 offset: m.offset(),
                 digest: record_digest(m),
                 trace_id: super::decode::trace_id(m),
-                decoded: L::Input::decode(m, topic),
+                decoded: L::Input::decode(m),
             })
             .collect();
         if items.iter().any(|i| i.decoded.is_err())

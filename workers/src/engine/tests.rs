@@ -6,12 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api::outcomes::ChargeResult;
-use async_trait::async_trait;
 use rdkafka::message::OwnedMessage;
 use rdkafka::Timestamp;
 use schemas::requests::ChargeBalance;
 use schemas::requests::ChargeRequest;
-use schemas::{ErrorCode, Request, RequestEnvelope, Topic};
+use schemas::{ErrorCode, Request, RequestEnvelope};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,29 +27,20 @@ const FAILS: i64 = 13;
 const REFUSED: i64 = 7;
 
 /// Charges that succeed, are refused or fail by their amount, and conflict
-/// while `conflicts` lasts.
-#[derive(Default)]
+/// while `conflicts` lasts; every batch (a clone) shares the counters.
+#[derive(Default, Clone)]
 struct FakeLane {
-    conflicts: AtomicUsize,
-    applied: AtomicUsize,
+    counters: Arc<Counters>,
 }
 
-#[async_trait]
 impl Lane for FakeLane {
     type Input = RequestEnvelope<ChargeRequest>;
-    type Batch = ();
-
     const NAME: &'static str = "fake";
-    const TOPIC: Topic = Topic::ChargeRequests;
 
-    async fn apply(
-        &self,
-        _tx: &mut PgConnection,
-        _batch: &mut (),
-        input: &RequestEnvelope<ChargeRequest>,
-    ) -> LaneResult<Applied> {
+    async fn apply(&mut self, _tx: &mut PgConnection, input: &Self::Input) -> LaneResult<Applied> {
         let ChargeRequest::ChargeBalance(charge) = &input.request;
         if self
+            .counters
             .conflicts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
@@ -61,7 +51,7 @@ impl Lane for FakeLane {
             FAILS => Err(LaneError::Bug("unlucky amount".into())),
             REFUSED => Ok(Applied::rejected(ErrorCode::InvalidRequest, "seven")),
             amount => {
-                self.applied.fetch_add(1, Ordering::SeqCst);
+                self.counters.applied.fetch_add(1, Ordering::SeqCst);
                 let result = ChargeResult {
                     user_id: charge.user_id,
                     balance: amount,
@@ -71,6 +61,15 @@ impl Lane for FakeLane {
             }
         }
     }
+}
+
+/// What the fake lane's batches count together.
+#[derive(Default)]
+struct Counters {
+    /// Conflicts still to fail with.
+    conflicts: AtomicUsize,
+    /// Charges applied (also those rolled back later).
+    applied: AtomicUsize,
 }
 
 /// A log with fixed watermarks that remembers seeks and dead letters.
@@ -157,7 +156,7 @@ fn raw(offset: i64, payload: Vec<u8>) -> OwnedMessage {
 /// A partition task's world: its database, its lane and its log.
 struct Partition {
     pool: PgPool,
-    lane: Arc<FakeLane>,
+    lane: FakeLane,
     log: Arc<FakeLog>,
 }
 
@@ -170,7 +169,7 @@ impl Partition {
     fn with_lane(pool: PgPool, lane: FakeLane, low: i64, high: i64) -> Self {
         Self {
             pool,
-            lane: Arc::new(lane),
+            lane,
             log: FakeLog::new(low, high),
         }
     }
@@ -226,7 +225,7 @@ impl Partition {
     }
 
     fn applied(&self) -> usize {
-        self.lane.applied.load(Ordering::SeqCst)
+        self.lane.counters.applied.load(Ordering::SeqCst)
     }
 }
 
@@ -235,15 +234,18 @@ fn ids(n: usize) -> Vec<Uuid> {
     (0..n).map(|_| Uuid::now_v7()).collect()
 }
 
+/// Charges of `amounts` at offsets from 0, with fresh request ids.
+fn charges(amounts: &[i64]) -> (Vec<Uuid>, Vec<OwnedMessage>) {
+    let ids = ids(amounts.len());
+    let records = (0..).zip(&ids).zip(amounts);
+    let records = records.map(|((o, id), a)| charge(o, *id, *a)).collect();
+    (ids, records)
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn a_batch_commits_once_and_its_replay_is_skipped(pool: PgPool) {
     let partition = Partition::new(pool, 0, 3);
-    let ids = ids(3);
-    let records = vec![
-        charge(0, ids[0], 5),
-        charge(1, ids[1], REFUSED),
-        charge(2, ids[2], 6),
-    ];
+    let (ids, records) = charges(&[5, REFUSED, 6]);
     partition.run(records.clone()).await;
     partition.assert_decided(ids[0], "SUCCEEDED", None).await;
     partition
@@ -306,12 +308,7 @@ async fn records_retention_deleted_are_decided_lost(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_failing_record_is_isolated_and_dead_lettered(pool: PgPool) {
     let partition = Partition::new(pool, 0, 3);
-    let ids = ids(3);
-    let records = vec![
-        charge(0, ids[0], 5),
-        charge(1, ids[1], FAILS),
-        charge(2, ids[2], 6),
-    ];
+    let (ids, records) = charges(&[5, FAILS, 6]);
     partition.run(records).await;
     partition.assert_decided(ids[0], "SUCCEEDED", None).await;
     partition
@@ -327,19 +324,15 @@ async fn a_failing_record_is_isolated_and_dead_lettered(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn conflicts_retry_the_whole_batch_and_never_fail_it(pool: PgPool) {
-    let lane = FakeLane {
-        conflicts: AtomicUsize::new(3),
-        ..FakeLane::default()
-    };
+    let lane = FakeLane::default();
+    lane.counters.conflicts.store(3, Ordering::SeqCst);
     let partition = Partition::with_lane(pool, lane, 0, 2);
-    let ids = ids(2);
-    partition
-        .run(vec![charge(0, ids[0], 5), charge(1, ids[1], 6)])
-        .await;
+    let (ids, records) = charges(&[5, 6]);
+    partition.run(records).await;
     for id in ids {
         partition.assert_decided(id, "SUCCEEDED", None).await;
     }
-    assert_eq!(partition.lane.conflicts.load(Ordering::SeqCst), 0);
+    assert_eq!(partition.lane.counters.conflicts.load(Ordering::SeqCst), 0);
     assert!(partition.log.dead().is_empty());
 }
 

@@ -92,14 +92,14 @@ impl<L: Lane, P: PartitionLog> PartitionWorker<L, P> {
         let known = store::known(&mut tx, &ids).await?;
         let (to_apply, mut outcomes) = self.sort_out(pending, &known, failed);
 
-        let mut state = L::Batch::default();
+        let mut lane = self.lane.clone();
         let inputs: Vec<&L::Input> = to_apply
             .iter()
             .filter_map(|i| i.decoded.as_ref().ok())
             .collect();
         let mut events: Vec<EventEnvelope> = Vec::new();
         if !inputs.is_empty() {
-            self.lane.prepare(&mut tx, &mut state, &inputs).await?;
+            lane.prepare(&mut tx, &inputs).await?;
         }
         for item in to_apply {
             let Ok(input) = &item.decoded else { continue };
@@ -111,11 +111,7 @@ impl<L: Lane, P: PartitionLog> PartitionWorker<L, P> {
                 trace_id = item.trace_id.as_deref(),
                 offset = item.offset,
             );
-            let applied = self
-                .lane
-                .apply(&mut tx, &mut state, input)
-                .instrument(span)
-                .await?;
+            let applied = lane.apply(&mut tx, input).instrument(span).await?;
             let cause = input.causation_id();
             events.extend(
                 applied
@@ -142,7 +138,7 @@ impl<L: Lane, P: PartitionLog> PartitionWorker<L, P> {
             }
             outcomes.push(outcome);
         }
-        let finished = self.lane.finish(&mut tx, state).await?;
+        let finished = lane.finish(&mut tx).await?;
         events.extend(
             finished
                 .into_iter()

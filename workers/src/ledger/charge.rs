@@ -4,51 +4,38 @@
 //! written with one statement each.
 
 use api::outcomes::ChargeResult;
-use async_trait::async_trait;
 use schemas::events::BalanceChangeKind;
 use schemas::requests::ChargeRequest;
-use schemas::{ErrorCode, Event, RequestEnvelope, Topic};
+use schemas::{ErrorCode, Event, RequestEnvelope};
 use sqlx::PgConnection;
 
 use super::{Ledger, MAX_BALANCE};
 use crate::engine::{Applied, Lane};
 use crate::error::LaneResult;
 
-/// Applies `balance.charge`.
-#[derive(Debug, Default)]
-pub struct ChargeLane;
+/// Applies `balance.charge`; a batch's balances are its ledger.
+#[derive(Debug, Clone, Default)]
+pub struct ChargeLane {
+    ledger: Ledger,
+}
 
-#[async_trait]
 impl Lane for ChargeLane {
     type Input = RequestEnvelope<ChargeRequest>;
-    type Batch = Ledger;
-
     const NAME: &'static str = "charge";
-    const TOPIC: Topic = Topic::ChargeRequests;
 
-    async fn prepare(
-        &self,
-        tx: &mut PgConnection,
-        ledger: &mut Ledger,
-        inputs: &[&RequestEnvelope<ChargeRequest>],
-    ) -> LaneResult<()> {
+    async fn prepare(&mut self, tx: &mut PgConnection, inputs: &[&Self::Input]) -> LaneResult<()> {
         let users: Vec<i64> = inputs
             .iter()
             .map(|input| match &input.request {
                 ChargeRequest::ChargeBalance(charge) => charge.user_id,
             })
             .collect();
-        Ok(ledger.lock(tx, &users, users.len()).await?)
+        Ok(self.ledger.lock(tx, &users, users.len()).await?)
     }
 
-    async fn apply(
-        &self,
-        tx: &mut PgConnection,
-        ledger: &mut Ledger,
-        envelope: &RequestEnvelope<ChargeRequest>,
-    ) -> LaneResult<Applied> {
-        let ChargeRequest::ChargeBalance(charge) = &envelope.request;
-        let Some(balance) = ledger.balance(tx, charge.user_id).await? else {
+    async fn apply(&mut self, tx: &mut PgConnection, input: &Self::Input) -> LaneResult<Applied> {
+        let ChargeRequest::ChargeBalance(charge) = &input.request;
+        let Some(balance) = self.ledger.balance(tx, charge.user_id).await? else {
             return Ok(Applied::rejected(ErrorCode::NotFound, "user not found"));
         };
         if balance > MAX_BALANCE - charge.amount {
@@ -57,7 +44,8 @@ impl Lane for ChargeLane {
                 format!("a balance may not exceed {MAX_BALANCE}"),
             ));
         }
-        let changed = ledger
+        let changed = self
+            .ledger
             .change(
                 tx,
                 charge.user_id,
@@ -65,7 +53,7 @@ impl Lane for ChargeLane {
                 charge.amount,
                 None,
                 Some("charge"),
-                envelope.request_id,
+                input.request_id,
             )
             .await?;
         Ok(Applied::succeeded(
@@ -78,8 +66,8 @@ impl Lane for ChargeLane {
         ))
     }
 
-    async fn finish(&self, tx: &mut PgConnection, ledger: Ledger) -> LaneResult<Vec<Event>> {
-        ledger.flush(tx).await?;
+    async fn finish(self, tx: &mut PgConnection) -> LaneResult<Vec<Event>> {
+        self.ledger.flush(tx).await?;
         Ok(Vec::new())
     }
 }

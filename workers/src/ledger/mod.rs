@@ -47,7 +47,7 @@ struct HistoryRow {
 }
 
 /// The balances one batch transaction has locked, with its staged changes.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Ledger {
     accounts: HashMap<i64, Account>,
     history: Vec<HistoryRow>,

@@ -5,32 +5,47 @@
 //! arrive in two records; `stats_counted_orders` makes it count once. The
 //! updated day totals go to `product-daily-stats`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use schemas::events::ProductDailyStats;
-use schemas::{Event, EventEnvelope, Topic};
+use schemas::{Event, Topic};
 use sqlx::PgConnection;
 
-use crate::engine::{Applied, Lane};
+use crate::engine::{Applied, EventOn, EventTopic, Lane};
 use crate::error::LaneResult;
 
-/// Folds paid orders into daily product statistics.
+/// Folds paid orders into daily product statistics: a batch gathers the
+/// per-product lines of its orders, and adds them up once at its end.
 #[derive(Debug, Clone)]
 pub struct StatsLane {
     /// IANA time zone whose midnight separates business days.
-    pub business_tz: String,
+    business_tz: Arc<str>,
+    lines: Vec<Line>,
+    orders: HashSet<i64>,
 }
 
-/// Per-product lines of the batch's orders.
-#[derive(Debug, Default)]
-pub struct Folded {
-    lines: Vec<Line>,
-    orders: std::collections::HashSet<i64>,
+impl StatsLane {
+    /// A lane whose business days end at midnight in `business_tz`.
+    pub fn new(business_tz: impl Into<Arc<str>>) -> Self {
+        Self {
+            business_tz: business_tz.into(),
+            lines: Vec::new(),
+            orders: HashSet::new(),
+        }
+    }
+}
+
+/// What the stats lane consumes.
+#[derive(Debug)]
+pub enum OrderEvents {}
+
+impl EventTopic for OrderEvents {
+    const TOPIC: Topic = Topic::OrderEvents;
 }
 
 /// One product of one paid order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Line {
     order_id: i64,
     product_id: i64,
@@ -39,22 +54,13 @@ struct Line {
     amount: i64,
 }
 
-#[async_trait]
 impl Lane for StatsLane {
-    type Input = EventEnvelope;
-    type Batch = Folded;
-
+    type Input = EventOn<OrderEvents>;
     const NAME: &'static str = "stats";
-    const TOPIC: Topic = Topic::OrderEvents;
 
-    async fn apply(
-        &self,
-        _tx: &mut PgConnection,
-        folded: &mut Folded,
-        envelope: &EventEnvelope,
-    ) -> LaneResult<Applied> {
-        if let Event::OrderPaid(order) = &envelope.event {
-            if !folded.orders.insert(order.order_id) {
+    async fn apply(&mut self, _tx: &mut PgConnection, input: &Self::Input) -> LaneResult<Applied> {
+        if let Event::OrderPaid(order) = &input.envelope.event {
+            if !self.orders.insert(order.order_id) {
                 // The same order twice in one batch (a re-published event).
                 return Ok(Applied::consumed(Vec::new()));
             }
@@ -66,7 +72,7 @@ impl Lane for StatsLane {
                 entry.1 += i64::from(item.quantity) * item.unit_price;
             }
             for (product_id, (quantity, amount)) in per_product {
-                folded.lines.push(Line {
+                self.lines.push(Line {
                     order_id: order.order_id,
                     product_id,
                     paid_at: order.paid_at,
@@ -78,14 +84,14 @@ impl Lane for StatsLane {
         Ok(Applied::consumed(Vec::new()))
     }
 
-    async fn finish(&self, tx: &mut PgConnection, folded: Folded) -> LaneResult<Vec<Event>> {
-        if folded.lines.is_empty() {
+    async fn finish(self, tx: &mut PgConnection) -> LaneResult<Vec<Event>> {
+        if self.lines.is_empty() {
             return Ok(Vec::new());
         }
-        let mut orders: Vec<i64> = folded.lines.iter().map(|l| l.order_id).collect();
+        let mut orders: Vec<i64> = self.lines.iter().map(|l| l.order_id).collect();
         orders.sort_unstable();
         orders.dedup();
-        let fresh: std::collections::HashSet<i64> = sqlx::query_scalar!(
+        let fresh: HashSet<i64> = sqlx::query_scalar!(
             "INSERT INTO stats_counted_orders (order_id) SELECT * FROM UNNEST($1::int8[])
              ON CONFLICT DO NOTHING RETURNING order_id",
             &orders
@@ -94,7 +100,7 @@ impl Lane for StatsLane {
         .await?
         .into_iter()
         .collect();
-        let lines: Vec<_> = folded
+        let lines: Vec<_> = self
             .lines
             .into_iter()
             .filter(|l| fresh.contains(&l.order_id))
@@ -131,7 +137,7 @@ impl Lane for StatsLane {
             &paid_at,
             &quantities,
             &amounts,
-            &self.business_tz
+            &*self.business_tz
         )
         .fetch_all(&mut *tx)
         .await?;

@@ -2,25 +2,25 @@
 //! without Kafka: each test runs a lane's `prepare`, `apply` and `finish`
 //! in a transaction of its own, as the engine would.
 
-use std::sync::Arc;
-
 use api::outcomes::OrderResult;
 use api::status::{OrderStatus, PaymentStatus};
 use chrono::{DateTime, NaiveDate, Utc};
-use schemas::events::{
-    BalanceChangeKind, BalanceChanged, OrderPaid, OrderPaidItem, ProductDailyStats,
-};
+use schemas::events::{OrderPaid, OrderPaidItem, ProductDailyStats};
 use schemas::requests::OrderRequest;
 use schemas::requests::{OrderLine, PlaceOrder};
 use schemas::{ErrorCode, Event, EventEnvelope, RequestEnvelope};
 use sqlx::PgPool;
 
+use super::stats::OrderEvents;
 use super::{OrderLane, StatsLane};
-use crate::engine::Outcome;
+use crate::engine::{EventOn, Outcome};
 use crate::fixtures::{
-    balance_of, commit_batch, payments, race, rejection, rejections, request, result_as, snapshot,
-    user_with_balance,
+    balance_of, commit_batch, commit_refused, commit_unchanged, payments, race_for_one, request,
+    result_as, spent, user_with_balance,
 };
+
+/// What the stats lane consumes.
+type PaidOrder = EventOn<OrderEvents>;
 
 /// A product at `price` with a stock per `(size, quantity)`; returns it and
 /// its stocks in the order given.
@@ -50,14 +50,17 @@ async fn product(pool: &PgPool, price: i64, stocks: &[(&str, i32)]) -> (i64, Vec
     (product_id, ids)
 }
 
-async fn stock_left(pool: &PgPool, stock_id: i64) -> i32 {
+/// What is left of each of `stocks`, in their order.
+async fn stocks_left(pool: &PgPool, stocks: &[i64]) -> Vec<i32> {
     sqlx::query_scalar!(
-        "SELECT quantity FROM product_stocks WHERE id = $1",
-        stock_id
+        r#"SELECT s.quantity AS "quantity!"
+           FROM UNNEST($1::int8[]) WITH ORDINALITY AS t(id, n)
+           JOIN product_stocks s ON s.id = t.id ORDER BY t.n"#,
+        stocks
     )
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await
-    .expect("stock")
+    .expect("stocks")
 }
 
 async fn put_in_cart(pool: &PgPool, user_id: i64, product_id: i64, stock_id: i64) {
@@ -97,7 +100,8 @@ async fn placing_an_order_takes_stock_and_pays(pool: PgPool) {
     put_in_cart(&pool, user, cap, caps[0]).await;
 
     let placed = order(user, &[(shirts[0], 2), (caps[0], 1)], true);
-    let (applied, finished) = commit_batch(&pool, &OrderLane, std::slice::from_ref(&placed)).await;
+    let (applied, finished) =
+        commit_batch(&pool, &OrderLane::default(), std::slice::from_ref(&placed)).await;
     assert!(finished.is_empty());
     let result = result_as::<OrderResult>(&applied[0]);
     assert_eq!((result.total_amount, result.balance), (25_000, 75_000));
@@ -135,7 +139,8 @@ async fn placing_an_order_takes_stock_and_pays(pool: PgPool) {
             Some(row.order_date)
         )
     );
-    let items = sqlx::query!(
+    let items = sqlx::query_as!(
+        OrderPaidItem,
         "SELECT product_stock_id, product_id, size, quantity, unit_price FROM order_items
          WHERE order_id = $1 ORDER BY id",
         result.order_id
@@ -143,16 +148,6 @@ async fn placing_an_order_takes_stock_and_pays(pool: PgPool) {
     .fetch_all(&pool)
     .await
     .expect("items");
-    let items: Vec<OrderPaidItem> = items
-        .into_iter()
-        .map(|i| OrderPaidItem {
-            product_id: i.product_id,
-            product_stock_id: i.product_stock_id,
-            size: i.size,
-            quantity: i.quantity,
-            unit_price: i.unit_price,
-        })
-        .collect();
     assert_eq!(
         items,
         [
@@ -187,21 +182,12 @@ async fn placing_an_order_takes_stock_and_pays(pool: PgPool) {
             paid_at: row.order_date,
         }
     );
-    assert_eq!(
-        change,
-        &BalanceChanged {
-            user_id: user,
-            history_id: change.history_id,
-            kind: BalanceChangeKind::Use,
-            amount: 25_000,
-            balance_after: 75_000,
-            payment_id: Some(result.payment_id),
-        }
-    );
+    let history_id = change.history_id;
+    let expected = spent(user, 25_000, 75_000, result.payment_id, history_id);
+    assert_eq!(*change, expected);
 
-    assert_eq!(stock_left(&pool, shirts[0]).await, 3);
-    assert_eq!(stock_left(&pool, shirts[1]).await, 3);
-    assert_eq!(stock_left(&pool, caps[0]).await, 0);
+    let stocks = [shirts[0], shirts[1], caps[0]];
+    assert_eq!(stocks_left(&pool, &stocks).await, [3, 3, 0]);
     assert_eq!(balance_of(&pool, user).await, 75_000);
     let cart = sqlx::query_scalar!(
         "SELECT product_stock_id FROM user_carts WHERE user_id = $1",
@@ -219,35 +205,28 @@ async fn an_order_over_stock_or_balance_changes_nothing(pool: PgPool) {
     let (_, caps) = product(&pool, 5_000, &[("F", 1)]).await;
     let user = user_with_balance(&pool, 100_000).await;
     let poor = user_with_balance(&pool, 9_999).await;
-    let before = snapshot(&pool).await;
 
-    let (applied, finished) = commit_batch(
-        &pool,
-        &OrderLane,
-        &[
+    let cases = vec![
+        (
             order(user, &[(shirts[0], 2), (caps[0], 3)], false),
+            ErrorCode::OutOfStock,
+        ),
+        (
             order(poor, &[(shirts[0], 1)], false),
+            ErrorCode::InsufficientBalance,
+        ),
+        (
             order(user, &[(caps[0] + 1_000, 1)], false),
-        ],
-    )
-    .await;
-    assert_eq!(
-        rejections(&applied),
-        [
-            Some(ErrorCode::OutOfStock),
-            Some(ErrorCode::InsufficientBalance),
-            Some(ErrorCode::NotFound),
-        ]
-    );
+            ErrorCode::NotFound,
+        ),
+    ];
+    let applied = commit_refused(&pool, &OrderLane::default(), cases).await;
     assert!(
         matches!(&applied[0].outcome, Outcome::Rejected(_, message)
             if message.contains(&format!("product stock {}", caps[0]))),
         "names the short line: {:?}",
         applied[0].outcome
     );
-    assert!(applied.iter().all(|a| a.events.is_empty()));
-    assert!(finished.is_empty());
-    assert_eq!(snapshot(&pool).await, before);
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -262,27 +241,17 @@ async fn the_last_unit_goes_to_exactly_one_of_concurrent_orders(pool: PgPool) {
         .map(|&buyer| vec![order(buyer, &[(stocks[0], 1)], false)])
         .collect();
 
-    let decided = race(&pool, Arc::new(OrderLane), batches).await;
-    let codes: Vec<Option<ErrorCode>> = decided.iter().map(|b| rejection(&b[0])).collect();
-    let winners: Vec<usize> = (0..codes.len()).filter(|&i| codes[i].is_none()).collect();
-    assert_eq!(winners.len(), 1, "{codes:?}");
-    assert_eq!(
-        codes
-            .iter()
-            .filter(|c| **c == Some(ErrorCode::OutOfStock))
-            .count(),
-        3,
-        "{codes:?}"
-    );
+    let lane = OrderLane::default();
+    let winner = race_for_one(&pool, lane, batches, ErrorCode::OutOfStock).await;
 
-    assert_eq!(stock_left(&pool, stocks[0]).await, 0);
+    assert_eq!(stocks_left(&pool, &stocks).await, [0]);
     let orders = sqlx::query_scalar!("SELECT user_id FROM orders")
         .fetch_all(&pool)
         .await
         .expect("orders");
-    assert_eq!(orders, [buyers[winners[0]]]);
+    assert_eq!(orders, [buyers[winner]]);
     for (i, &buyer) in buyers.iter().enumerate() {
-        let expected = if i == winners[0] { 70_000 } else { 100_000 };
+        let expected = if i == winner { 70_000 } else { 100_000 };
         assert_eq!(balance_of(&pool, buyer).await, expected);
     }
 }
@@ -299,23 +268,11 @@ async fn concurrent_orders_cannot_spend_one_balance_twice(pool: PgPool) {
         .map(|&stock| vec![order(user, &[(stock, 1)], false)])
         .collect();
 
-    let decided = race(&pool, Arc::new(OrderLane), batches).await;
-    let codes: Vec<Option<ErrorCode>> = decided.iter().map(|b| rejection(&b[0])).collect();
-    assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 1, "{codes:?}");
-    assert_eq!(
-        codes
-            .iter()
-            .filter(|c| **c == Some(ErrorCode::InsufficientBalance))
-            .count(),
-        2,
-        "{codes:?}"
-    );
+    let lane = OrderLane::default();
+    race_for_one(&pool, lane, batches, ErrorCode::InsufficientBalance).await;
 
     assert_eq!(balance_of(&pool, user).await, 10_000);
-    let mut left = Vec::new();
-    for &stock in &stocks {
-        left.push(stock_left(&pool, stock).await);
-    }
+    let mut left = stocks_left(&pool, &stocks).await;
     left.sort_unstable();
     assert_eq!(left, [9, 10, 10], "only the paid order took stock");
 }
@@ -324,8 +281,8 @@ fn paid_at(text: &str) -> DateTime<Utc> {
     text.parse().expect("timestamp")
 }
 
-fn paid_event(order_id: i64, paid_at: DateTime<Utc>, items: &[(i64, i32, i64)]) -> EventEnvelope {
-    EventEnvelope::new(
+fn paid_event(order_id: i64, paid_at: DateTime<Utc>, items: &[(i64, i32, i64)]) -> PaidOrder {
+    PaidOrder::from(EventEnvelope::new(
         None,
         Event::OrderPaid(OrderPaid {
             order_id,
@@ -345,7 +302,7 @@ fn paid_event(order_id: i64, paid_at: DateTime<Utc>, items: &[(i64, i32, i64)]) 
             total_amount: items.iter().map(|i| i64::from(i.1) * i.2).sum(),
             paid_at,
         }),
-    )
+    ))
 }
 
 fn day(text: &str) -> NaiveDate {
@@ -383,9 +340,7 @@ fn daily(events: Vec<Event>) -> Vec<ProductDailyStats> {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn the_stats_lane_counts_a_paid_order_once(pool: PgPool) {
-    let lane = StatsLane {
-        business_tz: "Asia/Seoul".into(),
-    };
+    let lane = StatsLane::new("Asia/Seoul");
     let (hoodie, _) = product(&pool, 10_000, &[("M", 1)]).await;
     let (cap, _) = product(&pool, 5_000, &[("F", 1)]).await;
     // 00:30 on 2 May in Seoul; two sizes of the hoodie count as one order.
@@ -413,32 +368,21 @@ async fn the_stats_lane_counts_a_paid_order_once(pool: PgPool) {
     );
 
     // And once more in a later batch: counted already.
-    let before = snapshot(&pool).await;
-    let (_, finished) = commit_batch(&pool, &lane, &[late]).await;
-    assert!(finished.is_empty());
-    assert_eq!(snapshot(&pool).await, before);
+    commit_unchanged(&pool, &lane, &[late]).await;
 
     // Another order on the same day adds to its totals.
     let next = paid_event(3, paid_at("2024-05-02T01:00:00Z"), &[(hoodie, 4, 10_000)]);
     let (_, finished) = commit_batch(&pool, &lane, &[next]).await;
     assert_eq!(daily(finished), [stats(hoodie, "2024-05-02", 2, 7, 70_000)]);
-    let rows = sqlx::query!(
-        "SELECT product_id, order_date, total_orders, total_quantity, total_sales_amount
-         FROM product_order_stats ORDER BY product_id, order_date"
+    let rows = sqlx::query_as!(
+        ProductDailyStats,
+        r#"SELECT product_id, order_date AS date, total_orders::int8 AS "total_orders!",
+                  total_quantity, total_sales_amount
+           FROM product_order_stats ORDER BY product_id, order_date"#
     )
     .fetch_all(&pool)
     .await
     .expect("stats");
-    let rows: Vec<ProductDailyStats> = rows
-        .into_iter()
-        .map(|r| ProductDailyStats {
-            product_id: r.product_id,
-            date: r.order_date,
-            total_orders: i64::from(r.total_orders),
-            total_quantity: r.total_quantity,
-            total_sales_amount: r.total_sales_amount,
-        })
-        .collect();
     assert_eq!(
         rows,
         [
