@@ -14,6 +14,67 @@ mode = sys.argv[2]
 bench = Path(__file__).resolve().parent
 dest = Path(sys.argv[3]) if len(sys.argv) > 3 else bench
 commands = (out / "commands.txt").read_text().strip().splitlines()
+QUEUE_START = "<!-- queue section: written by bench/report.py from bench/queue.json -->"
+QUEUE_END = "<!-- end of the queue section -->"
+
+
+def queue_section():
+    """The waiting-queue section of REPORT.md, from out/queue.json (which
+    is also copied to bench/queue.json); None when the run had no queue
+    part."""
+    path = out / "queue.json"
+    if not path.exists():
+        return None
+    queue = json.loads(path.read_text())
+    (dest / "queue.json").write_text(json.dumps(queue, indent=2) + "\n")
+    settings = queue["settings"]
+    lines = [
+        QUEUE_START,
+        "## Waiting queue",
+        "",
+        "`queue-bench` (`./dev bench --queue`, or part of a whole run) on a gateway and a database of",
+        "its own with no workers running: each line is seeded straight into the database (users and",
+        "WAITING places, one statement), then measured through the gateway's HTTP API; admission rounds",
+        "run in-process on the same database. Position: one `GET /v1/queue/tokens/{token}` per place,",
+        f"{settings['samples_per_part']} places per part of the line, {settings['lookup_clients']} clients",
+        f"at once. Admission: {settings['rounds']} rounds one a second, each admitting",
+        f"{settings['admit_per_round']} places (median and slowest). Joins: {settings['joins']} new users",
+        f"join the back of the line, {settings['join_clients']} at once. Polling: the intervals served to",
+        "places at 60 log-spaced positions (asked over HTTP once each), each taken for every place up to",
+        "the next sample, summed over the whole line, at the pace the rounds gave the line (`admit/s`);",
+        "clients that long-poll at the front cost less than counted.",
+        "",
+        "| waiting | position p50 / p99 ms (front, middle, back) | position p99 ms | admission round ms (max) | joins/s | poll requests/s | admit/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size, run in sorted(queue["sizes"].items(), key=lambda kv: int(kv[0])):
+        parts = ", ".join(
+            f"{run['position_ms'][p]['p50']:.2f} / {run['position_ms'][p]['p99']:.2f}"
+            for p in ("front", "middle", "back")
+        )
+        lines.append(
+            f"| {int(size):,} | {parts} | {run['position_p99_ms']:.2f} | "
+            f"{run['admission_round_ms']:.1f} ({run['admission_round_max_ms']:.1f}) | "
+            f"{run['joins_per_sec']:.0f} | {run['poll_requests_per_sec']:.0f} | {run['admit_rate']:.1f} |"
+        )
+    lines += ["", QUEUE_END]
+    return "\n".join(lines)
+
+
+if mode == "queue":
+    # Only the queue was measured: replace its section of the last report.
+    section = queue_section()
+    report_path = dest / "REPORT.md"
+    text = report_path.read_text() if report_path.exists() else "# Benchmark report\n"
+    if QUEUE_START in text and QUEUE_END in text:
+        before, rest = text.split(QUEUE_START, 1)
+        after = rest.split(QUEUE_END, 1)[1]
+        text = before + section + after
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    report_path.write_text(text)
+    print(section)
+    sys.exit(0)
 
 
 def baseline_tps(scenario):
@@ -123,6 +184,7 @@ report = [
     rule,
     *extra_rows,
     "",
+    *([queue_section(), ""] if (out / "queue.json").exists() else []),
     "## Command lines",
     "",
     "```",

@@ -142,8 +142,16 @@ pub struct QueueToken {
     pub schedule_id: i64,
     /// Where it stands.
     pub status: QueueStatus,
-    /// 1-based place in line while WAITING.
+    /// While WAITING, your place in line, 1 at the front: at most this many
+    /// people are ahead of you, you included (the places of people who left
+    /// count until admission passes them, so it may drop by more than the
+    /// admitted).
     pub position: Option<i64>,
+    /// While WAITING, ask again after this many milliseconds (sooner is
+    /// refused with 429 and `Retry-After`). It grows with the distance to
+    /// the front; a waiting token not asked for within it and the
+    /// gateway's `QUEUE_ABANDON_SECS` is given up (EXPIRED).
+    pub poll_after_ms: Option<i64>,
     /// Until when an ACTIVE token admits.
     pub active_until: Option<DateTime<Utc>>,
 }

@@ -43,7 +43,7 @@ use api::shop::{
     Cart, DailyQuery, DailyStats, NewProduct, Order, PlaceOrder, Product, ProductFilter,
     SetQuantity, TopProducts, TopQuery,
 };
-use api::status::RequestStatus;
+use api::status::{QueueStatus, RequestStatus};
 use api::users::{Balance, BalanceEntry, Charge, NewUser, User};
 use api::{Accepted, Cursor, ErrorBody, Items, Paged, RequestOutcome};
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
@@ -300,9 +300,44 @@ impl Client {
         }
     }
 
-    /// `GET /v1/queue/tokens/{token}`.
+    /// `GET /v1/queue/tokens/{token}`, answered at once.
     pub async fn queue_token(&self, token: Uuid) -> Result<QueueToken, Error> {
         self.get(&format!("/v1/queue/tokens/{token}"), &()).await
+    }
+
+    /// `GET /v1/queue/tokens/{token}?wait_ms=`: near the front of the line
+    /// the gateway holds the answer up to `wait` for the token to turn
+    /// ACTIVE (and answers `poll_after_ms: 0`); further back it answers at
+    /// once.
+    pub async fn queue_token_waiting(
+        &self,
+        token: Uuid,
+        wait: Duration,
+    ) -> Result<QueueToken, Error> {
+        let query = [("wait_ms", wait.as_millis())];
+        self.get(&format!("/v1/queue/tokens/{token}"), &query).await
+    }
+
+    /// Follows `token` the way the gateway asks (long-polling, and waiting
+    /// `poll_after_ms` between calls) until it is no longer WAITING, for up
+    /// to `within`; the last answer.
+    pub async fn wait_admitted(&self, token: Uuid, within: Duration) -> Result<QueueToken, Error> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let pause = match self.queue_token_waiting(token, LONG_POLL.min(left)).await {
+                Ok(state) if state.status != QueueStatus::Waiting || left.is_zero() => {
+                    return Ok(state)
+                }
+                Ok(state) => Duration::from_millis(state.poll_after_ms.unwrap_or(1_000) as u64),
+                // Asked too soon (another caller polls the same token).
+                Err(Error::Api { status, .. }) if status == StatusCode::TOO_MANY_REQUESTS => {
+                    Duration::from_secs(1)
+                }
+                Err(error) => return Err(error),
+            };
+            tokio::time::sleep(pause.min(left)).await;
+        }
     }
 
     /// `POST /v1/reservations`: holds a seat (needs an `ACTIVE` queue token).
@@ -584,7 +619,8 @@ impl Client {
                     let status = response.status();
                     let retry_after = retry_after(&response);
                     let again = status == StatusCode::SERVICE_UNAVAILABLE
-                        || (status == StatusCode::CONFLICT && retry_after.is_some());
+                        || (matches!(status, StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS)
+                            && retry_after.is_some());
                     if !again || tokio::time::Instant::now() >= deadline {
                         return Ok((response, retried_503));
                     }

@@ -1,6 +1,7 @@
 //! Gateway configuration (DESIGN §8).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
 use platform::CommonConfig;
@@ -48,6 +49,38 @@ pub struct GatewayConfig {
     /// off.
     #[arg(long, env = "OUTCOME_CACHE_ENTRIES", default_value_t = 50_000)]
     pub outcome_cache_entries: usize,
+
+    /// Shortest polling interval a waiting queue token is given (the front
+    /// of the line), in milliseconds.
+    #[arg(long, env = "QUEUE_POLL_MIN_MS", default_value_t = 1_000)]
+    pub queue_poll_min_ms: u64,
+
+    /// Longest polling interval a waiting queue token is given (the back of
+    /// a long line), in milliseconds.
+    #[arg(long, env = "QUEUE_POLL_MAX_MS", default_value_t = 1_200_000)]
+    pub queue_poll_max_ms: u64,
+
+    /// Polling interval added per place between a token and the front, in
+    /// milliseconds (never more than half the wait the line's pace
+    /// predicts).
+    #[arg(long, env = "QUEUE_POLL_MS_PER_PLACE", default_value_t = 10)]
+    pub queue_poll_ms_per_place: u64,
+
+    /// Places at the front of a line whose long-polls are held whatever the
+    /// line's pace.
+    #[arg(long, env = "QUEUE_LONG_POLL_PLACES", default_value_t = 100)]
+    pub queue_long_poll_places: i64,
+
+    /// How long past its polling interval a waiting place is kept without a
+    /// poll before it is given up, in seconds.
+    #[arg(long, env = "QUEUE_ABANDON_SECS", default_value_t = 120)]
+    pub queue_abandon_secs: u64,
+
+    /// Queue tokens whose polling pace this gateway tracks (a poll sooner
+    /// than its interval allows answers 429); past it the oldest are
+    /// forgotten.
+    #[arg(long, env = "QUEUE_PACE_ENTRIES", default_value_t = 1_000_000)]
+    pub queue_pace_entries: usize,
 }
 
 /// Shortest `AUTH_SECRET` accepted, in bytes: an HMAC-SHA256 key shorter
@@ -83,6 +116,17 @@ pub enum SecretError {
 }
 
 impl GatewayConfig {
+    /// The polling policy of queue tokens.
+    pub fn poll_policy(&self) -> crate::queue::PollPolicy {
+        crate::queue::PollPolicy {
+            min: Duration::from_millis(self.queue_poll_min_ms.max(1)),
+            max: Duration::from_millis(self.queue_poll_max_ms.max(self.queue_poll_min_ms)),
+            per_place: Duration::from_millis(self.queue_poll_ms_per_place),
+            front_places: self.queue_long_poll_places,
+            abandon_after: Duration::from_secs(self.queue_abandon_secs),
+        }
+    }
+
     /// Refuses empty, placeholder and (for `AUTH_SECRET`) short secrets.
     pub fn check_secrets(&self) -> Result<(), SecretError> {
         for (name, value) in [

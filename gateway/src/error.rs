@@ -62,6 +62,9 @@ pub enum ApiError {
         /// Where: a JSON path into the body, or `query`.
         field: String,
     },
+    /// A queue token was polled sooner than its last answer asked.
+    #[error("polled too soon: ask again in {} ms", .0.as_millis())]
+    PolledTooSoon(std::time::Duration),
     /// Kafka did not acknowledge in time: the request was not accepted.
     #[error("kafka unavailable")]
     KafkaUnavailable(#[source] platform::kafka::ProduceError),
@@ -99,6 +102,7 @@ impl ApiError {
             }
             ApiError::IdempotencyKeyInUse => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_IN_USE"),
             ApiError::InvalidText { .. } => (StatusCode::BAD_REQUEST, "INVALID_TEXT"),
+            ApiError::PolledTooSoon(_) => (StatusCode::TOO_MANY_REQUESTS, "POLLED_TOO_SOON"),
             ApiError::KafkaUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"),
             ApiError::Database(e) => match platform::db::classify(e) {
                 platform::db::ErrorClass::Unavailable => {
@@ -131,6 +135,13 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self, code, "request failed");
         }
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::PolledTooSoon(left) = &self {
+            // Whole seconds, rounded up: a client that waits them is on time.
+            let secs = left.as_millis().div_ceil(1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE
             || matches!(self, ApiError::IdempotencyKeyInUse)
         {

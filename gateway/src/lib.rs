@@ -9,6 +9,7 @@ pub mod extract;
 pub mod openapi;
 pub mod pending;
 pub mod publish;
+pub mod queue;
 pub mod routes;
 pub mod state;
 pub mod validate;
@@ -34,6 +35,7 @@ use state::AppState;
 pub struct Gateway {
     state: AppState,
     pending: pending::PendingQueue,
+    liveness: queue::LivenessQueue,
     max_body_bytes: usize,
 }
 
@@ -49,6 +51,11 @@ impl Gateway {
         )?;
         let producer = platform::kafka::producer(&config.common)?;
         let (pending_writer, pending) = pending::channel();
+        let (lines, liveness) = queue::QueueLines::new(
+            config.poll_policy(),
+            config.queue_pace_entries,
+            config.long_poll_max,
+        );
         let state = AppState {
             pool,
             producer,
@@ -57,6 +64,7 @@ impl Gateway {
             admin_token: Arc::from(config.admin_token.expose_secret()),
             waiter: waiter::OutcomeWaiter::new(config.outcome_cache_entries, config.long_poll_max),
             pending: pending_writer,
+            queue: lines,
             produce_timeout: Duration::from_millis(config.common.kafka_produce_timeout_ms),
             max_wait: Duration::from_millis(config.request_wait_max_ms),
             business_tz: Arc::from(config.business_tz.as_str()),
@@ -65,6 +73,7 @@ impl Gateway {
         Ok(Self {
             state,
             pending,
+            liveness,
             max_body_bytes: config.max_body_bytes,
         })
     }
@@ -138,6 +147,13 @@ impl Gateway {
                 .clone()
                 .run(self.state.pool.clone(), cancel.clone()),
         );
+        let lines = tokio::spawn(
+            self.state
+                .queue
+                .clone()
+                .listen(self.state.pool.clone(), cancel.clone()),
+        );
+        let liveness = tokio::spawn(self.liveness.run(self.state.pool.clone(), cancel.clone()));
         // The PENDING writer outlives the graceful shutdown: calls still in
         // flight when `cancel` fires get their rows written.
         let pending_stop = CancellationToken::new();
@@ -152,6 +168,8 @@ impl Gateway {
         cancel.cancel();
         pending_stop.cancel();
         let _ = waiter.await;
+        let _ = lines.await;
+        let _ = liveness.await;
         let _ = pending.await;
         self.state.producer_flush();
         Ok(())

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use crate::auth::Signer;
 use crate::pending::PendingWriter;
+use crate::queue::QueueLines;
 use crate::waiter::OutcomeWaiter;
 
 /// What every handler can reach.
@@ -26,6 +27,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// Wakes long-polls when outcomes are written.
     pub waiter: OutcomeWaiter,
+    /// The waiting lines: polling pace, long-polls, liveness.
+    pub queue: QueueLines,
     /// Records accepted requests as PENDING, many per statement.
     pub pending: PendingWriter,
     /// How long a produce may wait for the broker.

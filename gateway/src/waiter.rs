@@ -8,11 +8,9 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use platform::db::{parse_outcome_payload, RequestView};
 use quick_cache::sync::Cache;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -167,29 +165,9 @@ impl OutcomeWaiter {
     /// after failures. Long-polls also re-check the database periodically, so
     /// a lost notification only delays an answer.
     pub async fn run(self, pool: PgPool, cancel: CancellationToken) {
-        loop {
-            let listener = async {
-                let mut listener = PgListener::connect_with(&pool).await?;
-                listener.listen(OUTCOME_CHANNEL).await?;
-                loop {
-                    let notification = listener.recv().await?;
-                    self.wake(notification.payload());
-                }
-                #[allow(unreachable_code)]
-                Ok::<(), sqlx::Error>(())
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                result = listener => {
-                    if let Err(error) = result {
-                        tracing::warn!(%error, "outcome listener failed; reconnecting");
-                    }
-                }
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        platform::db::listen(&pool, OUTCOME_CHANNEL, &cancel, |payload| {
+            self.wake(payload)
+        })
+        .await;
     }
 }

@@ -184,14 +184,7 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
 
     let alice = h.api.create_user("alice").await?;
     let request_id = h.api.charge(&alice, 700).await?;
-    let response = h
-        .api
-        .http
-        .get(h.api.url("/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let response = h.api.metrics().await?;
     assert!(response.contains("http_requests_total"), "{response}");
     assert!(
         response.contains("http_request_duration_seconds_bucket{"),

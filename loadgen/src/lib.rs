@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 mod checks;
+pub mod queue;
 pub mod report;
 pub mod scenario;
 

@@ -12,6 +12,17 @@ use uuid::Uuid;
 /// by [`outcome_payloads`] (a JSON array of [`OutcomeNotice`]s). The gateway
 /// listens to answer long-polls.
 pub const OUTCOME_CHANNEL: &str = "request_outcomes";
+/// Channel queue admission `NOTIFY`s after admitting places of a schedule's
+/// line; the payload is `<schedule id>:<admitted through>` (every place up
+/// to that number is admitted or gone). The gateway listens to answer
+/// long-polls on queue tokens.
+pub const QUEUE_ADMITTED_CHANNEL: &str = "queue_admitted";
+/// Advisory lock class (first half of the key) of a schedule's waiting line;
+/// the second half is `queue_line_key(schedule id)` (a SQL function of the
+/// migrations). Joins hold it shared while they take a place number,
+/// admission exclusively while it admits: admission never passes a place
+/// whose join is still in flight.
+pub const QUEUE_LINE_LOCK_CLASS: i32 = 0x0b00_c0de;
 /// Channel the lanes `NOTIFY` after writing outbox rows; wakes the relay.
 pub const OUTBOX_CHANNEL: &str = "outbox_ready";
 
@@ -46,6 +57,41 @@ pub fn named_pool(
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options))
+}
+
+/// Listens to `channel` until `cancel` fires and hands each notification's
+/// payload to `on`, reconnecting half a second after a failure (what was
+/// notified meanwhile is lost: listeners must tolerate a missed
+/// notification).
+pub async fn listen(
+    pool: &PgPool,
+    channel: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+    mut on: impl FnMut(&str),
+) {
+    loop {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+            listener.listen(channel).await?;
+            loop {
+                on(listener.recv().await?.payload());
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            result = listening => {
+                if let Err(error) = result {
+                    tracing::warn!(%error, channel, "listener failed; reconnecting");
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 /// Runs pending migrations.

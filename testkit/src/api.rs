@@ -182,19 +182,18 @@ impl Api {
         Ok(joined.token.to_string())
     }
 
-    /// Waits until `token` is ACTIVE.
+    /// Waits until `token` is ACTIVE, polling as the gateway asks.
     pub async fn wait_active(&self, user: &User, token: &str) -> anyhow::Result<()> {
-        let client = self.as_user(user);
-        let token: Uuid = token.parse()?;
-        crate::eventually(
-            "queue token to become ACTIVE",
-            Duration::from_secs(30),
-            || async {
-                let state = client.queue_token(token).await?;
-                Ok((state.status == QueueStatus::Active).then_some(()))
-            },
-        )
-        .await
+        let state = self
+            .as_user(user)
+            .wait_admitted(token.parse()?, Duration::from_secs(30))
+            .await?;
+        anyhow::ensure!(
+            state.status == QueueStatus::Active,
+            "queue token {token} is {:?}, not ACTIVE",
+            state.status
+        );
+        Ok(())
     }
 
     /// Posts `body` to `path` as `bearer` with extra headers, once; returns
@@ -244,6 +243,17 @@ impl Api {
     /// GETs `path` without a credential, once.
     pub async fn get_public(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
         Self::read(self.http.get(self.url(path)).send().await?).await
+    }
+
+    /// The gateway's `/metrics`, as Prometheus text.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     /// Status of a queue token.

@@ -88,13 +88,20 @@ def main():
         status, joined = call(base, "POST", "/v1/queue/tokens", token, {"schedule_id": schedule_id})
         if status not in (200, 201):
             sys.exit(f"fuzz fixtures: join queue: {status} {joined}")
+        # Poll as the answers ask: long-poll near the front, and wait
+        # poll_after_ms between calls.
         deadline = time.monotonic() + 30
+        place = joined["token"]
         while joined["status"] != "ACTIVE":
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or joined["status"] != "WAITING":
                 sys.exit(f"fuzz fixtures: queue token not ACTIVE: {joined}")
-            time.sleep(0.2)
-            status, joined = call(base, "GET", f"/v1/queue/tokens/{joined['token']}", token)
-        return joined["token"]
+            time.sleep(joined["poll_after_ms"] / 1000)
+            status, answer = call(base, "GET", f"/v1/queue/tokens/{place}?wait_ms=10000", token)
+            if status == 429:
+                joined["poll_after_ms"] = 1000
+                continue
+            joined = expect(status, answer, 200, "queue token")
+        return place
 
     def hold(seat_id, queue_token):
         request_id, outcome = submit(base, token, "/v1/reservations", {"seat_id": seat_id},

@@ -62,6 +62,37 @@ pub(crate) async fn user_with_balance(pool: &PgPool, balance: i64) -> i64 {
     user_id
 }
 
+/// A concert with one schedule of `seats` seats at `price`; returns the
+/// schedule and its seats, in seat order.
+pub(crate) async fn schedule(pool: &PgPool, seats: i32, price: i64) -> (i64, Vec<i64>) {
+    let concert_id =
+        sqlx::query_scalar!("INSERT INTO concerts (title) VALUES ('Lane test') RETURNING id")
+            .fetch_one(pool)
+            .await
+            .expect("concert");
+    let schedule_id = sqlx::query_scalar!(
+        "INSERT INTO concert_schedules (concert_id, starts_at, available_seats_count)
+         VALUES ($1, now() + interval '30 days', $2) RETURNING id",
+        concert_id,
+        seats
+    )
+    .fetch_one(pool)
+    .await
+    .expect("schedule");
+    let mut seat_ids = sqlx::query_scalar!(
+        "INSERT INTO seats (concert_schedule_id, seat_no, seat_number, price)
+         SELECT $1, n, 'A' || n, $2 FROM generate_series(1, $3) AS n RETURNING id",
+        schedule_id,
+        price,
+        seats
+    )
+    .fetch_all(pool)
+    .await
+    .expect("seats");
+    seat_ids.sort_unstable();
+    (schedule_id, seat_ids)
+}
+
 /// The balance of `user_id`, after checking it equals the sum of its
 /// history and the last history row's `balance_after`.
 pub(crate) async fn balance_of(pool: &PgPool, user_id: i64) -> i64 {

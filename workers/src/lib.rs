@@ -155,12 +155,12 @@ impl TaskEnv {
         lanes: Vec<gauges::Watched>,
     ) {
         let interval = Duration::from_millis(config.scheduler_interval_ms.max(10));
-        let (limit, ttl) = (
-            config.queue_active_limit,
-            Duration::from_secs(config.queue_active_ttl_secs),
-        );
+        let admission = concert::queue_admission::Admission {
+            active_limit: config.queue_active_limit,
+            active_ttl: Duration::from_secs(config.queue_active_ttl_secs),
+        };
         self.spawn_job(tasks, "queue_admission", interval, move |env| async move {
-            concert::queue_admission::admit(&env.pool, limit, ttl).await?;
+            concert::queue_admission::admit(&env.pool, admission).await?;
             Ok(())
         });
         let timeout = Duration::from_millis(self.common.kafka_produce_timeout_ms);

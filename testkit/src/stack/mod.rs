@@ -167,6 +167,34 @@ impl Stack {
         Ok(())
     }
 
+    /// Runs queue admission for schedule `schedule_id` once, as the
+    /// admission scheduler does (a stack without workers has none), with
+    /// room for `active_limit` ACTIVE tokens; how many it admitted.
+    pub async fn admit(&self, schedule_id: i64, active_limit: i64) -> anyhow::Result<u64> {
+        let settings = workers::concert::queue_admission::Admission {
+            active_limit,
+            active_ttl: Duration::from_secs(600),
+        };
+        let mut tx = self.env.pool.begin().await?;
+        let admitted =
+            workers::concert::queue_admission::admit_schedule(&mut tx, schedule_id, settings)
+                .await?;
+        tx.commit().await?;
+        Ok(admitted)
+    }
+
+    /// Runs one whole admission round, as the admission scheduler does,
+    /// with room for `active_limit` ACTIVE tokens per schedule (it also
+    /// expires ACTIVE tokens past their time and gives up abandoned places).
+    pub async fn admission_round(&self, active_limit: i64) -> anyhow::Result<()> {
+        let settings = workers::concert::queue_admission::Admission {
+            active_limit,
+            active_ttl: Duration::from_secs(600),
+        };
+        workers::concert::queue_admission::admit(&self.env.pool, settings).await?;
+        Ok(())
+    }
+
     /// Makes queue token `token` ACTIVE the way the admission scheduler
     /// would (a stack without workers has none).
     pub async fn activate(&self, token: &str) -> anyhow::Result<()> {

@@ -28,32 +28,7 @@ fn lane() -> ReservationLane {
 
 /// A schedule with `seats` seats at [`PRICE`]; returns it and its seats.
 async fn schedule(pool: &PgPool, seats: i32) -> (i64, Vec<i64>) {
-    let concert_id =
-        sqlx::query_scalar!("INSERT INTO concerts (title) VALUES ('Lane test') RETURNING id")
-            .fetch_one(pool)
-            .await
-            .expect("concert");
-    let schedule_id = sqlx::query_scalar!(
-        "INSERT INTO concert_schedules (concert_id, starts_at, available_seats_count)
-         VALUES ($1, now() + interval '30 days', $2) RETURNING id",
-        concert_id,
-        seats
-    )
-    .fetch_one(pool)
-    .await
-    .expect("schedule");
-    let mut seat_ids = sqlx::query_scalar!(
-        "INSERT INTO seats (concert_schedule_id, seat_no, seat_number, price)
-         SELECT $1, n, 'A' || n, $2 FROM generate_series(1, $3) AS n RETURNING id",
-        schedule_id,
-        PRICE,
-        seats
-    )
-    .fetch_all(pool)
-    .await
-    .expect("seats");
-    seat_ids.sort_unstable();
-    (schedule_id, seat_ids)
+    crate::fixtures::schedule(pool, seats, PRICE).await
 }
 
 /// An ACTIVE queue token of `user_id` for `schedule_id`.
@@ -61,8 +36,9 @@ async fn admitted(pool: &PgPool, user_id: i64, schedule_id: i64) -> Uuid {
     let token = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO reservation_queue
-             (user_id, concert_schedule_id, token, status, activated_at, expires_at)
-         VALUES ($1, $2, $3, 'ACTIVE', now(), now() + interval '10 minutes')",
+             (user_id, concert_schedule_id, token, line_no, status, activated_at, expires_at)
+         VALUES ($1, $2, $3, nextval(queue_line_sequence($2)), 'ACTIVE', now(),
+                 now() + interval '10 minutes')",
         user_id,
         schedule_id,
         token
