@@ -61,89 +61,261 @@ def queue_section():
     return "\n".join(lines)
 
 
-if mode == "queue":
-    # Only the queue was measured: replace its section of the last report.
-    section = queue_section()
+SOAK_START = "<!-- soak section: written by bench/report.py from bench/soak.json -->"
+SOAK_END = "<!-- end of the soak section -->"
+
+
+def soak_section():
+    """The soak's section of REPORT.md, from bench/soak.json (which
+    `bench/soak.py report` writes)."""
+    soak = json.loads((dest / "soak.json").read_text())
+    memory = soak["memory"]
+    lines = [
+        SOAK_START,
+        "## Soak",
+        "",
+        f"`./dev bench --soak`: the durable dev stack (nisshi's SQLite engine) under the `mixed` load",
+        "(three in five requests a charge, one an order, one a seat held then cancelled) for",
+        f"{soak['minutes']} whole minutes at {soak['rate']:.0f} requests/s, open loop: 70 % of what the same",
+        "stack reached in a minute at full speed just before. Memory: resident set of the broker,",
+        "gateway and workers, Postgres' proportional set size over all its processes (and its",
+        "largest backend's resident set), sampled every 5 s; after warm-up means two minutes in.",
+        "",
+        "| | first minute | last minute | change |",
+        "|---|---|---|---|",
+        f"| completed/s | {soak['first_minute_per_sec']:.0f} | {soak['last_minute_per_sec']:.0f} | "
+        f"{(soak['last_minute_per_sec'] / soak['first_minute_per_sec'] - 1) * 100:+.1f} % |",
+        f"| outcome p99 ms | {soak['first_minute_p99_ms']:.1f} | {soak['last_minute_p99_ms']:.1f} | "
+        f"{(soak['last_minute_p99_ms'] / soak['first_minute_p99_ms'] - 1) * 100:+.1f} % |",
+        "",
+        "| process | after warm-up MiB | end MiB | max MiB | growth after warm-up |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {name} | {m['after_warm_up_mb']:.1f} | {m['end_mb']:.1f} | {m['max_mb']:.1f} | "
+            f"{(m['growth_after_warm_up'] or 0) * 100:+.1f} % |"
+            for name, m in memory.items()
+        ),
+        "",
+        f"Correct: {'yes' if soak['correct'] else 'NO'}. Outcomes: "
+        + ", ".join(f"{k}={v}" for k, v in soak["outcomes"].items())
+        + ".",
+        "",
+        "![Throughput, p99 and memory over the soak](soak.png)",
+        "",
+        SOAK_END,
+    ]
+    return "\n".join(lines)
+
+
+def replace_section(start, end, section):
+    """Puts `section` (between its markers) into REPORT.md, in place of an
+    earlier one or at the end."""
     report_path = dest / "REPORT.md"
     text = report_path.read_text() if report_path.exists() else "# Benchmark report\n"
-    if QUEUE_START in text and QUEUE_END in text:
-        before, rest = text.split(QUEUE_START, 1)
-        after = rest.split(QUEUE_END, 1)[1]
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
         text = before + section + after
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     report_path.write_text(text)
     print(section)
+
+
+if mode == "queue":
+    # Only the queue was measured: replace its section of the last report.
+    replace_section(QUEUE_START, QUEUE_END, queue_section())
+    sys.exit(0)
+
+if mode == "soak":
+    # Only the soak ran: its figures join the last report.
+    soak = json.loads((dest / "soak.json").read_text())
+    report_json = dest / "report.json"
+    whole = json.loads(report_json.read_text()) if report_json.exists() else {"scenarios": {}}
+    whole.setdefault("scenarios", {})["soak"] = soak
+    report_json.write_text(json.dumps(whole, indent=2) + "\n")
+    replace_section(SOAK_START, SOAK_END, soak_section())
     sys.exit(0)
 
 
-def baseline_tps(scenario):
-    pg = out / f"pgbench-{scenario}.txt"
+# One directory per round (`r1`, `r2`, ... with `--repeat`), or the
+# files of a single run directly in OUT_DIR.
+rounds = sorted(
+    (d for d in out.glob("r*") if d.is_dir() and re.fullmatch(r"r\d+", d.name)),
+    key=lambda d: int(d.name[1:]),
+)
+rounds = rounds or [out]
+
+
+def baseline_tps(where, scenario):
+    pg = where / f"pgbench-{scenario}.txt"
     if not pg.exists():
         return None
     match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", pg.read_text())
     return float(match.group(1)) if match else None
 
 
-def load(name):
-    path = out / f"{name}.json"
+def load(where, name):
+    path = where / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def row(name, run, baseline):
-    ratio = run["completed_per_sec"] / baseline if baseline else None
-    rate = f"{run['rate']:.0f}/s" if run["rate"] else "max"
-    return ratio, (
-        f"| {name} | {run['follow']} | {rate} | {run['requests']} | {run['accepted_per_sec']:.0f} | "
-        f"{run['completed_per_sec']:.0f} | {baseline and f'{baseline:.0f}' or 'n/a'} | "
-        f"{ratio and f'{ratio:.2f}x' or 'n/a'} | "
-        f"{run['accept_ms']['p50']:.1f} / {run['accept_ms']['p99']:.1f} | "
-        f"{run['outcome_ms']['p50']:.1f} / {run['outcome_ms']['p99']:.1f} | {run['drain_ms']:.0f} | "
-        f"{'yes' if run['correct'] else 'NO'} | {', '.join(f'{k}={v}' for k, v in run['outcomes'].items())} |"
+def cpu_per_1000(where, name, completed):
+    """CPU seconds per 1,000 completed requests of each process of the
+    stack over the run (`bench/cpu.py` snapshots before and after)."""
+    path = where / f"{name}.cpu.json"
+    if not path.exists() or not completed:
+        return None
+    used = json.loads(path.read_text())
+    return {process: round(seconds * 1000 / completed, 3) for process, seconds in used.items()}
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def spread(values, fmt):
+    """`median (min–max)` of several runs; the value alone of one."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(median(values))} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def measure(name, baseline_name):
+    """Every round's figures of run `name` against baseline `baseline_name`."""
+    runs = []
+    for index, where in enumerate(rounds, 1):
+        run = load(where, name)
+        if run is None:
+            continue
+        baseline = baseline_tps(where, baseline_name)
+        runs.append({
+            "round": index,
+            "completed_per_sec": round(run["completed_per_sec"], 1),
+            "accepted_per_sec": round(run["accepted_per_sec"], 1),
+            "baseline_tps": round(baseline, 1) if baseline else None,
+            "ratio": round(run["completed_per_sec"] / baseline, 2) if baseline else None,
+            "accept_p50_ms": run["accept_ms"]["p50"],
+            "accept_p99_ms": run["accept_ms"]["p99"],
+            "outcome_p50_ms": run["outcome_ms"]["p50"],
+            "outcome_p99_ms": run["outcome_ms"]["p99"],
+            "drain_ms": round(run["drain_ms"], 1),
+            "correct": run["correct"],
+            "cpu_s_per_1000": cpu_per_1000(where, name, run["completed"]),
+            "report": run,
+        })
+    return runs
+
+
+def summary(runs):
+    """The medians of `runs`, under the keys a single run's report has."""
+    pick = lambda key: median([r[key] for r in runs])
+    rounded = lambda v, n=1: round(v, n) if v is not None else None
+    cpu = {}
+    for r in runs:
+        for process, seconds in (r["cpu_s_per_1000"] or {}).items():
+            cpu.setdefault(process, []).append(seconds)
+    return {
+        "completed_per_sec": rounded(pick("completed_per_sec")),
+        "baseline_tps": rounded(pick("baseline_tps")),
+        "ratio": rounded(pick("ratio"), 2),
+        "accept_p99_ms": rounded(pick("accept_p99_ms"), 3),
+        "outcome_p99_ms": rounded(pick("outcome_p99_ms"), 3),
+        "drain_ms": rounded(pick("drain_ms")),
+        "correct": all(r["correct"] for r in runs),
+        "cpu_s_per_1000": {p: round(median(v), 3) for p, v in cpu.items()} or None,
+        "runs": [{k: v for k, v in r.items() if k != "report"} for r in runs],
+    }
+
+
+def row(name, runs):
+    last = runs[-1]["report"]
+    rate = f"{last['rate']:.0f}/s" if last["rate"] else "max"
+    outcomes = ", ".join(f"{k}={v}" for k, v in last["outcomes"].items())
+    values = lambda key: [r[key] for r in runs]
+    return (
+        f"| {name} | {last['follow']} | {rate} | {last['requests']} | "
+        f"{spread(values('accepted_per_sec'), lambda v: f'{v:.0f}')} | "
+        f"{spread(values('completed_per_sec'), lambda v: f'{v:.0f}')} | "
+        f"{spread(values('baseline_tps'), lambda v: f'{v:.0f}')} | "
+        f"{spread(values('ratio'), lambda v: f'{v:.2f}x')} | "
+        f"{spread(values('accept_p50_ms'), lambda v: f'{v:.1f}')} / {spread(values('accept_p99_ms'), lambda v: f'{v:.1f}')} | "
+        f"{spread(values('outcome_p50_ms'), lambda v: f'{v:.1f}')} / {spread(values('outcome_p99_ms'), lambda v: f'{v:.1f}')} | "
+        f"{spread(values('drain_ms'), lambda v: f'{v:.0f}')} | "
+        f"{'yes' if all(values('correct')) else 'NO'} | {outcomes} |"
     )
 
 
 scenarios = {}
 rows = []
+cpu_rows = []
 for name in ["charge", "booking", "rush", "shop"]:
-    run = load(name)
-    if run is None:
+    runs = measure(name, name)
+    if not runs:
         continue
-    baseline = baseline_tps(name)
-    ratio, line = row(name, run, baseline)
-    rows.append(line)
-    scenarios[name] = {
-        "completed_per_sec": round(run["completed_per_sec"], 1),
-        "baseline_tps": round(baseline, 1) if baseline else None,
-        "ratio": round(ratio, 2) if ratio else None,
-        "accept_p99_ms": run["accept_ms"]["p99"],
-        "outcome_p99_ms": run["outcome_ms"]["p99"],
-        "drain_ms": round(run["drain_ms"], 1),
-        "correct": run["correct"],
-    }
+    rows.append(row(name, runs))
+    scenarios[name] = summary(runs)
 
 extra_rows = []
 extras = {}
 for name in ["charge-half-rate", "charge-closed-loop", "charge-sqlite-broker"]:
-    run = load(name)
-    if run is None:
+    runs = measure(name, "charge")
+    if not runs:
         continue
-    baseline = baseline_tps("charge")
-    ratio, line = row(name, run, baseline)
-    extra_rows.append(line)
-    extras[name] = {
-        "completed_per_sec": round(run["completed_per_sec"], 1),
-        "rate": run["rate"],
-        "ratio": round(ratio, 2) if ratio else None,
-        "accept_p99_ms": run["accept_ms"]["p99"],
-        "outcome_p99_ms": run["outcome_ms"]["p99"],
-        "correct": run["correct"],
-    }
+    extra_rows.append(row(name, runs))
+    extras[name] = summary(runs)
+    extras[name]["rate"] = runs[-1]["report"]["rate"]
+
+for name, figures in [*scenarios.items(), *extras.items()]:
+    cpu = figures["cpu_s_per_1000"]
+    if cpu:
+        total = sum(cpu.values())
+        cpu_rows.append(
+            f"| {name} | "
+            + " | ".join(f"{cpu.get(p, 0):.3f}" for p in ("gateway", "workers", "broker", "postgres"))
+            + f" | {total - cpu.get('load', 0):.3f} | {cpu.get('load', 0):.3f} |"
+        )
+
+
+def baseline_cpu(where, scenario, process="postgres"):
+    """CPU seconds of `process` (Postgres, or `load`: pgbench itself) per
+    1,000 transactions of a pgbench baseline."""
+    pg, cpu = where / f"pgbench-{scenario}.txt", where / f"pgbench-{scenario}.cpu.json"
+    if not (pg.exists() and cpu.exists()):
+        return None
+    match = re.search(r"number of transactions actually processed: (\d+)", pg.read_text())
+    seconds = json.loads(cpu.read_text()).get(process)
+    if not match or seconds is None or int(match.group(1)) == 0:
+        return None
+    return seconds * 1000 / int(match.group(1))
+
+
+for name in scenarios:
+    seconds = median([baseline_cpu(where, name) for where in rounds])
+    if seconds is not None:
+        scenarios[name]["baseline_postgres_cpu_s_per_1000"] = round(seconds, 3)
+        client = median([baseline_cpu(where, name, "load") for where in rounds])
+        cpu_rows.append(
+            f"| baseline {name} (pgbench) | | | | {seconds:.3f} | {seconds:.3f} | "
+            f"{client:.3f} |" if client is not None else f"| baseline {name} (pgbench) | | | | {seconds:.3f} | {seconds:.3f} | |"
+        )
+
+if (dest / "soak.json").exists():
+    # The last soak run (`./dev bench --soak`) stays in the report.
+    scenarios["soak"] = json.loads((dest / "soak.json").read_text())
 
 broker = (out / "broker.txt").read_text().strip() if (out / "broker.txt").exists() else "unknown"
 (dest / "report.json").write_text(
     json.dumps(
-        {"mode": mode, "broker": broker, "scenarios": scenarios, "charge_variants": extras}, indent=2
+        {"mode": mode, "rounds": len(rounds), "broker": broker, "scenarios": scenarios, "charge_variants": extras},
+        indent=2,
     )
     + "\n"
 )
@@ -156,10 +328,13 @@ notes = bench / "NOTES.md"
 report = [
     "# Benchmark report",
     "",
-    f"Mode: `{mode}`. Generated by `./dev bench{' --quick' if mode == 'quick' else ''}`; every figure in the",
-    "tables comes from that one run on this machine (gateway, workers, broker, Postgres and load all",
-    "colocated on 2 cores). The ratio is end-to-end completed/s divided by the same run's pgbench",
-    "baseline TPS (the same business SQL, one transaction per request, same client count).",
+    f"Mode: `{mode}`, {len(rounds)} round{'s' if len(rounds) > 1 else ''}. Generated by "
+    f"`./dev bench{' --quick' if mode == 'quick' else ''}{f' --repeat {len(rounds)}' if len(rounds) > 1 else ''}`;",
+    "every figure in the tables comes from that run on this machine (gateway, workers, broker,",
+    "Postgres and load all colocated on 2 cores). The ratio is end-to-end completed/s divided by",
+    "the same round's pgbench baseline TPS (the same business SQL, one transaction per request,",
+    "same client count). With several rounds (each: every scenario, then the baselines), a cell",
+    "is the median and, in brackets, the range over the rounds.",
     "",
     f"Broker: nisshi with storage `{broker}` (`BENCH_BROKER_STORAGE`). The dev stack's default engine,",
     "SQLite, compiles every statement anew and would be the bottleneck of every run; the",
@@ -184,7 +359,20 @@ report = [
     rule,
     *extra_rows,
     "",
+    "## CPU per request",
+    "",
+    "CPU seconds per 1,000 completed requests of each process of the stack over a run (user +",
+    "system time from `/proc`, before and after; `postgres` is every Postgres process, its",
+    "background workers included; `stack` their sum; `load` the client, loadgen or pgbench, on",
+    "the same two cores; medians over the rounds). The baseline rows are per 1,000 pgbench",
+    "transactions.",
+    "",
+    "| run | gateway | workers | broker | postgres | stack | load (client) |",
+    "|---|---|---|---|---|---|---|",
+    *cpu_rows,
+    "",
     *([queue_section(), ""] if (out / "queue.json").exists() else []),
+    *([soak_section(), ""] if (dest / "soak.json").exists() else []),
     "## Command lines",
     "",
     "```",

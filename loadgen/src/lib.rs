@@ -32,6 +32,10 @@ pub enum ScenarioName {
     Booking,
     /// Multi-item orders on a catalogue with a few hot items.
     Shop,
+    /// Three in five requests a charge, one an order, one a seat held and
+    /// then cancelled (a pair): a load that can run for hours on one seeded
+    /// catalogue (the soak's).
+    Mixed,
 }
 
 /// How a client follows its requests.
@@ -137,7 +141,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Report> {
         .await?;
 
     let scenario = seed(&cli, &api).await?;
+    // Markers for tools that measure the load alone (`bench/cpu.py`).
+    eprintln!("load: start");
     let samples = drive(&cli, &api, scenario.clone()).await?;
+    eprintln!("load: end");
     let checks = checks::run(&pool, &cli, &scenario).await?;
     let report = Report::build(&cli, &samples, checks);
     println!("{}", report.human());

@@ -133,6 +133,42 @@ pub struct Report {
     pub concurrency: usize,
     /// How clients followed their requests.
     pub follow: crate::Follow,
+    /// Outcomes per second of the run, by when they were seen.
+    pub timeline: Vec<Bucket>,
+    /// The same per minute.
+    pub minutes: Vec<Bucket>,
+}
+
+/// A stretch of a run: the outcomes seen in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bucket {
+    /// Seconds since the run started.
+    pub start: u64,
+    /// Outcomes seen in it.
+    pub completed: usize,
+    /// Their latency (POST → outcome), 99th percentile, milliseconds.
+    pub outcome_p99_ms: f64,
+}
+
+/// The outcomes of `samples` in stretches of `width` seconds.
+fn buckets(samples: &[&Sample], width: u64) -> Vec<Bucket> {
+    let mut stretches: BTreeMap<u64, Vec<Duration>> = BTreeMap::new();
+    for sample in samples {
+        if let (Some(at), Some(outcome)) = (sample.decided_at, sample.outcome) {
+            stretches
+                .entry(at.as_secs() / width * width)
+                .or_default()
+                .push(outcome);
+        }
+    }
+    stretches
+        .into_iter()
+        .map(|(start, outcomes)| Bucket {
+            start,
+            completed: outcomes.len(),
+            outcome_p99_ms: percentiles(outcomes.into_iter()).p99,
+        })
+        .collect()
 }
 
 impl Report {
@@ -179,6 +215,8 @@ impl Report {
             rate: cli.rate,
             concurrency: cli.concurrency,
             follow: cli.follow,
+            timeline: buckets(&completed, 1),
+            minutes: buckets(&completed, 60),
         }
     }
 

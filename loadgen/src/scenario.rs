@@ -96,23 +96,61 @@ impl Scenario {
                     users(api, scenario.seats.len(), 1_000, Some(scenario.schedule_id)).await?;
             }
             ScenarioName::Shop => {
-                for i in 0..3 {
-                    let stock = i32::try_from(cli.requests).unwrap_or(i32::MAX) / 2;
-                    let (_, ids) = api
-                        .create_product(&format!("hot{i}"), "hot", 1_000, &[("F", stock)])
-                        .await?;
-                    scenario.hot.extend(ids);
-                }
-                for i in 0..20 {
-                    let (_, ids) = api
-                        .create_product(&format!("cold{i}"), "cold", 500, &[("F", 100_000)])
-                        .await?;
-                    scenario.cold.extend(ids);
-                }
+                let stock = i32::try_from(cli.requests).unwrap_or(i32::MAX) / 2;
+                scenario.catalogue(api, stock, 100_000).await?;
                 scenario.users = users(api, cli.users, 5_000_000, None).await?;
+            }
+            ScenarioName::Mixed => {
+                // Stock for hours of orders; seats for every user to hold
+                // one at a time (a hold is cancelled before the next).
+                scenario.catalogue(api, 1_000_000, 1_000_000).await?;
+                let seats = i32::try_from(cli.users.clamp(1, 10_000)).unwrap_or(10_000);
+                scenario.schedule_id = api.create_schedule(seats, 1_000).await?;
+                scenario.seats = api.seat_ids(scenario.schedule_id).await?;
+                scenario.users =
+                    users(api, cli.users, 5_000_000, Some(scenario.schedule_id)).await?;
             }
         }
         Ok(scenario)
+    }
+
+    /// Three hot products of `hot_stock` units and twenty cold ones of
+    /// `cold_stock`.
+    async fn catalogue(
+        &mut self,
+        api: &Api,
+        hot_stock: i32,
+        cold_stock: i32,
+    ) -> anyhow::Result<()> {
+        for i in 0..3 {
+            let (_, ids) = api
+                .create_product(&format!("hot{i}"), "hot", 1_000, &[("F", hot_stock)])
+                .await?;
+            self.hot.extend(ids);
+        }
+        for i in 0..20 {
+            let (_, ids) = api
+                .create_product(&format!("cold{i}"), "cold", 500, &[("F", cold_stock)])
+                .await?;
+            self.cold.extend(ids);
+        }
+        Ok(())
+    }
+
+    /// What request `i` is: the scenario's kind, or for `mixed` one of
+    /// charge, order and hold-then-cancel by `i`.
+    fn kind(&self, i: u64) -> Kind {
+        match self.name {
+            ScenarioName::Charge => Kind::Charge,
+            ScenarioName::Rush => Kind::Hold { stride: 7919 },
+            ScenarioName::Booking => Kind::HoldThenPay,
+            ScenarioName::Shop => Kind::Order,
+            ScenarioName::Mixed => match i % 5 {
+                0..=2 => Kind::Charge,
+                3 => Kind::Order,
+                _ => Kind::HoldThenCancel,
+            },
+        }
     }
 
     /// Requests a fixed-count run sends.
@@ -142,24 +180,21 @@ impl Scenario {
             return Sample::failed("ERROR");
         };
         let sent = due.unwrap_or_else(Instant::now);
-        let first = match self.name {
-            ScenarioName::Charge => accepted(client.charge(user.id, &Charge { amount: 500 }).await),
-            ScenarioName::Rush | ScenarioName::Booking => {
-                // A rush scatters users over few seats; a booking takes the
-                // seats in turn, one per pair.
-                let stride = if self.name == ScenarioName::Rush {
-                    7919
-                } else {
-                    1
+        let kind = self.kind(i);
+        let token = token.unwrap_or_default();
+        let first = match kind {
+            Kind::Charge => accepted(client.charge(user.id, &Charge { amount: 500 }).await),
+            Kind::Hold { .. } | Kind::HoldThenPay | Kind::HoldThenCancel => {
+                // A rush scatters users over few seats; the others take the
+                // seats in turn (a mixed run: each user its own seat).
+                let seat_id = match kind {
+                    Kind::Hold { stride } => self.seats[(i as usize * stride) % self.seats.len()],
+                    Kind::HoldThenCancel => self.seats[(i as usize % n) % self.seats.len()],
+                    _ => self.seats[i as usize % self.seats.len()],
                 };
-                let seat_id = self.seats[(i as usize * stride) % self.seats.len()];
-                accepted(
-                    client
-                        .hold(&HoldSeat { seat_id }, token.unwrap_or_default())
-                        .await,
-                )
+                accepted(client.hold(&HoldSeat { seat_id }, token).await)
             }
-            ScenarioName::Shop => {
+            Kind::Order => {
                 let hot = self.hot[i as usize % self.hot.len()];
                 let cold = self.cold[(i as usize * 7) % self.cold.len()];
                 let line = |product_stock_id, quantity| OrderLine {
@@ -183,35 +218,53 @@ impl Scenario {
             Ok(outcome) => outcome,
             Err(code) => return Sample::failed(code).with(ids, refused),
         };
-        if let (ScenarioName::Booking, Some(RequestResult::Held(held))) =
-            (self.name, &outcome.result)
-        {
-            // Hold won: pay for it; the pair completes with the payment.
-            let pay = PayReservation {
-                reservation_id: held.reservation_id,
-            };
-            let Ok(slot) = posting.acquire().await else {
-                return Sample::failed("ERROR");
-            };
-            let paid = accepted(client.pay(&pay, token.unwrap_or_default()).await);
-            drop(slot);
-            let paid = match paid {
-                Ok((_, paid)) => {
-                    ids.push(paid.request_id);
-                    refused += paid.retried_503;
-                    follow(&client, paid.request_id).await
-                }
-                Err(code) => return Sample::failed(code).with(ids, refused),
-            };
-            return match paid {
-                Ok(outcome) => {
-                    Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused)
-                }
-                Err(code) => Sample::failed(code).with(ids, refused),
-            };
+        let Some(RequestResult::Held(held)) = &outcome.result else {
+            return Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused);
+        };
+        // Hold won: pay for it (booking) or give it back (mixed); the pair
+        // completes with the second request.
+        let Ok(slot) = posting.acquire().await else {
+            return Sample::failed("ERROR");
+        };
+        let second = match kind {
+            Kind::HoldThenPay => {
+                let pay = PayReservation {
+                    reservation_id: held.reservation_id,
+                };
+                accepted(client.pay(&pay, token).await)
+            }
+            Kind::HoldThenCancel => accepted(client.cancel_reservation(held.reservation_id).await),
+            _ => return Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused),
+        };
+        drop(slot);
+        let second = match second {
+            Ok((_, second)) => {
+                ids.push(second.request_id);
+                refused += second.retried_503;
+                follow(&client, second.request_id).await
+            }
+            Err(code) => return Sample::failed(code).with(ids, refused),
+        };
+        match second {
+            Ok(outcome) => Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused),
+            Err(code) => Sample::failed(code).with(ids, refused),
         }
-        Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused)
     }
+}
+
+/// What one request of a scenario does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A charge of 500.
+    Charge,
+    /// A hold of a seat picked with `stride` (a rush).
+    Hold { stride: usize },
+    /// A hold, then its payment.
+    HoldThenPay,
+    /// A hold, then its cancellation.
+    HoldThenCancel,
+    /// A two-line order.
+    Order,
 }
 
 /// `SUCCEEDED`, or the code of the refusal or failure.

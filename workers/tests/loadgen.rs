@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use clap::Parser;
-use serde_json::Value;
+use serde_json::{json, Value};
 use testkit::scalar;
 use testkit::stack::{Options, Stack};
 
@@ -33,6 +33,47 @@ async fn loadgen(stack: &Stack, dir: &Path, name: &str, args: &str) -> anyhow::R
         .await
         .map_err(|e| anyhow::anyhow!("loadgen {args:?} failed: {e:#}"))?;
     Ok(serde_json::from_str(&std::fs::read_to_string(&json)?)?)
+}
+
+/// Runs `bench/report.py` (quick mode) on the runs in `out`, writing into
+/// `dest`; the `report.json` it wrote.
+fn bench_report(out: &Path, dest: &Path) -> anyhow::Result<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/report.py");
+    let status = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(out)
+        .arg("quick")
+        .arg(dest)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "report.py failed: {status}");
+    Ok(serde_json::from_str(&std::fs::read_to_string(
+        dest.join("report.json"),
+    )?)?)
+}
+
+/// Baseline TPS of each scenario the report is fed.
+const BASELINES: [(&str, f64); 4] = [
+    ("charge", 20.0),
+    ("booking", 4.0),
+    ("rush", 8.0),
+    ("shop", 5.0),
+];
+
+/// pgbench outputs of [`BASELINES`] times `factor` (1,000 transactions
+/// each) in `dir`.
+fn pgbench_outputs(dir: &Path, factor: f64) -> std::io::Result<()> {
+    for (scenario, tps) in BASELINES {
+        std::fs::write(
+            dir.join(format!("pgbench-{scenario}.txt")),
+            format!(
+                "number of transactions actually processed: 1000\n\
+                 tps = {:.6} (without initial connection time)\n",
+                tps * factor
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 fn count(report: &Value, code: &str) -> u64 {
@@ -91,6 +132,23 @@ async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Resu
     assert_eq!(shop["checks"]["stats_equal_paid_orders"], true, "{shop}");
     assert_eq!(shop["correct"], true, "{shop}");
 
+    // The soak's mix: charges, orders, holds given back (each user holds
+    // its own seat: eight users, so no two holds meet); outcomes per second
+    // and per minute.
+    let mixed = run("mixed", "--scenario mixed --requests 40 --users 8".into()).await?;
+    assert_eq!(count(&mixed, "SUCCEEDED"), 40, "{mixed}");
+    assert_eq!(mixed["correct"], true, "{mixed}");
+    let per_second: u64 = mixed["timeline"].as_array().map_or(0, |s| {
+        s.iter().map(|b| b["completed"].as_u64().unwrap_or(0)).sum()
+    });
+    assert_eq!(per_second, 40, "every outcome in the timeline: {mixed}");
+    let cancelled = scalar!(
+        stack,
+        "SELECT count(*) FROM reservations WHERE status = 'CANCELLED'"
+    )
+    .await?;
+    assert_eq!(cancelled, 8, "one in five a hold given back");
+
     // The bench's report reads what loadgen wrote: feed it these reports
     // with pgbench outputs of known TPS and check the ratios it computes.
     std::fs::copy(
@@ -98,29 +156,10 @@ async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Resu
         dir.join("charge-half-rate.json"),
     )?;
     let charge: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("charge.json"))?)?;
-    for (scenario, tps) in [
-        ("charge", 20.0),
-        ("booking", 4.0),
-        ("rush", 8.0),
-        ("shop", 5.0),
-    ] {
-        std::fs::write(
-            dir.join(format!("pgbench-{scenario}.txt")),
-            format!("tps = {tps:.6} (without initial connection time)\n"),
-        )?;
-    }
+    pgbench_outputs(&dir, 1.0)?;
     std::fs::write(dir.join("commands.txt"), "loadgen --scenario charge\n")?;
     std::fs::write(dir.join("broker.txt"), "memory://nisshi/\n")?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/report.py");
-    let status = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&dir)
-        .arg("quick")
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    assert!(status.success(), "report.py failed: {status}");
-    let bench: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json"))?)?;
+    let bench = bench_report(&dir, &dir)?;
     assert_eq!(bench["mode"], "quick");
     assert_eq!(bench["broker"], "memory://nisshi/");
     for (name, report, tps) in [
@@ -148,6 +187,83 @@ async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Resu
     assert!(
         markdown.contains("| charge-half-rate | detached | 100/s |"),
         "{markdown}"
+    );
+
+    // Rounds (`--repeat`): the same runs in r1 and r2, the second baseline
+    // twice as fast, CPU recorded for charge: medians, every round kept.
+    for round in ["r1", "r2"] {
+        let at = dir.join(round);
+        std::fs::create_dir_all(&at)?;
+        for name in ["charge", "booking", "rush", "shop", "charge-half-rate"] {
+            std::fs::copy(
+                dir.join(format!("{name}.json")),
+                at.join(format!("{name}.json")),
+            )?;
+        }
+        pgbench_outputs(&at, if round == "r1" { 1.0 } else { 2.0 })?;
+        let seconds =
+            json!({"gateway": 2.0, "workers": 1.0, "broker": 0.5, "postgres": 1.5, "load": 3.0});
+        std::fs::write(at.join("charge.cpu.json"), seconds.to_string())?;
+        std::fs::write(
+            at.join("pgbench-charge.cpu.json"),
+            json!({"postgres": 4.0, "load": 1.0}).to_string(),
+        )?;
+    }
+    let rounds = dir.join("rounds");
+    std::fs::create_dir_all(&rounds)?;
+    let bench = bench_report(&dir, &rounds)?;
+    assert_eq!(bench["rounds"], 2);
+    let row = &bench["scenarios"]["charge"];
+    assert_eq!(row["baseline_tps"], 30.0, "the median of 20 and 40: {row}");
+    assert_eq!(row["runs"].as_array().map(Vec::len), Some(2), "{row}");
+    let completed = charge["completed"].as_f64().unwrap_or(1.0);
+    let gateway = row["cpu_s_per_1000"]["gateway"].as_f64().unwrap_or(0.0);
+    assert!((gateway - 2000.0 / completed).abs() < 0.001, "{row}");
+    assert_eq!(row["baseline_postgres_cpu_s_per_1000"], 4.0, "{row}");
+    let markdown = std::fs::read_to_string(rounds.join("REPORT.md"))?;
+    assert!(
+        markdown.contains("| 30 (20–40) |"),
+        "median and range: {markdown}"
+    );
+
+    // The soak's figures: whole minutes of the run, memory after warm-up.
+    let soak = dir.join("soak-out");
+    std::fs::create_dir_all(&soak)?;
+    let mut run_minutes = mixed.clone();
+    run_minutes["timeline"] = json!([{"start": 0, "completed": 10, "outcome_p99_ms": 5.0},
+                                      {"start": 179, "completed": 10, "outcome_p99_ms": 5.0},
+                                      {"start": 180, "completed": 1, "outcome_p99_ms": 9.0}]);
+    run_minutes["minutes"] = json!([{"start": 0, "completed": 600, "outcome_p99_ms": 10.0},
+                                     {"start": 60, "completed": 600, "outcome_p99_ms": 11.0},
+                                     {"start": 120, "completed": 540, "outcome_p99_ms": 12.0},
+                                     {"start": 180, "completed": 1, "outcome_p99_ms": 90.0}]);
+    std::fs::write(soak.join("soak.json"), run_minutes.to_string())?;
+    std::fs::write(
+        soak.join("soak-memory.csv"),
+        "second,broker,gateway,workers,postgres,postgres_largest_backend\n\
+         0,10,20,5,100,50\n120,12,40,6,110,55\n180,12,44,6,110,56\n",
+    )?;
+    let soak_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/soak.py");
+    let status = std::process::Command::new("python3")
+        .arg(&soak_script)
+        .args(["report"])
+        .arg(&soak)
+        .arg(&soak)
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    assert!(status.success(), "soak.py failed: {status}");
+    let figures: Value = serde_json::from_str(&std::fs::read_to_string(soak.join("soak.json"))?)?;
+    assert_eq!(
+        figures["minutes"], 3,
+        "the partial last minute left out: {figures}"
+    );
+    assert_eq!(figures["first_minute_per_sec"], 10.0, "{figures}");
+    assert_eq!(figures["last_minute_per_sec"], 9.0, "{figures}");
+    assert_eq!(figures["last_minute_p99_ms"], 12.0, "{figures}");
+    assert_eq!(figures["max_rss_mb"]["gateway"], 44.0, "{figures}");
+    assert_eq!(
+        figures["memory"]["gateway"]["growth_after_warm_up"], 0.1,
+        "{figures}"
     );
 
     let _ = std::fs::remove_dir_all(&dir);
