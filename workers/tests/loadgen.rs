@@ -76,6 +76,12 @@ fn pgbench_outputs(dir: &Path, factor: f64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Asserts that all `n` requests of `report` succeeded and its checks passed.
+fn all_succeeded(report: &Value, n: u64) {
+    assert_eq!(count(report, "SUCCEEDED"), n, "{report}");
+    assert_eq!(report["correct"], true, "{report}");
+}
+
 fn count(report: &Value, code: &str) -> u64 {
     report["outcomes"][code].as_u64().unwrap_or(0)
 }
@@ -116,8 +122,7 @@ async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Resu
 
     // Hold then pay: a pair is one sample, decided by its payment.
     let booking = run("booking", "--scenario booking --requests 10".into()).await?;
-    assert_eq!(count(&booking, "SUCCEEDED"), 10, "{booking}");
-    assert_eq!(booking["correct"], true, "{booking}");
+    all_succeeded(&booking, 10);
     let paid = scalar!(
         stack,
         "SELECT count(*) FROM payments WHERE status = 'SUCCESS'"
@@ -128,16 +133,14 @@ async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Resu
     // Orders on hot items: stock is ample, so every order succeeds, and
     // the stats lane catches up with the orders.
     let shop = run("shop", "--scenario shop --requests 30 --users 5".into()).await?;
-    assert_eq!(count(&shop, "SUCCEEDED"), 30, "{shop}");
+    all_succeeded(&shop, 30);
     assert_eq!(shop["checks"]["stats_equal_paid_orders"], true, "{shop}");
-    assert_eq!(shop["correct"], true, "{shop}");
 
     // The soak's mix: charges, orders, holds given back (each user holds
     // its own seat: eight users, so no two holds meet); outcomes per second
     // and per minute.
     let mixed = run("mixed", "--scenario mixed --requests 40 --users 8".into()).await?;
-    assert_eq!(count(&mixed, "SUCCEEDED"), 40, "{mixed}");
-    assert_eq!(mixed["correct"], true, "{mixed}");
+    all_succeeded(&mixed, 40);
     let per_second: u64 = mixed["timeline"].as_array().map_or(0, |s| {
         s.iter().map(|b| b["completed"].as_u64().unwrap_or(0)).sum()
     });
