@@ -7,6 +7,10 @@
 pub const MAX_NAME_CHARS: usize = 100;
 /// Longest email address, in bytes.
 pub const MAX_EMAIL_BYTES: usize = 255;
+/// Shortest password, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password, in characters.
+pub const MAX_PASSWORD_CHARS: usize = 256;
 /// Longest concert title, in characters.
 pub const MAX_TITLE_CHARS: usize = 255;
 /// Most schedules one new concert may have.

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::status::BalanceChange;
 
 /// `POST /v1/users`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Display name: 1 to 100 characters, no control characters; leading
@@ -25,6 +25,57 @@ pub struct NewUser {
         pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]+@[^@\s\u0000-\u001F\u007F-\u009F]+\.[^@\s\u0000-\u001F\u007F-\u009F]+$"
     )]
     pub email: String,
+    /// Password: 8 to 256 characters, any of them (kept as an Argon2id
+    /// hash; `POST /v1/sessions` takes it to issue a new credential).
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        format = Password,
+        pattern = r"^[^\u0000-\u001F\u007F]+$"
+    )]
+    pub password: String,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("name", &self.name)
+            .field("email", &self.email)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// `POST /v1/sessions`: log in.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The email signed up with (any case).
+    #[schema(max_length = 255)]
+    pub email: String,
+    /// The password signed up with.
+    #[schema(max_length = 256, format = Password, pattern = r"^[^\u0000-\u001F\u007F]*$")]
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("email", &self.email)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// `201` of `POST /v1/sessions`: a new bearer credential.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    /// Whose.
+    pub user_id: i64,
+    /// Bearer credential: `Authorization: Bearer <token>`.
+    pub token: String,
+    /// When the credential stops being accepted; log in again then.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `201` of `POST /v1/users`: the user and their bearer credential.
@@ -38,6 +89,9 @@ pub struct User {
     pub email: String,
     /// Bearer credential: `Authorization: Bearer <token>`.
     pub token: String,
+    /// When the credential stops being accepted; `POST /v1/sessions`
+    /// issues a new one.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `POST /v1/users/{id}/balance/charge`.

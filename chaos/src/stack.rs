@@ -121,6 +121,8 @@ impl Stack {
             ("KAFKA_BROKERS", brokers.clone()),
             ("ADMIN_TOKEN", admin_token.clone()),
             ("AUTH_SECRET", random_hex(32)),
+            // Probes sign up users from one address throughout the run.
+            ("SIGNUPS_PER_ADDRESS", "0".into()),
             (
                 "GATEWAY_ADDR",
                 format!("127.0.0.1:{}", settings.gateway_port),

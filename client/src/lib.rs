@@ -44,7 +44,7 @@ use api::shop::{
     SetQuantity, TopProducts, TopQuery,
 };
 use api::status::{QueueStatus, RequestStatus};
-use api::users::{Balance, BalanceEntry, Charge, NewUser, User};
+use api::users::{Balance, BalanceEntry, Charge, Login, NewUser, Session, User};
 use api::{Accepted, Cursor, ErrorBody, Items, Paged, RequestOutcome};
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -228,6 +228,15 @@ impl Client {
     pub async fn create_user(&self, user: &NewUser) -> Result<User, Error> {
         self.call(Repeat::OnlyRefused, StatusCode::CREATED, || {
             self.request(Method::POST, "/v1/users").json(user)
+        })
+        .await
+    }
+
+    /// `POST /v1/sessions`: logs in with an email and password; a new
+    /// bearer credential (use it with [`Client::with_token`]).
+    pub async fn login(&self, login: &Login) -> Result<Session, Error> {
+        self.call(Repeat::OnlyRefused, StatusCode::CREATED, || {
+            self.request(Method::POST, "/v1/sessions").json(login)
         })
         .await
     }

@@ -27,6 +27,52 @@ pub struct GatewayConfig {
     #[arg(long, env = "AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: SecretString,
 
+    /// Further keys whose credentials are still accepted (comma-separated;
+    /// never used to sign): the previous `AUTH_SECRET` while its
+    /// credentials run out, or the next one before gateways sign with it.
+    #[arg(
+        long,
+        env = "AUTH_PREVIOUS_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub auth_previous_secrets: Vec<SecretString>,
+
+    /// How long a credential from sign-up or login is accepted, in seconds.
+    #[arg(long, env = "AUTH_TOKEN_TTL_SECS", default_value_t = 4 * 3600)]
+    pub auth_token_ttl_secs: u64,
+
+    /// Argon2id memory per password hash, in KiB (OWASP's 19 MiB).
+    #[arg(long, env = "PASSWORD_HASH_MEMORY_KIB", default_value_t = 19_456)]
+    pub password_hash_memory_kib: u32,
+
+    /// Argon2id passes per password hash.
+    #[arg(long, env = "PASSWORD_HASH_ITERATIONS", default_value_t = 2)]
+    pub password_hash_iterations: u32,
+
+    /// The window the rate limits below count in, in seconds.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_SECS", default_value_t = 60)]
+    pub rate_limit_window_secs: u64,
+
+    /// Sign-ups (`POST /v1/users`) per client address per window; 0: no
+    /// limit.
+    #[arg(long, env = "SIGNUPS_PER_ADDRESS", default_value_t = 10)]
+    pub signups_per_address: u32,
+
+    /// Logins (`POST /v1/sessions`) per client address per window; 0: no
+    /// limit.
+    #[arg(long, env = "LOGINS_PER_ADDRESS", default_value_t = 30)]
+    pub logins_per_address: u32,
+
+    /// Logins per account (the email asked for) per window; 0: no limit.
+    #[arg(long, env = "LOGINS_PER_ACCOUNT", default_value_t = 5)]
+    pub logins_per_account: u32,
+
+    /// Count a client by the last `X-Forwarded-For` address instead of the
+    /// peer: set it when a proxy that appends the header fronts the gateway.
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+
     /// Longest `wait_ms` a client may ask of `GET /v1/requests/{id}`.
     #[arg(long, env = "REQUEST_WAIT_MAX_MS", default_value_t = 30_000)]
     pub request_wait_max_ms: u64,
@@ -111,11 +157,43 @@ pub enum SecretError {
     )]
     Placeholder(&'static str),
     /// Too short to be a signing key.
-    #[error("AUTH_SECRET must be at least {MIN_AUTH_SECRET_BYTES} bytes; generate one with `openssl rand -hex 32`")]
+    #[error("AUTH_SECRET and AUTH_PREVIOUS_SECRETS must be at least {MIN_AUTH_SECRET_BYTES} bytes each; generate one with `openssl rand -hex 32`")]
     TooShort,
 }
 
 impl GatewayConfig {
+    /// Signs credentials with `AUTH_SECRET`, accepts those of
+    /// `AUTH_PREVIOUS_SECRETS` too.
+    pub fn signer(&self) -> crate::auth::Signer {
+        crate::auth::Signer::new(
+            self.auth_secret.expose_secret(),
+            self.auth_previous_secrets
+                .iter()
+                .map(|s| s.expose_secret().trim())
+                .filter(|s| !s.is_empty()),
+            Duration::from_secs(self.auth_token_ttl_secs),
+        )
+    }
+
+    /// The cost of a password hash.
+    pub fn password_cost(&self) -> crate::auth::password::Cost {
+        crate::auth::password::Cost {
+            memory_kib: self.password_hash_memory_kib,
+            iterations: self.password_hash_iterations,
+        }
+    }
+
+    /// The rate limits of sign-ups and logins.
+    pub fn limit_settings(&self) -> crate::auth::limits::LimitSettings {
+        crate::auth::limits::LimitSettings {
+            window: Duration::from_secs(self.rate_limit_window_secs),
+            signups_per_address: self.signups_per_address,
+            logins_per_address: self.logins_per_address,
+            logins_per_account: self.logins_per_account,
+            trust_forwarded_for: self.trust_forwarded_for,
+        }
+    }
+
     /// The polling policy of queue tokens.
     pub fn poll_policy(&self) -> crate::queue::PollPolicy {
         crate::queue::PollPolicy {
@@ -141,8 +219,15 @@ impl GatewayConfig {
                 return Err(SecretError::Placeholder(name));
             }
         }
-        if self.auth_secret.expose_secret().len() < MIN_AUTH_SECRET_BYTES {
-            return Err(SecretError::TooShort);
+        let previous = self
+            .auth_previous_secrets
+            .iter()
+            .map(|s| s.expose_secret().trim())
+            .filter(|s| !s.is_empty());
+        for secret in std::iter::once(self.auth_secret.expose_secret()).chain(previous) {
+            if secret.len() < MIN_AUTH_SECRET_BYTES {
+                return Err(SecretError::TooShort);
+            }
         }
         Ok(())
     }

@@ -65,6 +65,13 @@ pub enum ApiError {
     /// A queue token was polled sooner than its last answer asked.
     #[error("polled too soon: ask again in {} ms", .0.as_millis())]
     PolledTooSoon(std::time::Duration),
+    /// Too many sign-ups or logins from this client or for this account.
+    #[error("too many attempts: try again in {} s", .0.as_millis().div_ceil(1000).max(1))]
+    RateLimited(std::time::Duration),
+    /// The email and password of a login do not match a user (which of
+    /// the two is wrong is not said).
+    #[error("email or password is wrong")]
+    InvalidCredentials,
     /// Kafka did not acknowledge in time: the request was not accepted.
     #[error("kafka unavailable")]
     KafkaUnavailable(#[source] platform::kafka::ProduceError),
@@ -103,6 +110,8 @@ impl ApiError {
             ApiError::IdempotencyKeyInUse => (StatusCode::CONFLICT, "IDEMPOTENCY_KEY_IN_USE"),
             ApiError::InvalidText { .. } => (StatusCode::BAD_REQUEST, "INVALID_TEXT"),
             ApiError::PolledTooSoon(_) => (StatusCode::TOO_MANY_REQUESTS, "POLLED_TOO_SOON"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            ApiError::InvalidCredentials => (StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS"),
             ApiError::KafkaUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "KAFKA_UNAVAILABLE"),
             ApiError::Database(e) => match platform::db::classify(e) {
                 platform::db::ErrorClass::Unavailable => {
@@ -135,7 +144,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?self, code, "request failed");
         }
         let mut response = (status, Json(body)).into_response();
-        if let ApiError::PolledTooSoon(left) = &self {
+        if let ApiError::PolledTooSoon(left) | ApiError::RateLimited(left) = &self {
             // Whole seconds, rounded up: a client that waits them is on time.
             let secs = left.as_millis().div_ceil(1000).max(1);
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {

@@ -60,7 +60,9 @@ impl Gateway {
             pool,
             producer,
             topics: config.common.topics(),
-            signer: auth::Signer::new(config.auth_secret.expose_secret()),
+            signer: config.signer(),
+            passwords: auth::password::Passwords::new(config.password_cost())?,
+            limits: auth::limits::RateLimits::new(config.limit_settings()),
             admin_token: Arc::from(config.admin_token.expose_secret()),
             waiter: waiter::OutcomeWaiter::new(config.outcome_cache_entries, config.long_poll_max),
             pending: pending_writer,
@@ -154,6 +156,7 @@ impl Gateway {
                 .listen(self.state.pool.clone(), cancel.clone()),
         );
         let liveness = tokio::spawn(self.liveness.run(self.state.pool.clone(), cancel.clone()));
+        let limits = tokio::spawn(self.state.limits.clone().run(cancel.clone()));
         // The PENDING writer outlives the graceful shutdown: calls still in
         // flight when `cancel` fires get their rows written.
         let pending_stop = CancellationToken::new();
@@ -162,7 +165,10 @@ impl Gateway {
                 .run(self.state.pool.clone(), pending_stop.clone()),
         );
         tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-        axum::serve(listener, router)
+        // The peer address is what rate limits count by (unless a proxy's
+        // `X-Forwarded-For` is trusted).
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(cancel.clone().cancelled_owned())
             .await?;
         cancel.cancel();
@@ -170,6 +176,7 @@ impl Gateway {
         let _ = waiter.await;
         let _ = lines.await;
         let _ = liveness.await;
+        let _ = limits.await;
         let _ = pending.await;
         self.state.producer_flush();
         Ok(())

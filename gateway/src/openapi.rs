@@ -42,18 +42,22 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        let bearer = |description: &str| {
+        let bearer = |description: &str, format: Option<&str>| {
             let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.bearer_format = format.map(str::to_owned);
             http.description = Some(description.to_owned());
             SecurityScheme::Http(http)
         };
         components.add_security_scheme(
             "user",
-            bearer("A user's credential, as `POST /v1/users` answered it."),
+            bearer("A user's credential, as `POST /v1/users` (sign-up) or `POST /v1/sessions` (login) answered it: a JWT (HS256) that expires at its `expires_at`; log in again for a new one.", Some("JWT")),
         );
         components.add_security_scheme(
             "admin",
-            bearer("The admin credential (`ADMIN_TOKEN`); reads accept it for any user."),
+            bearer(
+                "The admin credential (`ADMIN_TOKEN`); reads accept it for any user.",
+                None,
+            ),
         );
     }
 }

@@ -7,6 +7,8 @@ use rdkafka::producer::FutureProducer;
 use schemas::TopicNames;
 use sqlx::PgPool;
 
+use crate::auth::limits::RateLimits;
+use crate::auth::password::Passwords;
 use crate::auth::Signer;
 use crate::pending::PendingWriter;
 use crate::queue::QueueLines;
@@ -23,6 +25,10 @@ pub struct AppState {
     pub topics: TopicNames,
     /// Signs and checks user credentials.
     pub signer: Signer,
+    /// Hashes and checks passwords.
+    pub passwords: Passwords,
+    /// Rate limits of sign-ups and logins.
+    pub limits: RateLimits,
     /// The admin credential.
     pub admin_token: Arc<str>,
     /// Wakes long-polls when outcomes are written.

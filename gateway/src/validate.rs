@@ -113,7 +113,36 @@ impl Validate for users::NewUser {
                 format!("must be an email address of at most {MAX_EMAIL_BYTES} characters"),
             ));
         }
-        Ok(())
+        password(&self.password, MIN_PASSWORD_CHARS)
+    }
+}
+
+/// A password of `min` to [`MAX_PASSWORD_CHARS`] characters; any
+/// characters but control ones (a password is never trimmed).
+fn password(value: &str, min: usize) -> ApiResult<()> {
+    no_controls("password", value)?;
+    let chars = value.chars().count();
+    if chars < min || chars > MAX_PASSWORD_CHARS {
+        return Err(ApiError::invalid(
+            "password",
+            format!("must be {min} to {MAX_PASSWORD_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+impl Validate for users::Login {
+    fn validate(&self) -> ApiResult<()> {
+        no_controls("email", &self.email)?;
+        if self.email.chars().count() > MAX_EMAIL_BYTES {
+            return Err(ApiError::invalid(
+                "email",
+                format!("must be at most {MAX_EMAIL_BYTES} characters"),
+            ));
+        }
+        // Any length up to the limit: a login with a password too short to
+        // sign up with is just a wrong one.
+        password(&self.password, 0)
     }
 }
 

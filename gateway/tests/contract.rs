@@ -34,9 +34,23 @@ fn the_document_states_the_enforced_limits() {
         doc["components"]["schemas"][name]["properties"][property].clone()
     };
     let number = |value: &Value| value.as_i64().expect("a number");
-    let cases: [(&str, &str, &str, i64); 16] = [
+    let cases: [(&str, &str, &str, i64); 20] = [
         ("NewUser", "name", "maxLength", MAX_NAME_CHARS as i64),
         ("NewUser", "email", "maxLength", MAX_EMAIL_BYTES as i64),
+        (
+            "NewUser",
+            "password",
+            "minLength",
+            MIN_PASSWORD_CHARS as i64,
+        ),
+        (
+            "NewUser",
+            "password",
+            "maxLength",
+            MAX_PASSWORD_CHARS as i64,
+        ),
+        ("Login", "email", "maxLength", MAX_EMAIL_BYTES as i64),
+        ("Login", "password", "maxLength", MAX_PASSWORD_CHARS as i64),
         ("NewConcert", "title", "maxLength", MAX_TITLE_CHARS as i64),
         ("NewConcert", "schedules", "maxItems", MAX_SCHEDULES as i64),
         (

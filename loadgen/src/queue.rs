@@ -132,7 +132,13 @@ pub async fn run(cli: QueueCli) -> anyhow::Result<QueueReport> {
         .build()?;
     let admin =
         Client::with_http(http.clone(), &cli.gateway).with_token(cli.admin_token.expose_secret());
-    let signer = gateway::auth::Signer::new(cli.auth_secret.expose_secret());
+    // Credentials of the seeded users, as the gateway would issue them at
+    // login (an hour is longer than a run).
+    let signer = gateway::auth::Signer::new(
+        cli.auth_secret.expose_secret(),
+        [],
+        std::time::Duration::from_secs(3600),
+    );
     let bench = Bench {
         cli: &cli,
         pool,
@@ -290,7 +296,7 @@ impl Bench<'_> {
 
     fn client_of(&self, user_id: i64) -> Client {
         Client::with_http(self.http.clone(), &self.cli.gateway)
-            .with_token(&self.signer.issue(user_id))
+            .with_token(&self.signer.issue(user_id).token)
     }
 
     /// Each place's holder asks for it once; the latencies.

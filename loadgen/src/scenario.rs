@@ -45,7 +45,15 @@ async fn users(
 ) -> anyhow::Result<Vec<(User, Option<Uuid>)>> {
     stream::iter(0..n)
         .map(|i| async move {
-            let user = api.create_user(&format!("load{i}")).await?;
+            let user = api
+                .create_user(&format!("load{i}"))
+                .await
+                .map_err(|e| match testkit::api::refusal_code(&e) {
+                    Some("RATE_LIMITED") => e.context(
+                        "the gateway limits sign-ups per address: run it with SIGNUPS_PER_ADDRESS=0 for load",
+                    ),
+                    _ => e,
+                })?;
             if balance > 0 {
                 let id = api.charge(&user, balance.min(MAX_CHARGE_AMOUNT)).await?;
                 api.outcome(&user.token, id).await?;

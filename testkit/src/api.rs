@@ -13,7 +13,7 @@ use client::api::concert::{
 };
 use client::api::shop::{NewProduct, NewStock, OrderLine, PlaceOrder};
 use client::api::status::{QueueStatus, RequestStatus};
-use client::api::users::{Charge, NewUser};
+use client::api::users::{Charge, Login, NewUser, Session};
 use client::api::RequestOutcome;
 use client::{Client, Submit};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -132,7 +132,18 @@ impl Api {
         Ok((status, body))
     }
 
-    /// Creates a user named `name` with a unique email. A new email per
+    /// Logs `email` in with `password`: a new credential.
+    pub async fn login(&self, email: &str, password: &str) -> Result<Session, client::Error> {
+        self.client
+            .login(&Login {
+                email: email.to_owned(),
+                password: password.to_owned(),
+            })
+            .await
+    }
+
+    /// Signs up a user named `name` with a unique email and
+    /// [`crate::TEST_PASSWORD`]. A new email per
     /// attempt: a repeat after a lost answer cannot collide with the user
     /// the lost attempt may have created.
     pub async fn create_user(&self, name: &str) -> anyhow::Result<User> {
@@ -141,6 +152,7 @@ impl Api {
             let user = NewUser {
                 name: name.to_owned(),
                 email: format!("{}-{}@example.com", name, Uuid::new_v4().simple()),
+                password: crate::TEST_PASSWORD.to_owned(),
             };
             match self.client.create_user(&user).await {
                 Err(client::Error::Transport(_)) if tokio::time::Instant::now() < deadline => {

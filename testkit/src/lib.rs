@@ -25,6 +25,9 @@ use uuid::Uuid;
 
 pub use api::Api;
 
+/// The password of every user the testkit signs up.
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
 /// `AUTH_SECRET` of test gateways (32 bytes, as the gateway requires).
 pub const TEST_AUTH_SECRET: &str = "test-auth-secret-0123456789abcdef";
 

@@ -63,7 +63,8 @@ def main():
     base, admin, out = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
     suffix = uuid.uuid4().hex[:12]
 
-    status, user = call(base, "POST", "/v1/users", body={"name": "fuzz", "email": f"fuzz-{suffix}@example.com"})
+    email, password = f"fuzz-{suffix}@example.com", f"fuzz-password-{suffix}"
+    status, user = call(base, "POST", "/v1/users", body={"name": "fuzz", "email": email, "password": password})
     user = expect(status, user, 201, "create user")
     token, user_id = user["token"], user["id"]
     request_ids = [submit(base, token, f"/v1/users/{user_id}/balance/charge", {"amount": 1_000_000}, what="charge")[0]]
@@ -175,6 +176,8 @@ requests = {{ values = {strs(request_ids)} }}
 tokens = {{ values = {strs([hold_token, pay_token])} }}
 hold_token = {{ values = {strs([hold_token])} }}
 pay_token = {{ values = {strs([pay_token])} }}
+emails = {{ values = {strs([email])} }}
+passwords = {{ values = {strs([password])} }}
 
 [parameters]
 "body.schedule_id" = {{ dictionary = "schedules", probability = 0.7 }}
@@ -184,6 +187,10 @@ pay_token = {{ values = {strs([pay_token])} }}
 [[operations]]
 include-operation-id = "hold_seat"
 parameters = {{ "body.seat_id" = {{ dictionary = "hold_seats", probability = 0.7 }}, "header.X-Queue-Token" = {{ dictionary = "hold_token", probability = 0.8 }} }}
+
+[[operations]]
+include-operation-id = "login"
+parameters = {{ "body.email" = {{ dictionary = "emails", probability = 0.7 }}, "body.password" = {{ dictionary = "passwords", probability = 0.7 }} }}
 
 [[operations]]
 include-operation-id = "pay_reservation"

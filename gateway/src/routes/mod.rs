@@ -27,6 +27,7 @@ pub mod users;
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(users::create_user))
+        .routes(routes!(users::login))
         .routes(routes!(queue::join))
         .routes(routes!(queue::status))
         .routes(routes!(concerts::list_concerts))

@@ -110,6 +110,14 @@ impl Stack {
         let mut gateway_config = GatewayConfig::local(&admin_token, crate::TEST_AUTH_SECRET);
         gateway_config.common = env.common.clone();
         gateway_config.common.database_max_connections = 6;
+        // Suites sign up hundreds of users from one address, each with a
+        // password: no sign-up or login limits, and hashes at Argon2's
+        // lowest cost (a test that needs either configures its own).
+        gateway_config.signups_per_address = 0;
+        gateway_config.logins_per_address = 0;
+        gateway_config.logins_per_account = 0;
+        gateway_config.password_hash_memory_kib = 64;
+        gateway_config.password_hash_iterations = 1;
         if let Some(configure) = options.configure_gateway {
             configure(&mut gateway_config);
         }

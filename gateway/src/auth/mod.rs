@@ -1,62 +1,21 @@
-//! Bearer credentials: HMAC-signed user ids, checked without a database
-//! round trip, and the admin credential from configuration.
+//! Who a call is: bearer credentials (signed tokens of users, checked
+//! without a database round trip, [`token`]; the admin credential from
+//! configuration), passwords ([`password`]) and the rate limits of the
+//! public calls ([`limits`]).
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use utoipa::IntoParams;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-type HmacSha256 = Hmac<Sha256>;
+pub mod limits;
+pub mod password;
+pub mod token;
 
-/// Signs and verifies user credentials of the form `v1.<user id>.<mac>`.
-#[derive(Clone)]
-pub struct Signer {
-    key: Vec<u8>,
-}
-
-impl Signer {
-    /// A signer with `secret` as key.
-    pub fn new(secret: &str) -> Self {
-        Self {
-            key: secret.as_bytes().to_vec(),
-        }
-    }
-
-    fn mac(&self, user_id: i64) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match HmacSha256::new_from_slice(&self.key) {
-            Ok(mac) => mac,
-            Err(_) => unreachable!("HMAC takes keys of any length"),
-        };
-        mac.update(format!("user:{user_id}").as_bytes());
-        mac
-    }
-
-    /// The credential of `user_id`.
-    pub fn issue(&self, user_id: i64) -> String {
-        let tag = self.mac(user_id).finalize().into_bytes();
-        format!("v1.{user_id}.{}", URL_SAFE_NO_PAD.encode(tag))
-    }
-
-    /// The user id a credential stands for, if it is genuine.
-    pub fn verify(&self, credential: &str) -> Option<i64> {
-        let mut parts = credential.splitn(3, '.');
-        if parts.next()? != "v1" {
-            return None;
-        }
-        let user_id: i64 = parts.next()?.parse().ok()?;
-        let tag = URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
-        self.mac(user_id).verify_slice(&tag).ok()?;
-        Some(user_id)
-    }
-}
+pub use token::{Issued, Signer};
 
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts
@@ -213,21 +172,4 @@ async fn user_in_path(parts: &mut Parts, state: &AppState) -> Result<i64, ApiErr
         .find(|(name, _)| *name == "id")
         .and_then(|(_, value)| value.parse().ok())
         .ok_or_else(|| ApiError::invalid("id", "not a user id"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn issued_credentials_verify_and_forgeries_do_not() {
-        let signer = Signer::new("secret");
-        let token = signer.issue(42);
-        assert_eq!(signer.verify(&token), Some(42));
-        assert_eq!(Signer::new("other").verify(&token), None);
-        let forged = token.replacen("v1.42.", "v1.43.", 1);
-        assert_eq!(signer.verify(&forged), None);
-        assert_eq!(signer.verify("garbage"), None);
-        assert_eq!(signer.verify("v1.42."), None);
-    }
 }
