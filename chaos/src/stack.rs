@@ -121,8 +121,12 @@ impl Stack {
             ("KAFKA_BROKERS", brokers.clone()),
             ("ADMIN_TOKEN", admin_token.clone()),
             ("AUTH_SECRET", random_hex(32)),
-            // Probes sign up users from one address throughout the run.
+            // Seeding and probes sign up hundreds of users from one address:
+            // no sign-up limit, and hashes at Argon2's lowest cost (at the
+            // deployed cost a debug build took a minute to seed `booking`).
             ("SIGNUPS_PER_ADDRESS", "0".into()),
+            ("PASSWORD_HASH_MEMORY_KIB", "64".into()),
+            ("PASSWORD_HASH_ITERATIONS", "1".into()),
             (
                 "GATEWAY_ADDR",
                 format!("127.0.0.1:{}", settings.gateway_port),
