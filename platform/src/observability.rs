@@ -1,6 +1,7 @@
 //! Structured logs and Prometheus metrics.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
@@ -51,13 +52,35 @@ fn prometheus_builder() -> PrometheusBuilder {
         .unwrap_or_else(|_| PrometheusBuilder::new())
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds the samples histograms recorded into their buckets every `every`,
+/// on a thread of its own, for as long as the process runs. A recorder
+/// built with `build_recorder` does this only when `/metrics` is rendered:
+/// unscraped, it keeps every sample (the soak's gateway grew by 2.5 MiB a
+/// minute at 480 requests/s).
+fn start_upkeep(handle: PrometheusHandle, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep thread not started; histograms drain only when scraped");
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use, with its
+/// upkeep running.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let recorder = prometheus_builder().build_recorder();
             let handle = recorder.handle();
+            start_upkeep(handle.clone(), UPKEEP_EVERY);
             // Fails only if another recorder is installed; then ours just
             // stays empty, which is acceptable for tests.
             let _ = metrics::set_global_recorder(recorder);
@@ -93,5 +116,47 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("quantile"), "{text}");
+    }
+
+    /// Resident memory of this process, KiB.
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|line| line.starts_with("VmRSS:"))
+                    .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn unscraped_histograms_do_not_keep_their_samples() {
+        let recorder = prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        start_upkeep(handle.clone(), Duration::from_millis(10));
+        let before = rss_kib();
+        // Four million samples: 32 MB and more if every one were kept.
+        metrics::with_local_recorder(&recorder, || {
+            for chunk in 0..40 {
+                for i in 0..100_000 {
+                    metrics::histogram!("test_upkeep_seconds").record(f64::from(i % 7) * 0.001);
+                }
+                if chunk % 4 == 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        });
+        let grown_kib = rss_kib().saturating_sub(before);
+        assert!(
+            grown_kib < 12 * 1024,
+            "resident memory grew {grown_kib} KiB over four million samples"
+        );
+        let text = handle.render();
+        assert!(
+            text.contains("test_upkeep_seconds_count 4000000"),
+            "every sample counted"
+        );
     }
 }
