@@ -167,12 +167,17 @@ impl GatewayConfig {
     pub fn signer(&self) -> crate::auth::Signer {
         crate::auth::Signer::new(
             self.auth_secret.expose_secret(),
-            self.auth_previous_secrets
-                .iter()
-                .map(|s| s.expose_secret().trim())
-                .filter(|s| !s.is_empty()),
+            self.previous_secrets(),
             Duration::from_secs(self.auth_token_ttl_secs),
         )
+    }
+
+    /// The keys of `AUTH_PREVIOUS_SECRETS`, blank entries left out.
+    fn previous_secrets(&self) -> impl Iterator<Item = &str> {
+        self.auth_previous_secrets
+            .iter()
+            .map(|s| s.expose_secret().trim())
+            .filter(|s| !s.is_empty())
     }
 
     /// The cost of a password hash.
@@ -219,11 +224,7 @@ impl GatewayConfig {
                 return Err(SecretError::Placeholder(name));
             }
         }
-        let previous = self
-            .auth_previous_secrets
-            .iter()
-            .map(|s| s.expose_secret().trim())
-            .filter(|s| !s.is_empty());
+        let previous = self.previous_secrets();
         for secret in std::iter::once(self.auth_secret.expose_secret()).chain(previous) {
             if secret.len() < MIN_AUTH_SECRET_BYTES {
                 return Err(SecretError::TooShort);
@@ -278,6 +279,20 @@ mod tests {
         assert!(matches!(
             check(" ", GOOD),
             Err(SecretError::Missing("ADMIN_TOKEN"))
+        ));
+    }
+
+    #[test]
+    fn a_short_previous_secret_is_refused_and_a_blank_entry_ignored() {
+        let with_previous = |previous: &str| {
+            let mut config = GatewayConfig::local("admin-3f9a1c", GOOD);
+            config.auth_previous_secrets = previous.split(',').map(SecretString::from).collect();
+            config.check_secrets()
+        };
+        assert!(with_previous(&format!("{GOOD}, ")).is_ok());
+        assert!(matches!(
+            with_previous(&format!("{GOOD},short-secret")),
+            Err(SecretError::TooShort)
         ));
     }
 }
