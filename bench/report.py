@@ -272,6 +272,8 @@ for name in ["charge-half-rate", "charge-closed-loop", "charge-sqlite-broker"]:
     extra_rows.append(row(name, runs))
     extras[name] = summary(runs)
     extras[name]["rate"] = runs[-1]["report"]["rate"]
+    # The dev stack's broker keeps its log on disk; the others' is in memory.
+    extras[name]["durable"] = name == "charge-sqlite-broker"
 
 for name, figures in [*scenarios.items(), *extras.items()]:
     cpu = figures["cpu_s_per_1000"]
@@ -314,7 +316,7 @@ if (dest / "soak.json").exists():
 broker = (out / "broker.txt").read_text().strip() if (out / "broker.txt").exists() else "unknown"
 (dest / "report.json").write_text(
     json.dumps(
-        {"mode": mode, "rounds": len(rounds), "broker": broker, "scenarios": scenarios, "charge_variants": extras},
+        {"mode": mode, "rounds": len(rounds), "broker": broker, "scenarios": {**scenarios, **extras}},
         indent=2,
     )
     + "\n"

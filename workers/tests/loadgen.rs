@@ -185,7 +185,8 @@ async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Resu
             "{name}: {row}"
         );
     }
-    assert_eq!(bench["charge_variants"]["charge-half-rate"]["rate"], 100.0);
+    assert_eq!(bench["scenarios"]["charge-half-rate"]["rate"], 100.0);
+    assert_eq!(bench["scenarios"]["charge-half-rate"]["durable"], false);
     let markdown = std::fs::read_to_string(dir.join("REPORT.md"))?;
     assert!(
         markdown.contains("| charge-half-rate | detached | 100/s |"),
