@@ -3,9 +3,9 @@ use gateway::{Gateway, GatewayConfig};
 use tokio_util::sync::CancellationToken;
 
 /// jemalloc, not glibc's malloc: in three alternating charge runs on fresh
-/// stacks the gateway's CPU per 1,000 requests fell by 30 % with it (a fifth
-/// of its profile was `malloc` and `free`), and the throughput rose by as
-/// much (bench/NOTES.md). `_RJEM_MALLOC_CONF` tunes it.
+/// stacks the gateway's CPU per 1,000 requests fell by 30 % with it, and
+/// the throughput rose by as much (bench/NOTES.md). `_RJEM_MALLOC_CONF`
+/// tunes it.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
