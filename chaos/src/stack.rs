@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use gateway::auth::password::Cost;
 use platform::CommonConfig;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
@@ -125,8 +126,14 @@ impl Stack {
             // no sign-up limit, and hashes at Argon2's lowest cost (at the
             // deployed cost a debug build took a minute to seed `booking`).
             ("SIGNUPS_PER_ADDRESS", "0".into()),
-            ("PASSWORD_HASH_MEMORY_KIB", "64".into()),
-            ("PASSWORD_HASH_ITERATIONS", "1".into()),
+            (
+                "PASSWORD_HASH_MEMORY_KIB",
+                Cost::SET_UP.memory_kib.to_string(),
+            ),
+            (
+                "PASSWORD_HASH_ITERATIONS",
+                Cost::SET_UP.iterations.to_string(),
+            ),
             (
                 "GATEWAY_ADDR",
                 format!("127.0.0.1:{}", settings.gateway_port),

@@ -96,6 +96,16 @@ pub struct GatewayConfig {
     #[arg(long, env = "OUTCOME_CACHE_ENTRIES", default_value_t = 50_000)]
     pub outcome_cache_entries: usize,
 
+    /// How long after its 202 an accepted request without an
+    /// `Idempotency-Key` gets its PENDING row if it is still undecided, in
+    /// milliseconds. Until then a poll answers PENDING from the signed
+    /// request id alone; the row is what lets a lane answer `RECORD_LOST`
+    /// when retention deleted the record, and shows operators what waits.
+    /// A request decided sooner (the usual case) costs no row write at
+    /// the gateway; 0 writes every row at once.
+    #[arg(long, env = "PENDING_ROW_AFTER_MS", default_value_t = 5_000)]
+    pub pending_row_after_ms: u64,
+
     /// Shortest polling interval a waiting queue token is given (the front
     /// of the line), in milliseconds.
     #[arg(long, env = "QUEUE_POLL_MIN_MS", default_value_t = 1_000)]
@@ -169,6 +179,15 @@ impl GatewayConfig {
             self.auth_secret.expose_secret(),
             self.previous_secrets(),
             Duration::from_secs(self.auth_token_ttl_secs),
+        )
+    }
+
+    /// Issues request ids with `AUTH_SECRET`, verifies those of
+    /// `AUTH_PREVIOUS_SECRETS` too.
+    pub fn request_ids(&self) -> crate::auth::request_ids::RequestIds {
+        crate::auth::request_ids::RequestIds::new(
+            self.auth_secret.expose_secret(),
+            self.previous_secrets(),
         )
     }
 

@@ -50,7 +50,11 @@ impl Gateway {
             config.common.database_max_connections,
         )?;
         let producer = platform::kafka::producer(&config.common)?;
-        let (pending_writer, pending) = pending::channel();
+        let waiter = waiter::OutcomeWaiter::new(config.outcome_cache_entries, config.long_poll_max);
+        let (pending_writer, pending) = pending::channel(
+            Duration::from_millis(config.pending_row_after_ms),
+            waiter.clone(),
+        );
         let (lines, liveness) = queue::QueueLines::new(
             config.poll_policy(),
             config.queue_pace_entries,
@@ -61,14 +65,16 @@ impl Gateway {
             producer,
             topics: config.common.topics(),
             signer: config.signer(),
+            request_ids: config.request_ids(),
             passwords: auth::password::Passwords::new(config.password_cost())?,
             limits: auth::limits::RateLimits::new(config.limit_settings()),
             admin_token: Arc::from(config.admin_token.expose_secret()),
-            waiter: waiter::OutcomeWaiter::new(config.outcome_cache_entries, config.long_poll_max),
+            waiter,
             pending: pending_writer,
             queue: lines,
             produce_timeout: Duration::from_millis(config.common.kafka_produce_timeout_ms),
             max_wait: Duration::from_millis(config.request_wait_max_ms),
+            retention: config.common.retention(),
             business_tz: Arc::from(config.business_tz.as_str()),
             shutdown: CancellationToken::new(),
         };
@@ -158,7 +164,8 @@ impl Gateway {
         let liveness = tokio::spawn(self.liveness.run(self.state.pool.clone(), cancel.clone()));
         let limits = tokio::spawn(self.state.limits.clone().run(cancel.clone()));
         // The PENDING writer outlives the graceful shutdown: calls still in
-        // flight when `cancel` fires get their rows written.
+        // flight when `cancel` fires get their rows written, and so do the
+        // deferred rows of requests still undecided.
         let pending_stop = CancellationToken::new();
         let pending = tokio::spawn(
             self.pending

@@ -2,7 +2,9 @@
 //! ([`Intake::accept`]): the request id (from the `Idempotency-Key`, scoped
 //! by caller and matched route), the answer for a repeated call, the
 //! handler's look-ups, then publishing to the request's topic, waiting for
-//! the broker's acknowledgement, recording it PENDING and answering 202.
+//! the broker's acknowledgement and answering 202 (a keyed call's claim
+//! recorded as published first; an unkeyed call's id signed, see
+//! [`crate::auth::request_ids`], its row deferred, see [`crate::pending`]).
 
 use api::status::RequestStatus;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
@@ -87,11 +89,17 @@ impl Intake {
         body: &impl Serialize,
         build: impl AsyncFnOnce(&Intake) -> ApiResult<Request>,
     ) -> ApiResult<Accepted> {
-        let id = request_id(&self.headers, self.user.0, &self.route, &(&self.path, body))?;
-        if let Some(response) = replay(&self.state, &id).await? {
-            return Ok(response);
+        let keyed = keyed_id(&self.headers, self.user.0, &self.route, &(&self.path, body))?;
+        if let Some(keyed) = &keyed {
+            if let Some(response) = replay(&self.state, keyed).await? {
+                return Ok(response);
+            }
         }
         let request = build(&self).await?;
+        let id = keyed.unwrap_or_else(|| RequestId {
+            id: self.state.request_ids.issue(self.user.0, &request),
+            fingerprint: None,
+        });
         submit(&self.state, id, request).await
     }
 }
@@ -115,43 +123,38 @@ pub struct RequestId {
     fingerprint: Option<Vec<u8>>,
 }
 
-/// The request id of a call: derived from the caller, the route template
-/// and the `Idempotency-Key` when there is one (so a retry maps to the
-/// same id), fresh otherwise. `input` is what the call asks for (path
-/// parameters and body): a keyed call remembers its fingerprint, and the
-/// same key with another input is refused.
-fn request_id(
+/// The request id of a call with an `Idempotency-Key`: derived from the
+/// caller, the route template and the key (so a retry maps to the same
+/// id), with the fingerprint of `input` (path parameters and body), so the
+/// same key with another input is refused. None without a key: the call
+/// gets a fresh signed id once its request is built.
+fn keyed_id(
     headers: &HeaderMap,
     caller: i64,
     route: &str,
     input: &impl Serialize,
-) -> ApiResult<RequestId> {
-    match headers.get("idempotency-key") {
-        None => Ok(RequestId {
-            id: Uuid::now_v7(),
-            fingerprint: None,
-        }),
-        Some(value) => {
-            let key = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .filter(|k| {
-                    (1..=api::limits::MAX_IDEMPOTENCY_KEY_BYTES).contains(&k.len())
-                        && k.bytes().all(|b| b.is_ascii_graphic())
-                })
-                .ok_or_else(|| {
-                    ApiError::invalid(
-                        "Idempotency-Key",
-                        "must be 1 to 255 visible ASCII characters",
-                    )
-                })?;
-            let name = format!("{caller}\u{1f}{route}\u{1f}{key}");
-            let canonical = serde_json::to_vec(&(route, input)).map_err(anyhow::Error::from)?;
-            Ok(RequestId {
-                id: Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()),
-                fingerprint: Some(Sha256::digest(&canonical).to_vec()),
-            })
-        }
-    }
+) -> ApiResult<Option<RequestId>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = std::str::from_utf8(value.as_bytes())
+        .ok()
+        .filter(|k| {
+            (1..=api::limits::MAX_IDEMPOTENCY_KEY_BYTES).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        })?;
+    let name = format!("{caller}\u{1f}{route}\u{1f}{key}");
+    let canonical = serde_json::to_vec(&(route, input)).map_err(anyhow::Error::from)?;
+    Ok(Some(RequestId {
+        id: Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes()),
+        fingerprint: Some(Sha256::digest(&canonical).to_vec()),
+    }))
 }
 
 /// What the `requests` table says of a keyed call's id.
@@ -201,12 +204,8 @@ async fn read_claim(state: &AppState, id: Uuid) -> ApiResult<Option<Claim>> {
 /// expiring the queue token). The same key with another body is refused
 /// (`422 IDEMPOTENCY_KEY_REUSED`); while the first call with the key is
 /// still being published, a second one is told to retry (`409
-/// IDEMPOTENCY_KEY_IN_USE`). A fresh id (no key) was never seen: no
-/// database round trip.
+/// IDEMPOTENCY_KEY_IN_USE`).
 async fn replay(state: &AppState, request_id: &RequestId) -> ApiResult<Option<Accepted>> {
-    if request_id.fingerprint.is_none() {
-        return Ok(None);
-    }
     match read_claim(state, request_id.id).await? {
         Some(claim) => claim.answer(request_id),
         None => Ok(None),
@@ -317,22 +316,29 @@ async fn submit(state: &AppState, request_id: RequestId, request: Request) -> Ap
     );
 
     // The record is durable in Kafka: the request is accepted whatever
-    // happens next. The PENDING row only makes polling friendlier, so a
-    // database hiccup here is logged, not returned.
-    let inserted = state
-        .pending
-        .record(PendingRow {
-            id: request_id,
-            request_type: envelope.request.type_name(),
-            user_id: envelope.request.user_id(),
-            topic: record.topic.clone(),
-            partition: delivered.partition,
-            offset: delivered.offset,
-        })
-        .await;
-    metrics::histogram!("gateway_pending_insert_seconds").record(published.elapsed().as_secs_f64());
-    if let Err(error) = inserted {
-        tracing::warn!(%request_id, %error, "could not record the accepted request as PENDING");
+    // happens next. A keyed call's claim must say so before the answer (a
+    // retry of it reads the claim); a database hiccup there is logged, not
+    // returned (the retry is told to wait, then takes the claim over only
+    // if it went stale). An unkeyed call's row is written later, if at all
+    // (`pending`): its signed id answers polls meanwhile.
+    let row = PendingRow {
+        id: request_id,
+        request_type: envelope.request.type_name(),
+        user_id: envelope.request.user_id(),
+        topic: record.topic.clone(),
+        partition: delivered.partition,
+        offset: delivered.offset,
+        accepted_at: envelope.timestamp,
+    };
+    if keyed {
+        let inserted = state.pending.record_now(row).await;
+        metrics::histogram!("gateway_pending_insert_seconds")
+            .record(published.elapsed().as_secs_f64());
+        if let Err(error) = inserted {
+            tracing::warn!(%request_id, %error, "could not record the accepted request as published");
+        }
+    } else {
+        state.pending.record_later(row);
     }
     Ok(Accepted::new(request_id, RequestStatus::Pending))
 }

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 
 use crate::auth::limits::RateLimits;
 use crate::auth::password::Passwords;
+use crate::auth::request_ids::RequestIds;
 use crate::auth::Signer;
 use crate::pending::PendingWriter;
 use crate::queue::QueueLines;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub topics: TopicNames,
     /// Signs and checks user credentials.
     pub signer: Signer,
+    /// Issues and checks the request ids of unkeyed calls.
+    pub request_ids: RequestIds,
     /// Hashes and checks passwords.
     pub passwords: Passwords,
     /// Rate limits of sign-ups and logins.
@@ -35,12 +38,15 @@ pub struct AppState {
     pub waiter: OutcomeWaiter,
     /// The waiting lines: polling pace, long-polls, liveness.
     pub queue: QueueLines,
-    /// Records accepted requests as PENDING, many per statement.
+    /// Records accepted requests as PENDING, many per statement (an
+    /// unkeyed call's row only if still undecided after a delay).
     pub pending: PendingWriter,
     /// How long a produce may wait for the broker.
     pub produce_timeout: Duration,
     /// Longest long-poll a client may ask for.
     pub max_wait: Duration,
+    /// How long decided request rows are kept (`REQUEST_RETENTION_DAYS`).
+    pub retention: Duration,
     /// Time zone of business days (product stats).
     pub business_tz: Arc<str>,
     /// Fires when the gateway starts shutting down: long-polls answer at

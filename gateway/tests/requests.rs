@@ -1,7 +1,8 @@
-//! Accepted requests: 503 (never 202) on a dead broker, one PENDING row
-//! per accepted id, `Idempotency-Key` semantics under races, and the
-//! outcome long-poll (woken by notifications, capped, falling back to the
-//! database).
+//! Accepted requests: 503 (never 202) on a dead broker, signed ids that
+//! answer PENDING before any row, one PENDING row per accepted id still
+//! undecided after the delay, `Idempotency-Key` semantics under races, and
+//! the outcome long-poll (woken by notifications, capped, falling back to
+//! the database).
 
 mod common;
 
@@ -25,16 +26,22 @@ fn marked(history_id: i64) -> Value {
 const FROM_NOTIFICATION: i64 = 1;
 const FROM_ROW: i64 = 2;
 
-/// Writes the row of `request_id` as SUCCEEDED with `result`, as a lane
-/// does, without notifying.
+/// Writes the row of `request_id` (a charge of `user_id`) as SUCCEEDED
+/// with `result`, as a lane does (whether or not the gateway wrote a
+/// PENDING row), without notifying.
 async fn succeed_row<'e>(
     db: impl sqlx::PgExecutor<'e>,
     request_id: Uuid,
+    user_id: i64,
     result: Value,
 ) -> anyhow::Result<()> {
     sqlx::query!(
-        "UPDATE requests SET status = 'SUCCEEDED', result = $2, completed_at = now() WHERE id = $1",
+        "INSERT INTO requests (id, type, user_id, status, result, completed_at)
+         VALUES ($1, 'balance.charge', $2, 'SUCCEEDED', $3, now())
+         ON CONFLICT (id) DO UPDATE SET status = 'SUCCEEDED', result = EXCLUDED.result,
+             completed_at = now()",
         request_id,
+        user_id,
         result,
     )
     .execute(db)
@@ -197,10 +204,10 @@ async fn health_metrics_and_long_poll_wake_up() -> anyhow::Result<()> {
 
     // Write the outcome the way a lane does and check that a long-poll
     // returns on the notification, well before its deadline.
-    let pool = h.env.pool.clone();
+    let (pool, alice_id) = (h.env.pool.clone(), alice.id);
     let lane = async move {
         let mut tx = pool.begin().await?;
-        succeed_row(&mut *tx, request_id, marked(7)).await?;
+        succeed_row(&mut *tx, request_id, alice_id, marked(7)).await?;
         notify(&mut *tx, &request_id.to_string()).await?;
         tx.commit().await?;
         anyhow::Ok(())
@@ -244,7 +251,7 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
         StatusCode::FORBIDDEN,
         "FORBIDDEN"
     );
-    // A plain GET is the database's answer.
+    // A plain GET is the database's answer (no row yet: the signed id's).
     let (_, reply) = outcome(&h, &alice, first, 0).await?;
     assert_eq!(reply["status"], "PENDING");
 
@@ -253,7 +260,7 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
     //    at its next check and answers well before its deadline.
     let second = h.api.charge(&alice, 200).await?;
     let pool = h.env.pool.clone();
-    let lane = async move { succeed_row(&pool, second, marked(FROM_ROW)).await };
+    let lane = async move { succeed_row(&pool, second, alice_id, marked(FROM_ROW)).await };
     let (reply, took) = outcome_while(&h, &alice, second, 20_000, lane).await?;
     assert_eq!(reply["result"]["history_id"], FROM_ROW, "{reply}");
     assert!(
@@ -264,7 +271,7 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
     // 3. A bare id on the channel (an outcome too large to notify, or an
     //    operator after fixing a row) means "read the row": what the cache
     //    held for that request is forgotten.
-    succeed_row(&h.env.pool, first, marked(FROM_ROW)).await?;
+    succeed_row(&h.env.pool, first, alice.id, marked(FROM_ROW)).await?;
     notify(&h.env.pool, &first.to_string()).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -280,15 +287,182 @@ async fn long_polls_answer_from_notifications_and_fall_back_to_the_database() ->
     Ok(())
 }
 
+/// An unkeyed call's id is signed for its caller. On a gateway that did not
+/// accept the call (here: one with its cache off, so it knows nothing it
+/// did not read), before any row, the caller's polls (plain and long)
+/// answer PENDING, and anyone else's, the admin's and a forged id's 404; so
+/// do ids past the retention horizon. Once the row exists it says whose
+/// the request is (403 for another user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_id_answers_pending_to_its_caller_alone_before_any_row() -> anyhow::Result<()> {
+    let options = Options::without_workers().gateway(|c| {
+        c.pending_row_after_ms = 60_000;
+        c.outcome_cache_entries = 0;
+    });
+    let h = Stack::start(options).await?;
+    let alice = h.api.create_user("alice").await?;
+    let bob = h.api.create_user("bob").await?;
+    let id = h.api.charge(&alice, 10).await?;
+    assert_eq!(
+        scalar!(h, "SELECT count(*) FROM requests").await?,
+        0,
+        "no row written at accept"
+    );
+
+    for wait in [0, 300] {
+        let (status, reply) = outcome(&h, &alice, id, wait).await?;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(
+            (&reply["status"], &reply["type"], &reply["request_id"]),
+            (&json!("PENDING"), &json!("balance.charge"), &json!(id)),
+            "wait {wait}"
+        );
+        assert_error!(
+            outcome(&h, &bob, id, wait).await?,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "bob, wait {wait}"
+        );
+    }
+    let path = format!("/v1/requests/{id}");
+    assert_error!(
+        h.api.get(&path, &h.api.admin_token).await?,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "the admin"
+    );
+    let mut forged = *id.as_bytes();
+    forged[15] ^= 1;
+    assert_error!(
+        outcome(&h, &alice, Uuid::from_bytes(forged), 0).await?,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "a forged id"
+    );
+
+    // Ids signed for alice with the stack's secret and never used: PENDING
+    // while younger than `REQUEST_RETENTION_DAYS` (7), 404 past it, when
+    // the row would have been pruned.
+    let ids = gateway::auth::request_ids::RequestIds::new(testkit::TEST_AUTH_SECRET, []);
+    let charge = schemas::Request::ChargeBalance(schemas::requests::ChargeBalance {
+        user_id: alice.id,
+        amount: 1,
+    });
+    let days_ago = |days: u64| std::time::SystemTime::now() - Duration::from_secs(days * 86_400);
+    let recent = ids.issue_at(days_ago(6), alice.id, &charge);
+    let (status, reply) = outcome(&h, &alice, recent, 0).await?;
+    assert_eq!(
+        (status, &reply["status"]),
+        (StatusCode::OK, &json!("PENDING"))
+    );
+    assert_error!(
+        outcome(&h, &alice, ids.issue_at(days_ago(8), alice.id, &charge), 0).await?,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "past the horizon"
+    );
+
+    // Decided: the row says whose it is.
+    succeed_row(&h.env.pool, id, alice.id, marked(FROM_ROW)).await?;
+    assert_error!(
+        outcome(&h, &bob, id, 0).await?,
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN"
+    );
+    let (status, reply) = h.api.get(&path, &h.api.admin_token).await?;
+    assert_eq!(
+        (status, &reply["status"]),
+        (StatusCode::OK, &json!("SUCCEEDED"))
+    );
+    Ok(())
+}
+
+/// On the gateway that accepted an unkeyed call, what it remembers of the
+/// call answers before any row: PENDING to the caller and the admin, 403 to
+/// another user. A request still undecided `PENDING_ROW_AFTER_MS` after its
+/// 202 gets its row, dated when it was accepted; one whose outcome was
+/// notified sooner gets none from the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecided_requests_get_their_row_after_the_delay_and_decided_ones_none(
+) -> anyhow::Result<()> {
+    let h = Stack::start(Options::without_workers().gateway(|c| c.pending_row_after_ms = 1_500))
+        .await?;
+    let alice = h.api.create_user("alice").await?;
+    let bob = h.api.create_user("bob").await?;
+    let before = chrono::Utc::now();
+    let undecided = h.api.charge(&alice, 10).await?;
+    let decided = h.api.charge(&alice, 20).await?;
+    let accepted = chrono::Utc::now();
+    // A lane decided the second one: its notification reaches the gateway
+    // (the row is the lane's to write; this test leaves it out).
+    notify_outcome(&h.env.pool, decided, alice.id).await?;
+
+    let path = format!("/v1/requests/{undecided}");
+    for wait in [0, 300] {
+        let (status, reply) = outcome(&h, &alice, undecided, wait).await?;
+        assert_eq!(
+            (status, &reply["status"]),
+            (StatusCode::OK, &json!("PENDING")),
+            "wait {wait}"
+        );
+        assert_error!(
+            outcome(&h, &bob, undecided, wait).await?,
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "bob, wait {wait}"
+        );
+    }
+    let (status, reply) = h.api.get(&path, &h.api.admin_token).await?;
+    assert_eq!(
+        (status, &reply["status"]),
+        (StatusCode::OK, &json!("PENDING")),
+        "{reply}"
+    );
+
+    let row = testkit::eventually(
+        "the undecided request's row",
+        Duration::from_secs(10),
+        || async {
+            Ok(sqlx::query!(
+                r#"SELECT user_id, status, accepted_at, topic AS "topic!", kafka_offset AS "offset!"
+                   FROM requests WHERE id = $1"#,
+                undecided
+            )
+            .fetch_optional(&h.env.pool)
+            .await?)
+        },
+    )
+    .await?;
+    assert_eq!(
+        (row.user_id, row.status.as_str()),
+        (Some(alice.id), "PENDING")
+    );
+    assert!(row.topic.ends_with("charge-requests"), "{}", row.topic);
+    assert!(row.offset >= 0);
+    assert!(
+        before - chrono::TimeDelta::milliseconds(1) <= row.accepted_at && row.accepted_at <= accepted,
+        "accepted_at {} is when the call was accepted ({before} to {accepted}), not when the row was written",
+        row.accepted_at
+    );
+    assert_eq!(
+        scalar!(h, "SELECT count(*) FROM requests WHERE id = $1", decided).await?,
+        0,
+        "a request decided before its delay gets no row from the gateway"
+    );
+    Ok(())
+}
+
 /// Accepts record their PENDING rows through one writer that puts many rows
 /// in one statement: every accepted id must get its own row, with its own
 /// caller, topic and broker position, even when calls race (and a retried
-/// idempotent call in the same batch must not fail the others).
+/// idempotent call in the same batch must not fail the others). Rows are
+/// written at once here (`PENDING_ROW_AFTER_MS=0`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_accepts_each_get_their_own_pending_row() -> anyhow::Result<()> {
     use futures::stream::{self, StreamExt, TryStreamExt};
 
-    let h = gateway().await?;
+    let h =
+        Stack::start(Options::without_workers().gateway(|c| c.pending_row_after_ms = 0)).await?;
     let mut users = Vec::new();
     for name in ["ann", "ben", "cid", "dee"] {
         users.push(h.api.create_user(name).await?);
@@ -339,6 +513,11 @@ async fn racing_accepts_each_get_their_own_pending_row() -> anyhow::Result<()> {
         );
     }
     assert_eq!(expected.len(), 109, "108 fresh ids and one repeated call");
+    testkit::eventually("a row per accepted id", Duration::from_secs(10), || async {
+        let rows = scalar!(h, "SELECT count(*) FROM requests").await?;
+        Ok((rows >= expected.len() as i64).then_some(()))
+    })
+    .await?;
     let rows = sqlx::query!(
         r#"SELECT id, type AS request_type, user_id, status AS "status: RequestStatus",
                 topic AS "topic!", kafka_partition AS "partition!", kafka_offset AS "offset!"

@@ -83,6 +83,15 @@ pub struct CommonConfig {
     /// Log format: `json` for machines, `pretty` for people.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+
+    /// How long decided request rows and the stats lane's counted orders are
+    /// kept, in days. A pruned request answers 404; a record older than
+    /// this is never applied (its dedup row may be gone), so keep the
+    /// broker's retention of request topics and `order-events` at or below
+    /// it, or accept that such records are skipped. The gateway reads it
+    /// too: a request id older than this with no row was pruned.
+    #[arg(long, env = "REQUEST_RETENTION_DAYS", default_value_t = 7)]
+    pub request_retention_days: u32,
 }
 
 impl CommonConfig {
@@ -96,6 +105,11 @@ impl CommonConfig {
     pub fn topics(&self) -> TopicNames {
         TopicNames::new(self.topic_prefix.clone())
             .with_request_partitions(self.kafka_request_partitions)
+    }
+
+    /// Retention horizon of request rows and counted orders (a day at least).
+    pub fn retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.request_retention_days.max(1)) * 86_400)
     }
 }
 

@@ -351,6 +351,30 @@ macro_rules! with_payload {
 }
 
 impl Request {
+    /// Every request type, in a fixed order: a signed request id carries
+    /// the index of its type (the gateway's `auth::request_ids`), so a type
+    /// keeps its place for as long as ids are kept; new types go at the end.
+    pub const TYPES: [&'static str; 6] = [
+        HoldSeat::TYPE,
+        CancelReservation::TYPE,
+        ExpireHold::TYPE,
+        PayReservation::TYPE,
+        ChargeBalance::TYPE,
+        PlaceOrder::TYPE,
+    ];
+
+    /// Where the request's type stands in [`Request::TYPES`].
+    pub fn type_index(&self) -> usize {
+        match self {
+            Request::HoldSeat(_) => 0,
+            Request::CancelReservation(_) => 1,
+            Request::ExpireHold(_) => 2,
+            Request::PayReservation(_) => 3,
+            Request::ChargeBalance(_) => 4,
+            Request::PlaceOrder(_) => 5,
+        }
+    }
+
     /// The topic the request travels on.
     pub fn topic(&self) -> Topic {
         with_payload!(self, r => topic_of(r))
@@ -509,6 +533,7 @@ mod tests {
         for request in requests {
             let json = serde_json::to_value(&request).expect("serialize");
             assert_eq!(json["type"], request.type_name());
+            assert_eq!(Request::TYPES[request.type_index()], request.type_name());
             let envelope = RequestEnvelope::new(Uuid::nil(), request.clone());
             let on = |topic: Topic| request.topic() == topic;
             assert_eq!(

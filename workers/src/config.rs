@@ -39,14 +39,6 @@ pub struct WorkersConfig {
     #[arg(long, env = "SCHEDULER_INTERVAL_MS", default_value_t = 500)]
     pub scheduler_interval_ms: u64,
 
-    /// How long decided request rows and the stats lane's counted orders are
-    /// kept, in days. A pruned request answers 404; a record older than
-    /// this is never applied (its dedup row may be gone), so keep the
-    /// broker's retention of request topics and `order-events` at or below
-    /// it, or accept that such records are skipped.
-    #[arg(long, env = "REQUEST_RETENTION_DAYS", default_value_t = 7)]
-    pub request_retention_days: u32,
-
     /// How often pruning runs, in seconds.
     #[arg(long, env = "PRUNE_INTERVAL_SECS", default_value_t = 60)]
     pub prune_interval_secs: u64,
@@ -85,6 +77,6 @@ impl WorkersConfig {
 
     /// Retention horizon of request rows and counted orders.
     pub fn retention(&self) -> chrono::TimeDelta {
-        chrono::TimeDelta::days(i64::from(self.request_retention_days.max(1)))
+        chrono::TimeDelta::from_std(self.common.retention()).unwrap_or(chrono::TimeDelta::MAX)
     }
 }

@@ -37,16 +37,29 @@ fn charge_record(id: Uuid, user_id: i64, amount: i64) -> anyhow::Result<Vec<u8>>
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_deleted_before_they_were_applied_are_counted_and_the_lane_goes_on(
 ) -> anyhow::Result<()> {
-    let mut stack = Stack::start(Options::default()).await?;
+    // Undecided requests get their PENDING rows 200 ms after the 202.
+    let options = Options::default().gateway(|c| c.pending_row_after_ms = 200);
+    let mut stack = Stack::start(options).await?;
     let user = stack.api.create_user("retained").await?;
     stack.api.charged(&user, 100).await?;
     stack.stop_workers().await?;
 
-    // Accepted while the workers are down, then deleted by "retention".
+    // Accepted while the workers are down, then deleted by "retention"
+    // (which in practice comes long after the rows are written).
     let lost = [
         stack.api.charge(&user, 10).await?,
         stack.api.charge(&user, 20).await?,
     ];
+    testkit::eventually("the PENDING rows", Duration::from_secs(10), || async {
+        let rows = scalar!(
+            stack,
+            "SELECT count(*) FROM requests WHERE id = ANY($1)",
+            &lost[..]
+        )
+        .await?;
+        Ok((rows == 2).then_some(()))
+    })
+    .await?;
     let topic = stack.env.topic(Topic::ChargeRequests);
     testkit::topics::delete_all_records(&stack.env.common, &topic).await?;
 

@@ -1,7 +1,8 @@
 //! Who a call is: bearer credentials (signed tokens of users, checked
 //! without a database round trip, [`token`]; the admin credential from
-//! configuration), passwords ([`password`]) and the rate limits of the
-//! public calls ([`limits`]).
+//! configuration), passwords ([`password`]), the rate limits of the
+//! public calls ([`limits`]) and the request ids a caller is answered with
+//! ([`request_ids`]).
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
@@ -13,6 +14,7 @@ use crate::state::AppState;
 
 pub mod limits;
 pub mod password;
+pub mod request_ids;
 pub mod token;
 
 pub use token::{Issued, Signer};

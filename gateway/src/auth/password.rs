@@ -22,6 +22,17 @@ pub struct Cost {
     pub iterations: u32,
 }
 
+impl Cost {
+    /// The cost of stacks that sign up hundreds of users as set-up (the
+    /// test suites, the chaos run, the bench, the fuzzer): Argon2's
+    /// lowest, so set-up does not drown what a run is about. Never for a
+    /// deployment. `./dev` spells it as `SET_UP_HASH_COST`.
+    pub const SET_UP: Cost = Cost {
+        memory_kib: 64,
+        iterations: 1,
+    };
+}
+
 /// Hashes and checks passwords.
 #[derive(Clone)]
 pub struct Passwords {
@@ -105,10 +116,7 @@ fn hash_with(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, argon2::pas
 mod tests {
     use super::*;
 
-    const CHEAP: Cost = Cost {
-        memory_kib: 64,
-        iterations: 1,
-    };
+    const CHEAP: Cost = Cost::SET_UP;
 
     #[tokio::test]
     async fn a_hash_checks_its_password_and_no_other() -> anyhow::Result<()> {

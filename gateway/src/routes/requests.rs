@@ -32,8 +32,14 @@ pub struct Wait {
     wait_ms: Option<i64>,
 }
 
-/// The `requests` row of `id` (404 when there is none).
-async fn load(state: &AppState, id: Uuid) -> ApiResult<KnownRequest> {
+/// Where request `id` stands: its `requests` row; with no row yet (an
+/// unkeyed call's row is written only if it is still undecided after
+/// `PENDING_ROW_AFTER_MS`, see [`crate::pending`]), what this gateway
+/// remembers of it if it accepted it and has not heard of its outcome,
+/// else PENDING when the id is one signed for `caller`. 404 otherwise, and for a signed
+/// id older than `REQUEST_RETENTION_DAYS` (its row was pruned). The caller
+/// checks access against what this returns.
+async fn load(state: &AppState, caller: Caller, id: Uuid) -> ApiResult<KnownRequest> {
     metrics::counter!("gateway_request_reads_total").increment(1);
     let row = sqlx::query_as!(
         RequestView,
@@ -42,9 +48,32 @@ async fn load(state: &AppState, id: Uuid) -> ApiResult<KnownRequest> {
         id,
     )
     .fetch_optional(&state.pool)
-    .await?
-    .ok_or(ApiError::NotFound("request"))?;
-    Ok(Arc::new(row))
+    .await?;
+    if let Some(row) = row {
+        return Ok(Arc::new(row));
+    }
+    // Accepted here and not decided as far as this gateway heard: it knows
+    // whose it is. (A decided request without a row was pruned: 404, on
+    // every gateway alike.)
+    if let Some(known) = state.waiter.known(id).filter(|k| k.status == PENDING) {
+        return Ok(known);
+    }
+    let Caller::User(user_id) = caller else {
+        return Err(ApiError::NotFound("request"));
+    };
+    let issued = state
+        .request_ids
+        .verify(id, user_id)
+        .filter(|issued| issued.at.elapsed().unwrap_or_default() < state.retention)
+        .ok_or(ApiError::NotFound("request"))?;
+    Ok(Arc::new(RequestView {
+        request_type: issued.request_type.to_owned(),
+        user_id: Some(user_id),
+        status: PENDING.to_owned(),
+        result: None,
+        error_code: None,
+        error_message: None,
+    }))
 }
 
 fn authorize(caller: Caller, row: &RequestView) -> ApiResult<()> {
@@ -56,6 +85,14 @@ fn authorize(caller: Caller, row: &RequestView) -> ApiResult<()> {
 }
 
 /// The outcome of an accepted request, optionally waiting for it.
+///
+/// The id a 202 answered without an `Idempotency-Key` is signed for the
+/// caller: until the request has a row (its outcome, or
+/// `PENDING_ROW_AFTER_MS` after it was accepted while still undecided),
+/// any gateway answers that caller PENDING; anyone else gets 404 (403, and
+/// the admin PENDING, from the gateway that accepted it), and 403 once the
+/// row exists. An unknown id, or one older than `REQUEST_RETENTION_DAYS`,
+/// answers 404.
 #[utoipa::path(get, path = "/v1/requests/{id}", operation_id = "get_request", tag = "requests",
     params(("id" = Uuid, Path, description = "The request id a 202 answered"), Wait),
     security(("user" = []), ("admin" = [])),
@@ -81,7 +118,7 @@ pub(crate) async fn show(
     };
     let row = match subscription {
         None => {
-            let row = load(&state, id).await?;
+            let row = load(&state, caller, id).await?;
             authorize(caller, &row)?;
             row
         }
@@ -142,7 +179,7 @@ async fn wait_for_outcome(
         let now = tokio::time::Instant::now();
         let row = match state.waiter.known(id) {
             Some(known) if known.status != PENDING || (first && now < deadline) => known,
-            _ => load(state, id).await?,
+            _ => load(state, caller, id).await?,
         };
         if first {
             authorize(caller, &row)?;

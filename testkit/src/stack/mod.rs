@@ -116,8 +116,9 @@ impl Stack {
         gateway_config.signups_per_address = 0;
         gateway_config.logins_per_address = 0;
         gateway_config.logins_per_account = 0;
-        gateway_config.password_hash_memory_kib = 64;
-        gateway_config.password_hash_iterations = 1;
+        let cost = gateway::auth::password::Cost::SET_UP;
+        gateway_config.password_hash_memory_kib = cost.memory_kib;
+        gateway_config.password_hash_iterations = cost.iterations;
         if let Some(configure) = options.configure_gateway {
             configure(&mut gateway_config);
         }
