@@ -58,6 +58,8 @@ struct Rows {
     now: Vec<(PendingRow, Answer)>,
     /// Unkeyed calls' rows, due in the order they came.
     later: VecDeque<(Instant, PendingRow)>,
+    /// The writer has stopped: a keyed call is told so, not left waiting.
+    stopped: bool,
 }
 
 /// Hands rows to the writer; cheap to clone.
@@ -99,7 +101,13 @@ impl PendingWriter {
     /// once it is committed (or the write failed; the error says why).
     pub async fn record_now(&self, row: PendingRow) -> Result<(), String> {
         let (done, answer) = oneshot::channel();
-        lock(&self.rows).now.push((row, done));
+        {
+            let mut rows = lock(&self.rows);
+            if rows.stopped {
+                return Err("the PENDING writer has stopped".to_owned());
+            }
+            rows.now.push((row, done));
+        }
         self.wake.notify_one();
         answer
             .await
@@ -160,7 +168,10 @@ impl PendingQueue {
             }
         }
         // Shutting down: what is left is written now (a few tries), so a
-        // restart keeps the rows of requests still undecided.
+        // restart keeps the rows of requests still undecided. Keyed calls
+        // from now on are told the writer stopped (none should come: the
+        // server has drained before `stop` fires).
+        lock(&self.rows).stopped = true;
         let mut failures = 0;
         while failures < 3 {
             let round = self.take(Instant::now(), true);
