@@ -144,13 +144,19 @@ struct Round {
     due: Vec<PendingRow>,
 }
 
+impl Round {
+    fn is_empty(&self) -> bool {
+        self.now.is_empty() && self.due.is_empty()
+    }
+}
+
 impl PendingQueue {
     /// Writes rows as they come and fall due until `stop` fires, then
     /// writes every row still undecided, due or not, and returns.
     pub async fn run(self, pool: PgPool, stop: CancellationToken) {
         loop {
             let round = self.take(Instant::now(), false);
-            if round.now.is_empty() && round.due.is_empty() {
+            if round.is_empty() {
                 let next = lock(&self.rows).later.front().map(|(due, _)| *due);
                 tokio::select! {
                     biased;
@@ -175,7 +181,7 @@ impl PendingQueue {
         let mut failures = 0;
         while failures < 3 {
             let round = self.take(Instant::now(), true);
-            if round.now.is_empty() && round.due.is_empty() {
+            if round.is_empty() {
                 return;
             }
             if self.write(&pool, round).await.is_err() {
@@ -228,10 +234,10 @@ impl PendingQueue {
     /// Writes a round; on failure the keyed calls get the error and the
     /// unkeyed rows go back to the front, to be tried again.
     async fn write(&self, pool: &PgPool, round: Round) -> Result<(), ()> {
-        let Round { now, due } = round;
-        if now.is_empty() && due.is_empty() {
+        if round.is_empty() {
             return Ok(());
         }
+        let Round { now, due } = round;
         let rows: Vec<&PendingRow> = now.iter().map(|(row, _)| row).chain(&due).collect();
         metrics::histogram!("gateway_pending_batch_rows").record(rows.len() as f64);
         let written = insert(pool, &rows).await.map_err(|e| e.to_string());

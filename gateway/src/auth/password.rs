@@ -26,7 +26,8 @@ impl Cost {
     /// The cost of stacks that sign up hundreds of users as set-up (the
     /// test suites, the chaos run, the bench, the fuzzer): Argon2's
     /// lowest, so set-up does not drown what a run is about. Never for a
-    /// deployment. `./dev` spells it as `SET_UP_HASH_COST`.
+    /// deployment. `./dev` spells it as `SET_UP_HASH_MEMORY_KIB` and
+    /// `SET_UP_HASH_ITERATIONS`.
     pub const SET_UP: Cost = Cost {
         memory_kib: 64,
         iterations: 1,
@@ -116,11 +117,9 @@ fn hash_with(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, argon2::pas
 mod tests {
     use super::*;
 
-    const CHEAP: Cost = Cost::SET_UP;
-
     #[tokio::test]
     async fn a_hash_checks_its_password_and_no_other() -> anyhow::Result<()> {
-        let passwords = Passwords::new(CHEAP)?;
+        let passwords = Passwords::new(Cost::SET_UP)?;
         let stored = passwords.hash("correct horse".into()).await?;
         assert!(
             stored.starts_with("$argon2id$v=19$m=64,t=1,p=1$"),
@@ -143,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_stored_hash_is_a_no_even_for_the_decoy_password() -> anyhow::Result<()> {
-        let passwords = Passwords::new(CHEAP)?;
+        let passwords = Passwords::new(Cost::SET_UP)?;
         assert!(!passwords.verify("anything".into(), None).await);
         assert!(
             !passwords
