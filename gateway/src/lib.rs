@@ -71,6 +71,7 @@ impl Gateway {
             admin_token: Arc::from(config.admin_token.expose_secret()),
             waiter,
             pending: pending_writer,
+            seat_schedules: routes::reservations::SeatSchedules::default(),
             queue: lines,
             produce_timeout: Duration::from_millis(config.common.kafka_produce_timeout_ms),
             max_wait: Duration::from_millis(config.request_wait_max_ms),

@@ -38,6 +38,8 @@ pub struct AppState {
     pub waiter: OutcomeWaiter,
     /// The waiting lines: polling pace, long-polls, liveness.
     pub queue: QueueLines,
+    /// The schedule of each seat, read once per seat.
+    pub seat_schedules: crate::routes::reservations::SeatSchedules,
     /// Records accepted requests as PENDING, many per statement (an
     /// unkeyed call's row only if still undecided after a delay).
     pub pending: PendingWriter,

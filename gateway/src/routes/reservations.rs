@@ -6,8 +6,11 @@ use api::Paged;
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use quick_cache::sync::Cache;
 use schemas::requests::{self, CancelReservation};
 use schemas::Request;
+use sqlx::PgPool;
+use std::sync::Arc;
 
 use crate::auth::{Caller, ReadableUser};
 use crate::error::{ApiError, ApiResult};
@@ -17,6 +20,41 @@ use crate::routes::page::NewestFirst;
 use crate::routes::queue::require_active_token;
 use crate::routes::{accessible, Owned};
 use crate::state::AppState;
+
+/// The schedule of each seat a gateway has seen held. A seat never changes
+/// schedule (nothing updates or deletes a seat's `concert_schedule_id`), so
+/// the answer is read once per seat and gateway: a rush's holds, thousands
+/// on a few seats, each cost one read less. Bounded: the least used seats
+/// are forgotten first.
+#[derive(Clone)]
+pub struct SeatSchedules(Arc<Cache<i64, i64>>);
+
+impl Default for SeatSchedules {
+    fn default() -> Self {
+        Self(Arc::new(Cache::new(Self::ENTRIES)))
+    }
+}
+
+impl SeatSchedules {
+    /// How many seats a gateway remembers (about 2 MB).
+    const ENTRIES: usize = 100_000;
+
+    /// The schedule of `seat_id`, or NOT_FOUND.
+    pub async fn schedule_of(&self, pool: &PgPool, seat_id: i64) -> ApiResult<i64> {
+        if let Some(schedule_id) = self.0.get(&seat_id) {
+            return Ok(schedule_id);
+        }
+        let schedule_id = sqlx::query_scalar!(
+            "SELECT concert_schedule_id FROM seats WHERE id = $1",
+            seat_id,
+        )
+        .fetch_optional(pool)
+        .await?
+        .ok_or(ApiError::NotFound("seat"))?;
+        self.0.insert(seat_id, schedule_id);
+        Ok(schedule_id)
+    }
+}
 
 /// Holds a seat for the caller until paid or expired (needs the caller's
 /// ACTIVE queue token for the seat's schedule).
@@ -32,13 +70,10 @@ pub(crate) async fn hold(
     intake
         .accept(&body, async |intake| {
             let state = intake.state();
-            let schedule_id = sqlx::query_scalar!(
-                "SELECT concert_schedule_id FROM seats WHERE id = $1",
-                body.seat_id,
-            )
-            .fetch_optional(&state.pool)
-            .await?
-            .ok_or(ApiError::NotFound("seat"))?;
+            let schedule_id = state
+                .seat_schedules
+                .schedule_of(&state.pool, body.seat_id)
+                .await?;
             let queue_token =
                 require_active_token(state, token, intake.user_id(), schedule_id).await?;
             Ok(Request::HoldSeat(requests::HoldSeat {
@@ -169,4 +204,50 @@ pub(crate) async fn list_for_user(
     )
     .fetch_all(&state.pool);
     page.answer(rows, |r| r.id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeatSchedules;
+    use crate::error::ApiError;
+    use sqlx::PgPool;
+
+    #[sqlx::test(migrations = "../migrations")]
+    async fn a_seat_schedule_is_read_once_and_an_unknown_seat_is_not_found(pool: PgPool) {
+        let schedule_id: i64 = sqlx::query_scalar(
+            "WITH c AS (INSERT INTO concerts (title) VALUES ('Cache') RETURNING id)
+             INSERT INTO concert_schedules (concert_id, starts_at, available_seats_count)
+             SELECT id, now(), 1 FROM c RETURNING id",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("schedule");
+        let seat_id: i64 = sqlx::query_scalar(
+            "INSERT INTO seats (concert_schedule_id, seat_no, seat_number, price)
+             VALUES ($1, 1, 'A1', 1000) RETURNING id",
+        )
+        .bind(schedule_id)
+        .fetch_one(&pool)
+        .await
+        .expect("seat");
+        let seats = SeatSchedules::default();
+        assert!(matches!(
+            seats.schedule_of(&pool, seat_id + 1).await,
+            Err(ApiError::NotFound("seat"))
+        ));
+        assert_eq!(
+            seats.schedule_of(&pool, seat_id).await.ok(),
+            Some(schedule_id)
+        );
+        pool.close().await;
+        assert_eq!(
+            seats.schedule_of(&pool, seat_id).await.ok(),
+            Some(schedule_id),
+            "answered from memory"
+        );
+        assert!(
+            seats.schedule_of(&pool, seat_id + 1).await.is_err(),
+            "an unknown seat is not remembered"
+        );
+    }
 }

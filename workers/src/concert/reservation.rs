@@ -2,7 +2,7 @@
 //! and expiry of unpaid holds.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use api::outcomes::{CancelResult, ExpireResult, HoldResult};
@@ -28,6 +28,19 @@ pub struct ReservationLane {
     deltas: SeatDeltas,
     /// Refunds; balances are locked when a refund needs them.
     ledger: Ledger,
+    /// The seats this batch has locked, with what it knows of them.
+    seats: HashMap<i64, LockedSeat>,
+}
+
+/// A seat this batch has locked: its schedule and price (which never
+/// change), and its live reservation while the batch knows it.
+#[derive(Debug, Clone)]
+struct LockedSeat {
+    schedule_id: i64,
+    price: i64,
+    /// `Some(None)`: no live reservation. `None`: not known (a cancel or an
+    /// expiry in this batch released one); read it again.
+    live: Option<Option<ReservationRow>>,
 }
 
 /// Seat count changes per schedule, applied once per batch in schedule id
@@ -234,21 +247,71 @@ impl ReservationLane {
             hold_for,
             deltas: SeatDeltas::new(),
             ledger: Ledger::default(),
+            seats: HashMap::new(),
         }
     }
 
-    async fn hold(&mut self, tx: &mut PgConnection, hold: &HoldSeat) -> LaneResult<Applied> {
-        let seat = sqlx::query!(
-            "SELECT concert_schedule_id, price FROM seats WHERE id = $1 FOR UPDATE",
-            hold.seat_id
+    /// Locks the seats of `ids` this batch has not locked, in id order, and
+    /// reads their live reservations, locked too: two statements for a
+    /// batch of holds, however many, and a hold on a seat the batch already
+    /// knows taken is refused without one. The view stays exact for the
+    /// batch: no other transaction can change a locked seat's reservations
+    /// (holds, cancels and expiries of a seat all come through this lane,
+    /// and a payment waits for the reservation's lock), `lapsed` is judged
+    /// by `now()`, which is the transaction's start throughout, and this
+    /// lane's own changes update it.
+    async fn lock_seats(&mut self, tx: &mut PgConnection, ids: &BTreeSet<i64>) -> LaneResult<()> {
+        let wanted: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.seats.contains_key(id))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let seats = sqlx::query!(
+            "SELECT id, concert_schedule_id, price FROM seats WHERE id = ANY($1)
+             ORDER BY id FOR UPDATE",
+            &wanted
         )
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(seat) = seat else {
-            return Ok(Applied::rejected(ErrorCode::NotFound, "seat not found"));
-        };
-        let (schedule_id, price) = (seat.concert_schedule_id, seat.price);
-        let mut events = Vec::new();
+        let live = sqlx::query_as!(
+            ReservationRow,
+            r#"SELECT id, user_id, concert_schedule_id, seat_id,
+                      status AS "status: ReservationStatus", total_amount, expires_at,
+                      expires_at <= now() AS "lapsed!"
+               FROM reservations
+               WHERE seat_id = ANY($1) AND status IN ('PENDING', 'CONFIRMED')
+               ORDER BY id FOR UPDATE"#,
+            &wanted
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut live: HashMap<i64, ReservationRow> =
+            live.into_iter().map(|r| (r.seat_id, r)).collect();
+        for seat in seats {
+            self.seats.insert(
+                seat.id,
+                LockedSeat {
+                    schedule_id: seat.concert_schedule_id,
+                    price: seat.price,
+                    live: Some(live.remove(&seat.id)),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The live reservation of `seat_id`, locked (the seat is).
+    async fn live_reservation(
+        &mut self,
+        tx: &mut PgConnection,
+        seat_id: i64,
+    ) -> LaneResult<Option<ReservationRow>> {
+        if let Some(Some(known)) = self.seats.get(&seat_id).map(|s| &s.live) {
+            return Ok(known.clone());
+        }
         let live = sqlx::query_as!(
             ReservationRow,
             r#"SELECT id, user_id, concert_schedule_id, seat_id,
@@ -256,11 +319,29 @@ impl ReservationLane {
                       expires_at <= now() AS "lapsed!"
                FROM reservations
                WHERE seat_id = $1 AND status IN ('PENDING', 'CONFIRMED') FOR UPDATE"#,
-            hold.seat_id
+            seat_id
         )
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(live) = live {
+        self.know(seat_id, Some(live.clone()));
+        Ok(live)
+    }
+
+    /// Records what the batch knows of `seat_id`'s live reservation.
+    fn know(&mut self, seat_id: i64, live: Option<Option<ReservationRow>>) {
+        if let Some(seat) = self.seats.get_mut(&seat_id) {
+            seat.live = live;
+        }
+    }
+
+    async fn hold(&mut self, tx: &mut PgConnection, hold: &HoldSeat) -> LaneResult<Applied> {
+        self.lock_seats(tx, &BTreeSet::from([hold.seat_id])).await?;
+        let Some(seat) = self.seats.get(&hold.seat_id) else {
+            return Ok(Applied::rejected(ErrorCode::NotFound, "seat not found"));
+        };
+        let (schedule_id, price) = (seat.schedule_id, seat.price);
+        let mut events = Vec::new();
+        if let Some(live) = self.live_reservation(tx, hold.seat_id).await? {
             let lapsed = live.status == ReservationStatus::Pending && live.lapsed;
             if !lapsed {
                 return Ok(Applied::rejected(
@@ -271,6 +352,7 @@ impl ReservationLane {
             // The hold ran out but its expire request has not arrived yet:
             // release it here so the seat is sold to this request.
             release(tx, &mut self.deltas, &live, ReservationStatus::Expired).await?;
+            self.know(hold.seat_id, Some(None));
             events.push(Event::ReservationExpired(
                 live.changed(ReservationStatus::Expired),
             ));
@@ -293,6 +375,7 @@ impl ReservationLane {
         .fetch_one(&mut *tx)
         .await?;
         set_reserved(tx, &mut self.deltas, schedule_id, hold.seat_id, true).await?;
+        self.know(hold.seat_id, Some(Some(reservation.clone())));
         events.push(Event::ReservationHeld(
             reservation.changed(ReservationStatus::Pending),
         ));
@@ -341,6 +424,7 @@ impl ReservationLane {
             ReservationStatus::Cancelled,
         )
         .await?;
+        self.know(reservation.seat_id, None);
         events.insert(
             0,
             Event::ReservationCancelled(reservation.changed(ReservationStatus::Cancelled)),
@@ -380,6 +464,7 @@ impl ReservationLane {
             ReservationStatus::Expired,
         )
         .await?;
+        self.know(reservation.seat_id, None);
         Ok(Applied::succeeded(
             ExpireResult {
                 reservation_id: reservation.id,
@@ -396,6 +481,19 @@ impl ReservationLane {
 impl Lane for ReservationLane {
     type Input = RequestEnvelope<ReservationRequest>;
     const NAME: &'static str = "reservation";
+
+    /// Locks the seats of the batch's holds and reads their live
+    /// reservations ([`ReservationLane::lock_seats`]).
+    async fn prepare(&mut self, tx: &mut PgConnection, inputs: &[&Self::Input]) -> LaneResult<()> {
+        let seats: BTreeSet<i64> = inputs
+            .iter()
+            .filter_map(|input| match &input.request {
+                ReservationRequest::HoldSeat(hold) => Some(hold.seat_id),
+                _ => None,
+            })
+            .collect();
+        self.lock_seats(tx, &seats).await
+    }
 
     async fn apply(&mut self, tx: &mut PgConnection, input: &Self::Input) -> LaneResult<Applied> {
         match &input.request {

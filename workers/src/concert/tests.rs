@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{PaymentLane, ReservationLane};
 use crate::fixtures::{
     balance_of, commit_batch, commit_refused, commit_unchanged, payments, race_for_one, rejection,
-    request, result_as, spent, user_with_balance, users_with_balance,
+    rejections, request, result_as, spent, user_with_balance, users_with_balance,
 };
 
 const PRICE: i64 = 40_000;
@@ -249,6 +249,49 @@ async fn cancelling_a_hold_frees_the_seat(pool: PgPool) {
     assert_eq!(row.status, ReservationStatus::Cancelled);
     assert!(row.cancelled);
     assert_eq!(seat_map(&pool, &seats).await, (vec![false, false], 2));
+}
+
+/// One batch decides its holds against what it has seen and done: a seat it
+/// knows taken is refused, and one that a cancel or an expiry in the same
+/// batch freed goes to the next hold.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_batch_of_holds_sees_its_own_cancels_and_expiries(pool: PgPool) {
+    let (_, seats) = schedule(&pool, 3).await;
+    let [a, b, c, d, e] = users_with_balance(&pool, [0; 5]).await;
+    let first = held_seat(&pool, a, seats[0]).await.reservation_id;
+    let lapsed = held_seat(&pool, a, seats[1]).await.reservation_id;
+    lapse(&pool, lapsed).await;
+
+    let (applied, _) = commit_batch(
+        &pool,
+        &lane(),
+        &[
+            hold(b, seats[0]),
+            cancel(a, first, seats[0]),
+            hold(c, seats[0]),
+            hold(d, seats[0]),
+            expire(lapsed, seats[1]),
+            hold(e, seats[1]),
+            hold(b, seats[2]),
+            hold(c, seats[2]),
+        ],
+    )
+    .await;
+    let taken = Some(ErrorCode::SeatTaken);
+    assert_eq!(
+        rejections(&applied),
+        [taken, None, None, taken, None, None, None, taken],
+        "{applied:?}"
+    );
+    let holders = sqlx::query!(
+        "SELECT seat_id, user_id FROM reservations WHERE status = 'PENDING' ORDER BY seat_id"
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("holds");
+    let holders: Vec<(i64, i64)> = holders.iter().map(|r| (r.seat_id, r.user_id)).collect();
+    assert_eq!(holders, [(seats[0], c), (seats[1], e), (seats[2], b)]);
+    assert_eq!(seat_map(&pool, &seats).await, (vec![true, true, true], 0));
 }
 
 #[sqlx::test(migrations = "../migrations")]

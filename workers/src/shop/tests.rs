@@ -15,8 +15,8 @@ use super::stats::OrderEvents;
 use super::{OrderLane, StatsLane};
 use crate::engine::{EventOn, Outcome};
 use crate::fixtures::{
-    balance_of, commit_batch, commit_refused, commit_unchanged, payments, race_for_one, request,
-    result_as, spent, user_with_balance,
+    balance_of, commit_batch, commit_refused, commit_unchanged, payments, race_for_one, rejections,
+    request, result_as, spent, user_with_balance,
 };
 
 /// What the stats lane consumes.
@@ -197,6 +197,111 @@ async fn placing_an_order_takes_stock_and_pays(pool: PgPool) {
     .await
     .expect("cart");
     assert_eq!(cart, [shirts[1]], "ordered lines leave the cart");
+}
+
+/// One batch decides its orders in turn against what the orders before it
+/// left, and writes them all at its end.
+#[sqlx::test(migrations = "../migrations")]
+async fn orders_in_one_batch_share_its_stock_in_turn(pool: PgPool) {
+    let (shirt, shirts) = product(&pool, 10_000, &[("S", 3), ("M", 5)]).await;
+    let first = user_with_balance(&pool, 100_000).await;
+    let second = user_with_balance(&pool, 100_000).await;
+    let third = user_with_balance(&pool, 15_000).await;
+    put_in_cart(&pool, third, shirt, shirts[1]).await;
+
+    let batch = [
+        order(first, &[(shirts[0], 2), (shirts[1], 1)], false),
+        // One S left: refused, and takes nothing of M.
+        order(second, &[(shirts[0], 2), (shirts[1], 1)], false),
+        order(second, &[(shirts[0], 1)], false),
+        // Paid from the balance the same batch left the first user.
+        order(first, &[(shirts[1], 2)], false),
+        order(third, &[(shirts[1], 1)], true),
+        // One M is left, but the third user has only 5,000.
+        order(third, &[(shirts[1], 1)], false),
+    ];
+    let (applied, _) = commit_batch(&pool, &OrderLane::default(), &batch).await;
+    assert_eq!(
+        rejections(&applied),
+        [
+            None,
+            Some(ErrorCode::OutOfStock),
+            None,
+            None,
+            None,
+            Some(ErrorCode::InsufficientBalance)
+        ]
+    );
+    assert_eq!(stocks_left(&pool, &shirts).await, [0, 1]);
+    let versions = sqlx::query_scalar!(
+        "SELECT version FROM product_stocks WHERE id = ANY($1) ORDER BY id",
+        &shirts
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("versions");
+    assert_eq!(versions, [2, 3], "one version per order that took from it");
+    assert_eq!(
+        (
+            balance_of(&pool, first).await,
+            balance_of(&pool, second).await,
+            balance_of(&pool, third).await
+        ),
+        (50_000, 90_000, 5_000)
+    );
+
+    let results: Vec<&OrderResult> = [0, 2, 3, 4]
+        .into_iter()
+        .map(|i| result_as::<OrderResult>(&applied[i]))
+        .collect();
+    assert!(
+        results.windows(2).all(|w| w[0].order_id < w[1].order_id),
+        "order ids follow the batch: {results:?}"
+    );
+    let rows = sqlx::query!(
+        r#"SELECT o.id, o.user_id, o.total_amount, p.id AS payment_id, p.amount,
+                  (SELECT sum(i.quantity) FROM order_items i WHERE i.order_id = o.id) AS "units!"
+           FROM orders o JOIN payments p ON p.order_id = o.id ORDER BY o.id"#
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("orders");
+    let written: Vec<(i64, i64, i64, i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.id,
+                r.user_id,
+                r.total_amount,
+                r.payment_id,
+                r.amount,
+                r.units,
+            )
+        })
+        .collect();
+    let expected: Vec<(i64, i64, i64, i64, i64, i64)> = results
+        .iter()
+        .zip([(first, 3), (second, 1), (first, 2), (third, 1)])
+        .map(|(r, (user, units))| {
+            (
+                r.order_id,
+                user,
+                units * 10_000,
+                r.payment_id,
+                units * 10_000,
+                units,
+            )
+        })
+        .collect();
+    assert_eq!(written, expected);
+    let cart = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "lines!" FROM user_carts WHERE user_id = $1"#,
+        third
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("cart");
+    assert_eq!(cart, 0, "the order from the cart emptied it");
 }
 
 #[sqlx::test(migrations = "../migrations")]
