@@ -17,7 +17,8 @@ pub struct Ready {
     pub database: bool,
     /// Kafka answers and the producer has not failed for good.
     pub kafka: bool,
-    /// Why the producer failed for good, if it did (a restart is needed).
+    /// Why the producer failed for good, if it did and no new one could be
+    /// built yet (the next publish or readiness check tries again).
     pub producer_error: Option<String>,
     /// Both.
     pub ready: bool,

@@ -194,7 +194,7 @@ impl Gateway {
 impl AppState {
     fn producer_flush(&self) {
         use rdkafka::producer::Producer;
-        let _ = self.producer.flush(Duration::from_secs(5));
+        let _ = self.producer.current().flush(Duration::from_secs(5));
     }
 }
 

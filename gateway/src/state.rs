@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::FutureProducer;
 use schemas::TopicNames;
 use sqlx::PgPool;
 
@@ -20,8 +19,9 @@ use crate::waiter::OutcomeWaiter;
 pub struct AppState {
     /// Postgres (reads, request rows, catalogue and identity writes).
     pub pool: PgPool,
-    /// The idempotent producer requests are published with.
-    pub producer: FutureProducer,
+    /// The idempotent producer requests are published with (renewed after
+    /// a fatal error).
+    pub producer: platform::kafka::Producer,
     /// Topic names of this deployment.
     pub topics: TopicNames,
     /// Signs and checks user credentials.

@@ -6,15 +6,19 @@ use std::time::Duration;
 use api::health::Ready;
 use axum::http::StatusCode;
 use axum::Json;
-use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
+
+use crate::kafka::Producer;
 
 /// The `/readyz` answer: 200 when Postgres and the broker answer and the
 /// producer has not failed for good (a fatal idempotence error, e.g. after
-/// a topic was recreated under it, refuses every later publish until a
-/// restart), 503 otherwise; the body says which.
-pub async fn answer(pool: &PgPool, producer: &FutureProducer) -> (StatusCode, Json<Ready>) {
-    let producer_error = crate::kafka::fatal_error(producer);
+/// a topic was recreated under it; the next publish renews it), 503
+/// otherwise; the body says which.
+pub async fn answer(pool: &PgPool, producer: &Producer) -> (StatusCode, Json<Ready>) {
+    // A producer that failed for good is renewed here too, so a process
+    // taken out of rotation for it (no sends) still comes back by itself.
+    producer.renew(&producer.current());
+    let producer_error = producer.fatal_error();
     let probe = Probe::run(pool, producer).await;
     let kafka = probe.kafka && producer_error.is_none();
     let ready = probe.database && kafka;
@@ -44,7 +48,7 @@ struct Probe {
 
 impl Probe {
     /// Asks Postgres and the broker, at once, each for at most 2 s.
-    async fn run(pool: &PgPool, producer: &FutureProducer) -> Self {
+    async fn run(pool: &PgPool, producer: &Producer) -> Self {
         let database = async {
             let query = sqlx::query_scalar!(r#"SELECT 1 AS "one!""#).fetch_one(pool);
             matches!(

@@ -3,6 +3,7 @@
 //! of a whole topic (dead letters for operators, event topics for checks).
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -11,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::{RequestEnvelope, TopicNames};
@@ -31,9 +32,10 @@ pub struct ProduceError {
 
 impl ProduceError {
     /// Whether producing the same record again can never succeed: the
-    /// record is too large or malformed for the broker or the producer,
-    /// the topic is invalid or forbidden, or the producer has failed for
-    /// good. Timeouts, an unreachable broker and full queues are transient.
+    /// record is too large or malformed for the broker or the producer, or
+    /// the topic is invalid or forbidden. Timeouts, an unreachable broker,
+    /// full queues and a producer that failed for good (the next send goes
+    /// through a new one) are transient.
     pub fn is_permanent(&self) -> bool {
         match &self.source {
             KafkaError::MessageProduction(code) => matches!(
@@ -44,21 +46,83 @@ impl ProduceError {
                     | RDKafkaErrorCode::InvalidRecord
                     | RDKafkaErrorCode::InvalidTopic
                     | RDKafkaErrorCode::TopicAuthorizationFailed
-                    | RDKafkaErrorCode::Fatal
             ),
             _ => false,
         }
     }
 }
 
-/// Why the producer failed for good, if it has: after a fatal error (for
+/// Why `producer` failed for good, if it has: after a fatal error (for
 /// example the idempotent producer's sequence refused after its topic was
-/// recreated) every later send fails until the process builds a new one.
-pub fn fatal_error(producer: &FutureProducer) -> Option<String> {
+/// recreated, or a broker that lost track of it) every later send of that
+/// producer fails.
+fn fatal_reason(producer: &FutureProducer) -> Option<String> {
     producer
         .client()
         .fatal_error()
         .map(|(code, reason)| format!("{code:?}: {reason}"))
+}
+
+/// The process's idempotent producer (acks=all), renewed when it fails for
+/// good: the send that met the fatal error fails (the caller answers or
+/// retries as for any failed send), and the next one goes through a new
+/// producer, with a new producer id and sequence numbers the broker takes
+/// from the start. Clones share one producer.
+#[derive(Clone)]
+pub struct Producer {
+    settings: ClientConfig,
+    current: Arc<RwLock<FutureProducer>>,
+}
+
+impl Producer {
+    /// A producer with `settings`.
+    fn create(settings: ClientConfig) -> Result<Self, KafkaError> {
+        let current: FutureProducer = settings.create()?;
+        Ok(Self {
+            settings,
+            current: Arc::new(RwLock::new(current)),
+        })
+    }
+
+    /// The producer in use now.
+    pub fn current(&self) -> FutureProducer {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Why the producer in use failed for good, if it has (until the next
+    /// send renews it).
+    pub fn fatal_error(&self) -> Option<String> {
+        fatal_reason(&self.current())
+    }
+
+    /// Replaces `failed` if it is still the producer in use and has failed
+    /// for good. A producer that cannot be built (an invalid setting, which
+    /// the first build would have refused) leaves the failed one in place.
+    pub(crate) fn renew(&self, failed: &FutureProducer) {
+        let Some(reason) = fatal_reason(failed) else {
+            return;
+        };
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.client().native_ptr() != failed.client().native_ptr() {
+            return; // Another send renewed it already.
+        }
+        match self.settings.create::<FutureProducer>() {
+            Ok(renewed) => {
+                *current = renewed;
+                metrics::counter!("kafka_producer_renewals_total").increment(1);
+                tracing::warn!(%reason, "the producer failed for good; publishing through a new one");
+            }
+            Err(error) => {
+                tracing::error!(%reason, %error, "the producer failed for good and cannot be renewed");
+            }
+        }
+    }
 }
 
 /// Where a record landed.
@@ -116,10 +180,12 @@ pub fn client_config(config: &CommonConfig) -> ClientConfig {
     cc
 }
 
-/// The idempotent producer (acks=all). Delivery fails after
-/// `kafka_produce_timeout_ms`, so no caller waits forever.
-pub fn producer(config: &CommonConfig) -> Result<FutureProducer, KafkaError> {
-    client_config(config)
+/// The idempotent producer (acks=all), renewed after a fatal error
+/// ([`Producer`]). Delivery fails after `kafka_produce_timeout_ms`, so no
+/// caller waits forever.
+pub fn producer(config: &CommonConfig) -> Result<Producer, KafkaError> {
+    let mut settings = client_config(config);
+    settings
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", config.kafka_linger_ms.to_string())
@@ -131,8 +197,8 @@ pub fn producer(config: &CommonConfig) -> Result<FutureProducer, KafkaError> {
         .set(
             "message.max.bytes",
             config.kafka_message_max_bytes.to_string(),
-        )
-        .create()
+        );
+    Producer::create(settings)
 }
 
 /// Consumer settings for a lane's group: offsets live in Postgres, so Kafka
@@ -151,8 +217,24 @@ pub fn consumer_config(config: &CommonConfig, group: &str) -> ClientConfig {
     cc
 }
 
-/// Produces one record and waits for the acknowledgement.
+/// Produces one record and waits for the acknowledgement; a producer that
+/// failed for good on it is renewed for the next record.
 pub async fn produce(
+    producer: &Producer,
+    record: &OutgoingRecord,
+    timeout: Duration,
+) -> Result<Delivered, ProduceError> {
+    let current = producer.current();
+    let produced = produce_with(&current, record, timeout).await;
+    if produced.is_err() {
+        producer.renew(&current);
+    }
+    produced
+}
+
+/// Produces one record through `producer` and waits for the
+/// acknowledgement.
+async fn produce_with(
     producer: &FutureProducer,
     record: &OutgoingRecord,
     timeout: Duration,
@@ -181,8 +263,9 @@ pub async fn produce(
 }
 
 /// Whether the broker answers a metadata request within `timeout`.
-pub fn broker_reachable(producer: &FutureProducer, timeout: Duration) -> bool {
+pub fn broker_reachable(producer: &Producer, timeout: Duration) -> bool {
     producer
+        .current()
         .client()
         .fetch_metadata(None, Timeout::After(timeout))
         .is_ok()

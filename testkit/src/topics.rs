@@ -8,7 +8,7 @@ use platform::CommonConfig;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::requests::ChargeBalance;
 use schemas::{Request, RequestEnvelope, Topic};
@@ -23,7 +23,7 @@ pub use platform::kafka::{read_all, watermarks, StoredRecord as Record};
 /// Produces one record to `topic` (full name), to `partition` if given
 /// (else by key), and waits for the acknowledgement.
 pub async fn produce(
-    producer: &FutureProducer,
+    producer: &platform::kafka::Producer,
     topic: &str,
     partition: Option<i32>,
     key: &str,
@@ -45,6 +45,7 @@ pub async fn produce(
         record = record.partition(partition);
     }
     let delivery = producer
+        .current()
         .send(record, Duration::from_secs(10))
         .await
         .map_err(|(e, _)| anyhow::anyhow!("produce to {topic}: {e}"))?;

@@ -156,7 +156,7 @@ pub struct Replayed {
 pub async fn replay(
     common: &CommonConfig,
     pool: &PgPool,
-    producer: &rdkafka::producer::FutureProducer,
+    producer: &kafka::Producer,
     topic: Topic,
     letter: &DeadLetter,
     corrected: Option<&str>,

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use platform::kafka;
 use rdkafka::producer::{FutureProducer, Producer};
 use schemas::{Topic, TopicNames};
 use sqlx::PgPool;
@@ -25,7 +26,7 @@ pub struct Watched {
 /// Samples every gauge once.
 pub async fn sample(
     pool: &PgPool,
-    producer: &FutureProducer,
+    producer: &kafka::Producer,
     topics: &TopicNames,
     lanes: &[Watched],
 ) -> anyhow::Result<()> {
@@ -34,7 +35,7 @@ pub async fn sample(
         sample_lane(pool, producer, topics, *watched).await?;
     }
     let dead_letter_topics: Vec<String> = lanes.iter().map(|w| topics.dlq(w.topic)).collect();
-    let producer = producer.clone();
+    let producer = producer.current();
     let held = tokio::task::spawn_blocking(move || {
         dead_letter_topics
             .into_iter()
@@ -67,7 +68,7 @@ async fn sample_outbox(pool: &PgPool) -> Result<(), sqlx::Error> {
 
 async fn sample_lane(
     pool: &PgPool,
-    producer: &FutureProducer,
+    producer: &kafka::Producer,
     topics: &TopicNames,
     watched: Watched,
 ) -> anyhow::Result<()> {
@@ -81,7 +82,7 @@ async fn sample_lane(
     )
     .fetch_all(pool)
     .await?;
-    let (producer, name) = (producer.clone(), topic.clone());
+    let (producer, name) = (producer.current(), topic.clone());
     let marks = tokio::task::spawn_blocking(move || partitions(&producer, &name)).await??;
     for (partition, low, high) in marks {
         // A partition never consumed has nothing stored: all it holds is lag.

@@ -59,8 +59,8 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
         }
     }
     {
-        use rdkafka::producer::Producer;
-        let _ = producer.flush(Duration::from_secs(5));
+        use rdkafka::producer::Producer as _;
+        let _ = producer.current().flush(Duration::from_secs(5));
     }
     match first_error {
         Some(error) => Err(error),
@@ -73,7 +73,7 @@ pub async fn run(config: WorkersConfig, cancel: CancellationToken) -> anyhow::Re
 struct TaskEnv {
     common: platform::CommonConfig,
     pool: PgPool,
-    producer: rdkafka::producer::FutureProducer,
+    producer: platform::kafka::Producer,
     cancel: CancellationToken,
 }
 
@@ -206,7 +206,7 @@ impl TaskEnv {
 /// Health and metrics endpoints of a worker process. Ready when Postgres
 /// answers, the Kafka broker answers a metadata request through `kafka`
 /// (the process's own producer) and that producer has not failed for good.
-pub fn health_router(pool: PgPool, kafka: rdkafka::producer::FutureProducer) -> Router {
+pub fn health_router(pool: PgPool, kafka: platform::kafka::Producer) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route(

@@ -18,7 +18,6 @@
 use std::time::Duration;
 
 use platform::kafka::{self, OutgoingRecord};
-use rdkafka::producer::FutureProducer;
 use schemas::{Topic, TopicNames};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
@@ -72,7 +71,7 @@ pub enum RelayError {
 /// Runs the relay until `cancel` fires.
 pub async fn run(
     pool: PgPool,
-    producer: FutureProducer,
+    producer: kafka::Producer,
     topics: TopicNames,
     settings: RelaySettings,
     cancel: CancellationToken,
@@ -159,7 +158,7 @@ async fn release(pool: &PgPool, holder: Uuid) -> Result<(), sqlx::Error> {
 /// Publishes rounds until cancelled, the lease is lost, or a failure.
 async fn lead(
     pool: &PgPool,
-    producer: &FutureProducer,
+    producer: &kafka::Producer,
     topics: &TopicNames,
     settings: &RelaySettings,
     lease: &Lease,
@@ -218,7 +217,7 @@ impl Lease {
 /// published.
 pub async fn publish_round(
     pool: &PgPool,
-    producer: &FutureProducer,
+    producer: &kafka::Producer,
     topics: &TopicNames,
     produce_timeout: Duration,
     lease: &Lease,

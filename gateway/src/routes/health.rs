@@ -18,7 +18,8 @@ pub(crate) async fn live() -> Json<Live> {
 
 /// Ready when both Postgres and Kafka answer and the producer has not
 /// failed for good (a fatal idempotence error, e.g. after a topic was
-/// recreated under it, refuses every later publish until a restart).
+/// recreated under it; the gateway builds a new producer on the next
+/// publish or readiness check, and is ready again once that one works).
 #[utoipa::path(get, path = "/readyz", operation_id = "ready", tag = "operations",
     responses((status = 200, description = "Ready", body = Ready),
               (status = 503, description = "Not ready", body = Ready)))]

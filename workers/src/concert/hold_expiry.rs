@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use platform::kafka::{self, OutgoingRecord};
-use rdkafka::producer::FutureProducer;
 use schemas::requests::ExpireHold;
 use schemas::{Request, RequestEnvelope, TopicNames};
 use sqlx::PgPool;
@@ -26,7 +25,7 @@ const REPUBLISH_AFTER_SECS: f64 = 30.0;
 /// with.
 pub async fn publish_due(
     pool: &PgPool,
-    producer: &FutureProducer,
+    producer: &kafka::Producer,
     topics: &TopicNames,
     produce_timeout: Duration,
 ) -> anyhow::Result<usize> {

@@ -9,7 +9,6 @@ use platform::CommonConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -254,7 +253,7 @@ pub async fn run_lane<L: Lane>(
     common: &CommonConfig,
     settings: LaneSettings,
     pool: PgPool,
-    producer: FutureProducer,
+    producer: platform::kafka::Producer,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let names = common.topics();

@@ -9,7 +9,6 @@ use std::time::Duration;
 use platform::kafka::{self, OutgoingRecord};
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use rdkafka::Offset;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +58,7 @@ pub trait PartitionLog: Send + Sync + 'static {
 /// A partition of a Kafka topic, read by the lane's consumer.
 pub struct KafkaPartition<C: ConsumerContext + 'static> {
     pub(super) consumer: Arc<StreamConsumer<C>>,
-    pub(super) producer: FutureProducer,
+    pub(super) producer: kafka::Producer,
     pub(super) lane: &'static str,
     pub(super) topic: String,
     pub(super) dlq_topic: String,
@@ -120,9 +119,7 @@ impl<C: ConsumerContext + 'static> PartitionLog for KafkaPartition<C> {
                     tracing::warn!(offset = message.offset(), reason = reason.text, dlq = %self.dlq_topic, "record dead-lettered");
                     return DeadLettered::Published;
                 }
-                Err(error)
-                    if error.is_permanent() || kafka::fatal_error(&self.producer).is_some() =>
-                {
+                Err(error) if error.is_permanent() => {
                     metrics::counter!("lane_dead_letter_failures_total", "lane" => self.lane)
                         .increment(1);
                     tracing::error!(
