@@ -86,21 +86,32 @@ impl ReservationRow {
     }
 }
 
+/// `query_as!` of the [`ReservationRow`]s `$filter` (the `WHERE` clause,
+/// with `$1` bound to `$ids`) selects, locked in id order: one statement
+/// the compiler checks.
+macro_rules! lock_reservation_rows {
+    ($filter:literal, $ids:expr) => {
+        sqlx::query_as!(
+            ReservationRow,
+            r#"SELECT id, user_id, concert_schedule_id, seat_id,
+                      status AS "status: ReservationStatus", total_amount, expires_at,
+                      expires_at <= now() AS "lapsed!"
+               FROM reservations WHERE "#
+                + $filter
+                + " ORDER BY id FOR UPDATE",
+            $ids
+        )
+    };
+}
+
 /// Locks the reservations `ids` in id order (one batch's worth).
 pub async fn lock_reservations(
     tx: &mut PgConnection,
     ids: &[i64],
 ) -> Result<Vec<ReservationRow>, sqlx::Error> {
-    sqlx::query_as!(
-        ReservationRow,
-        r#"SELECT id, user_id, concert_schedule_id, seat_id,
-                  status AS "status: ReservationStatus", total_amount, expires_at,
-                  expires_at <= now() AS "lapsed!"
-           FROM reservations WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
-        ids
-    )
-    .fetch_all(&mut *tx)
-    .await
+    lock_reservation_rows!("id = ANY($1)", ids)
+        .fetch_all(&mut *tx)
+        .await
 }
 
 /// `reservation` if there is one and it is `user_id`'s, or the refusal.
@@ -119,6 +130,20 @@ pub fn owned_by<R: Borrow<ReservationRow>>(
         )),
         Some(r) => Ok(r),
     }
+}
+
+/// Locks the live (held or confirmed) reservations of the seats `seat_ids`
+/// in id order: one per seat at most.
+async fn lock_live_reservations(
+    tx: &mut PgConnection,
+    seat_ids: &[i64],
+) -> Result<Vec<ReservationRow>, sqlx::Error> {
+    lock_reservation_rows!(
+        "seat_id = ANY($1) AND status IN ('PENDING', 'CONFIRMED')",
+        seat_ids
+    )
+    .fetch_all(&mut *tx)
+    .await
 }
 
 /// Locks reservation `id`.
@@ -276,20 +301,11 @@ impl ReservationLane {
         )
         .fetch_all(&mut *tx)
         .await?;
-        let live = sqlx::query_as!(
-            ReservationRow,
-            r#"SELECT id, user_id, concert_schedule_id, seat_id,
-                      status AS "status: ReservationStatus", total_amount, expires_at,
-                      expires_at <= now() AS "lapsed!"
-               FROM reservations
-               WHERE seat_id = ANY($1) AND status IN ('PENDING', 'CONFIRMED')
-               ORDER BY id FOR UPDATE"#,
-            &wanted
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut live: HashMap<i64, ReservationRow> =
-            live.into_iter().map(|r| (r.seat_id, r)).collect();
+        let mut live: HashMap<i64, ReservationRow> = lock_live_reservations(tx, &wanted)
+            .await?
+            .into_iter()
+            .map(|r| (r.seat_id, r))
+            .collect();
         for seat in seats {
             self.seats.insert(
                 seat.id,
@@ -312,17 +328,9 @@ impl ReservationLane {
         if let Some(Some(known)) = self.seats.get(&seat_id).map(|s| &s.live) {
             return Ok(known.clone());
         }
-        let live = sqlx::query_as!(
-            ReservationRow,
-            r#"SELECT id, user_id, concert_schedule_id, seat_id,
-                      status AS "status: ReservationStatus", total_amount, expires_at,
-                      expires_at <= now() AS "lapsed!"
-               FROM reservations
-               WHERE seat_id = $1 AND status IN ('PENDING', 'CONFIRMED') FOR UPDATE"#,
-            seat_id
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
+        // One at most: the partial unique index allows one live
+        // reservation per seat.
+        let live = lock_live_reservations(tx, &[seat_id]).await?.pop();
         self.know(seat_id, Some(live.clone()));
         Ok(live)
     }
