@@ -154,9 +154,22 @@ mod tests {
             "resident memory grew {grown_kib} KiB over four million samples"
         );
         let text = handle.render();
+        let count = text
+            .lines()
+            .find_map(|line| line.strip_prefix("test_upkeep_seconds_count "))
+            .and_then(|count| count.parse::<u64>().ok());
+        // Upkeep moves samples into the histogram; it does not drop them.
+        // Not exactly every one: metrics-util 0.20's AtomicBucket links a
+        // new block to the full one only after making it the tail, and a
+        // drain that lands in between detaches the new block alone, losing
+        // the samples recorded since the previous drain (here up to 1 % of
+        // them, in about one run in seven; upstream, unfixed at 0.20.4).
+        // An upkeep that cleared instead of draining would keep only the
+        // samples of its last interval.
+        let count = count.expect("the histogram is rendered");
         assert!(
-            text.contains("test_upkeep_seconds_count 4000000"),
-            "every sample counted"
+            (3_600_000..=4_000_000).contains(&count),
+            "{count} of four million samples counted"
         );
     }
 }
