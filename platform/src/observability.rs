@@ -154,10 +154,6 @@ mod tests {
             "resident memory grew {grown_kib} KiB over four million samples"
         );
         let text = handle.render();
-        let count = text
-            .lines()
-            .find_map(|line| line.strip_prefix("test_upkeep_seconds_count "))
-            .and_then(|count| count.parse::<u64>().ok());
         // Upkeep moves samples into the histogram; it does not drop them.
         // Not exactly every one: metrics-util 0.20's AtomicBucket links a
         // new block to the full one only after making it the tail, and a
@@ -166,7 +162,11 @@ mod tests {
         // them, in about one run in seven; upstream, unfixed at 0.20.4).
         // An upkeep that cleared instead of draining would keep only the
         // samples of its last interval.
-        let count = count.expect("the histogram is rendered");
+        let count = text
+            .lines()
+            .find_map(|line| line.strip_prefix("test_upkeep_seconds_count "))
+            .and_then(|count| count.parse::<u64>().ok())
+            .expect("the histogram is rendered");
         assert!(
             (3_600_000..=4_000_000).contains(&count),
             "{count} of four million samples counted"
