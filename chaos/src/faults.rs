@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 use testkit::api::User;
 
@@ -13,14 +14,25 @@ use crate::stack::{Stack, WORKERS};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
-    /// The broker is SIGKILLed and started again on its durable log.
+    /// The leader of a busy partition (the first of `charge-requests`) is
+    /// SIGKILLed and started again on its log as it was: its partitions
+    /// move to the other replicas, and it catches up when back.
     BrokerKill,
-    /// The broker is SIGSTOPped for longer than the consumer session
-    /// timeout, then SIGCONTed: every group rebalances.
+    /// The leader of a busy partition is SIGSTOPped for longer than its
+    /// session with the controller (and the consumers' session), then
+    /// SIGCONTed: the controller fences it and moves its leaderships.
     BrokerPause,
+    /// The active controller (the leader of the metadata quorum) is
+    /// SIGKILLed and started again: the quorum elects another.
+    ControllerKill,
+    /// Every broker in turn is stopped with SIGTERM (a controlled shutdown
+    /// that hands its leaderships over) and started again, the next one
+    /// once every partition has all its replicas in sync again.
+    RollingRestart,
     /// Every Postgres connection of the stack is terminated.
     DbConnectionsTerminated,
-    /// The Postgres server restarts (where the machine allows it).
+    /// The run's Postgres server restarts (fast shutdown: every connection
+    /// cut).
     PostgresRestart,
     /// A worker process is SIGKILLed mid-batch and started again.
     WorkerKill,
@@ -36,14 +48,16 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind, in the order a quick run injects them.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::BrokerKill,
         FaultKind::DbConnectionsTerminated,
         FaultKind::WorkerKill,
+        FaultKind::ControllerKill,
         FaultKind::RelayConnectionTerminated,
         FaultKind::BrokerPause,
         FaultKind::WorkerJoinLeave,
         FaultKind::PostgresRestart,
+        FaultKind::RollingRestart,
         FaultKind::GatewayRestart,
     ];
 
@@ -76,19 +90,15 @@ pub struct FaultRecord {
 
 /// How the run injects faults.
 pub struct Injector {
-    /// Command that restarts Postgres; None where the machine does not
-    /// allow it.
-    pub pg_restart: Option<Vec<String>>,
-    /// How long the broker stays stopped (past the session timeout).
+    /// How long a broker stays stopped (past the session timeout).
     pub pause: Duration,
     worker_turn: usize,
 }
 
 impl Injector {
-    /// An injector restarting Postgres with `pg_restart` (if any).
-    pub fn new(pg_restart: Option<Vec<String>>, pause: Duration) -> Self {
+    /// An injector that freezes a broker for `pause`.
+    pub fn new(pause: Duration) -> Self {
         Self {
-            pg_restart,
             pause,
             worker_turn: 0,
         }
@@ -104,25 +114,38 @@ impl Injector {
         let started = Instant::now();
         match kind {
             FaultKind::BrokerKill => {
-                stack.broker.kill().await?;
+                let i = busy_leader(stack).await?;
+                stack.brokers[i].kill().await?;
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                stack.broker.start()?;
-                let port = stack
-                    .common
-                    .kafka_brokers
-                    .rsplit(':')
-                    .next()
-                    .unwrap_or("0")
-                    .parse()?;
-                crate::process::wait_until("the broker back", Duration::from_secs(60), || {
-                    crate::process::port_open(port)
-                })
-                .await?;
+                stack.restart_broker(i).await?;
             }
             FaultKind::BrokerPause => {
-                stack.broker.signal(Signal::SIGSTOP)?;
+                let i = busy_leader(stack).await?;
+                stack.brokers[i].signal(Signal::SIGSTOP)?;
                 tokio::time::sleep(self.pause).await;
-                stack.broker.signal(Signal::SIGCONT)?;
+                stack.brokers[i].signal(Signal::SIGCONT)?;
+            }
+            FaultKind::ControllerKill => {
+                let i = (0..stack.kafka.nodes())
+                    .find_map(|n| stack.kafka.controller_leader(n))
+                    .map(|id| id - 1)
+                    .ok_or_else(|| anyhow::anyhow!("no node records a quorum leader"))?;
+                stack.brokers[i].kill().await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                stack.restart_broker(i).await?;
+            }
+            FaultKind::RollingRestart => {
+                for i in 0..stack.brokers.len() {
+                    wait_fully_replicated(stack, Duration::from_secs(120)).await?;
+                    let clean = stack.brokers[i].terminate(Duration::from_secs(60)).await?;
+                    anyhow::ensure!(
+                        clean,
+                        "Kafka node {} did not shut down cleanly on SIGTERM",
+                        i + 1
+                    );
+                    stack.restart_broker(i).await?;
+                }
+                wait_fully_replicated(stack, Duration::from_secs(120)).await?;
             }
             FaultKind::DbConnectionsTerminated => {
                 let admin = stack.admin_pool().await?;
@@ -151,24 +174,8 @@ impl Injector {
                 }
             }
             FaultKind::PostgresRestart => {
-                let Some(command) = &self.pg_restart else {
-                    return Ok(Err("no way to restart Postgres on this machine".into()));
-                };
-                let output = tokio::process::Command::new(&command[0])
-                    .args(&command[1..])
-                    .output()
-                    .await;
-                match output {
-                    Ok(output) if output.status.success() => {}
-                    Ok(output) => {
-                        return Ok(Err(format!(
-                            "`{}` failed: {}",
-                            command.join(" "),
-                            String::from_utf8_lossy(&output.stderr).trim()
-                        )))
-                    }
-                    Err(error) => return Ok(Err(format!("`{}`: {error}", command.join(" ")))),
-                }
+                let postgres = stack.postgres.clone();
+                tokio::task::spawn_blocking(move || postgres.restart()).await??;
             }
             FaultKind::WorkerKill => {
                 let i = self.worker_turn % WORKERS;
@@ -195,6 +202,58 @@ impl Injector {
             }
         }
         Ok(Ok(started.elapsed()))
+    }
+}
+
+/// The index of the node that leads the first partition of
+/// `charge-requests`, the busiest topic of the mix.
+async fn busy_leader(stack: &Stack) -> anyhow::Result<usize> {
+    let common = stack.common.clone();
+    let topic = common.topics().name(schemas::Topic::ChargeRequests);
+    let leader = tokio::task::spawn_blocking(move || -> anyhow::Result<i32> {
+        let client: BaseConsumer = platform::kafka::client_config(&common).create()?;
+        let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        metadata
+            .topics()
+            .first()
+            .and_then(|t| t.partitions().iter().find(|p| p.id() == 0))
+            .map(|p| p.leader())
+            .ok_or_else(|| anyhow::anyhow!("no leader for {topic} partition 0"))
+    })
+    .await??;
+    let index = usize::try_from(leader - 1)?;
+    anyhow::ensure!(
+        index < stack.brokers.len(),
+        "leader {leader} is not a node of the run"
+    );
+    Ok(index)
+}
+
+/// Waits until every partition of the cluster has all its replicas in
+/// sync (a broker that came back has caught up).
+pub async fn wait_fully_replicated(stack: &Stack, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let common = stack.common.clone();
+        let lagging = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+            let client: BaseConsumer = platform::kafka::client_config(&common).create()?;
+            let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions())
+                .filter(|p| p.isr().len() < p.replicas().len() || p.leader() < 0)
+                .count())
+        })
+        .await?;
+        match lagging {
+            Ok(0) => return Ok(()),
+            Ok(n) if started.elapsed() >= limit => {
+                anyhow::bail!("{n} partitions still under-replicated after {limit:?}")
+            }
+            Err(error) if started.elapsed() >= limit => return Err(error),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
     }
 }
 

@@ -40,22 +40,22 @@ pub struct Settings {
     /// Where the `gateway` and `workers` binaries are.
     #[arg(long, default_value = "target/debug")]
     pub bin_dir: PathBuf,
-    /// The nisshi broker binary.
-    #[arg(long, default_value = "nisshi")]
-    pub nisshi: PathBuf,
-    /// Postgres server (any database on it; the run creates its own).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub database_url: String,
-    /// The database the run creates (dropped first if it exists).
+    /// Port of the run's own Postgres cluster (created afresh under the
+    /// log directory).
+    #[arg(long, default_value_t = 15432)]
+    pub postgres_port: u16,
+    /// The database the run creates in it.
     #[arg(long, default_value = "booking_chaos")]
     pub database: String,
-    /// Port of the run's own broker.
+    /// Kafka nodes of the run's own cluster (each broker and controller).
+    #[arg(long, default_value_t = 3)]
+    pub brokers: usize,
+    /// Client port of the first Kafka node (node `i` listens on this + i).
     #[arg(long, default_value_t = 19092)]
     pub broker_port: u16,
+    /// Controller port of the first Kafka node.
+    #[arg(long, default_value_t = 19292)]
+    pub controller_port: u16,
     /// Port of the run's gateway.
     #[arg(long, default_value_t = 18080)]
     pub gateway_port: u16,
@@ -78,10 +78,6 @@ pub struct Settings {
     /// How long the broker stays frozen (past the 10 s session timeout).
     #[arg(long, default_value_t = 13)]
     pub pause_secs: u64,
-    /// Command that restarts the Postgres server; empty where the machine
-    /// does not allow it (the fault is then reported as skipped).
-    #[arg(long, default_value = "")]
-    pub pg_restart: String,
     /// Where the report goes (`chaos.json`, `CHAOS.md`; a quick run writes
     /// `chaos-quick.json` and `CHAOS-quick.md`).
     #[arg(long, default_value = "bench")]
@@ -122,12 +118,9 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<ChaosReport> {
     };
     settings.log_dir = absolute(&settings.log_dir)?;
     settings.bin_dir = absolute(&settings.bin_dir)?;
-    if settings.nisshi.components().count() > 1 {
-        settings.nisshi = absolute(&settings.nisshi)?;
-    }
     say(started, format!(
-        "starting a stack of its own: broker on 127.0.0.1:{}, database {}, {} workers, gateway on 127.0.0.1:{}",
-        settings.broker_port, settings.database, stack::WORKERS, settings.gateway_port
+        "starting a stack of its own: {} Kafka nodes from 127.0.0.1:{}, Postgres on 127.0.0.1:{}, {} workers, gateway on 127.0.0.1:{}",
+        settings.brokers, settings.broker_port, settings.postgres_port, stack::WORKERS, settings.gateway_port
     ));
     let mut stack = Stack::start(&settings).await?;
     say(
@@ -179,15 +172,7 @@ async fn exercise(
 
     let settle = Duration::from_secs(if settings.quick { 3 } else { 8 });
     tokio::time::sleep(Duration::from_secs(if settings.quick { 8 } else { 15 })).await;
-    let pg_restart: Vec<String> = settings
-        .pg_restart
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    let mut injector = Injector::new(
-        (!pg_restart.is_empty()).then_some(pg_restart),
-        Duration::from_secs(settings.pause_secs),
-    );
+    let mut injector = Injector::new(Duration::from_secs(settings.pause_secs));
     let mut faults: Vec<FaultRecord> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     for round in 0..rounds {
@@ -243,6 +228,15 @@ async fn exercise(
                 if worker.exited() {
                     problems.push(format!("{} exited by itself", worker.name));
                     worker.start()?;
+                }
+            }
+            for i in 0..stack.brokers.len() {
+                if stack.brokers[i].exited() || stack.brokers[i].pid().is_none() {
+                    problems.push(format!(
+                        "{} was down after the fault",
+                        stack.brokers[i].name
+                    ));
+                    stack.restart_broker(i).await?;
                 }
             }
             tokio::time::sleep(settle).await;

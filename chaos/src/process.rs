@@ -43,6 +43,19 @@ impl Service {
         }
     }
 
+    /// The process `spec` describes (a Kafka node), appending to `log`.
+    pub fn from_spec(spec: stack::process::Spec, log: impl Into<PathBuf>) -> Self {
+        Self {
+            name: spec.name,
+            program: spec.program,
+            args: spec.args,
+            env: spec.env,
+            cwd: spec.cwd,
+            log: log.into(),
+            child: None,
+        }
+    }
+
     /// Starts the process (again).
     pub fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
@@ -89,7 +102,9 @@ impl Service {
     }
 
     /// SIGTERM, then waits up to `grace` for a clean exit (SIGKILL after
-    /// that). Returns whether it exited with status 0 in time.
+    /// that). Returns whether it exited cleanly in time: status 0, or 143,
+    /// which a JVM (a Kafka node) exits with once its shutdown hooks ran
+    /// on SIGTERM.
     pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<bool> {
         let Some(mut child) = self.child.take() else {
             return Ok(true);
@@ -98,7 +113,10 @@ impl Service {
             let _ = kill(Pid::from_raw(i32::try_from(pid)?), Signal::SIGTERM);
         }
         match tokio::time::timeout(grace, child.wait()).await {
-            Ok(status) => Ok(status?.success()),
+            Ok(status) => {
+                let status = status?;
+                Ok(status.success() || status.code() == Some(143))
+            }
             Err(_) => {
                 child.kill().await?;
                 Ok(false)

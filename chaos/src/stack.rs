@@ -1,17 +1,21 @@
-//! A stack of the chaos run's own: its own broker (nisshi on the durable
-//! SQLite engine, on its own port), its own database, three worker
-//! processes and a gateway. It refuses to start when any of its ports is
-//! taken, so it never measures a process it did not start.
+//! A stack of the chaos run's own: a replicated Apache Kafka cluster
+//! (three KRaft nodes on loopback, every partition on all three,
+//! `min.insync.replicas` 2, producers with `acks=all`), a PostgreSQL
+//! cluster of its own (which it may restart), three worker processes and a
+//! gateway, all started by the `stack` launcher's parts. It refuses to
+//! start when any of its ports is taken, so it never measures or breaks a
+//! process it did not start.
 
 use std::time::Duration;
 
 use gateway::auth::password::Cost;
 use platform::CommonConfig;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::PgPool;
 use testkit::Api;
 
 use crate::process::{port_open, wait_until, Service};
+
 use crate::Settings;
 
 /// Workers the stack runs all the time (a fourth joins and leaves).
@@ -19,8 +23,12 @@ pub const WORKERS: usize = 3;
 
 /// The running stack.
 pub struct Stack {
-    /// The broker.
-    pub broker: Service,
+    /// The Kafka cluster's layout (ports, directories, the quorum).
+    pub kafka: stack::kafka::Cluster,
+    /// The Kafka nodes, node `i` at index `i`.
+    pub brokers: Vec<Service>,
+    /// The run's own Postgres cluster.
+    pub postgres: stack::postgres::Cluster,
     /// The gateway.
     pub gateway: Service,
     /// The worker processes.
@@ -57,69 +65,72 @@ impl Stack {
     pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
         check_ports(settings).await?;
         let logs = settings.log_dir.clone();
-        let broker_dir = logs.join("broker");
-        if broker_dir.exists() {
-            std::fs::remove_dir_all(&broker_dir)?;
-        }
-        std::fs::create_dir_all(&broker_dir)?;
 
-        // The database: dropped and created afresh.
-        let server: PgConnectOptions = settings.database_url.parse()?;
+        // Postgres and Kafka start from empty directories: nothing of an
+        // earlier run is read or measured.
+        let postgres_dir = logs.join("postgres");
+        let kafka_dir = logs.join("kafka");
+        for dir in [&postgres_dir, &kafka_dir] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)?;
+            }
+        }
+        let postgres = stack::postgres::Cluster::new(&postgres_dir, settings.postgres_port);
+        let started = postgres.clone();
+        tokio::task::spawn_blocking(move || started.start()).await??;
+        let server: PgConnectOptions = postgres.url("postgres").parse()?;
         let admin = PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(server.clone().database("postgres"))
+            .connect_with(server.clone())
             .await?;
-        // Dynamic SQL: a database name cannot be a bind parameter.
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            settings.database
-        ))
-        .execute(&admin)
-        .await?;
-        // Dynamic SQL: as above.
+        // Dynamic SQL: a database name cannot be a bind parameter (the
+        // cluster is the run's own and new, so nothing is dropped).
         sqlx::query(&format!("CREATE DATABASE {}", settings.database))
             .execute(&admin)
             .await?;
         admin.close().await;
-        let database_url = server
-            .database(&settings.database)
-            .to_url_lossy()
-            .to_string();
+        let database_url = postgres.url(&settings.database);
 
-        let brokers = format!("127.0.0.1:{}", settings.broker_port);
-        let listener = format!("tcp://{brokers}");
-        let mut broker = Service::new(
-            "broker",
-            &settings.nisshi,
-            &[
-                "broker",
-                "--listener-url",
-                &listener,
-                "--advertised-listener-url",
-                &listener,
-                "--storage-engine",
-                "sqlite://chaos-broker.db",
-                "--group-initial-rebalance-delay",
-                "100ms",
-            ],
-            Vec::new(),
-            &broker_dir,
-            logs.join("broker.log"),
+        let kafka = stack::kafka::Cluster::replicated(
+            &kafka_dir,
+            settings.brokers,
+            settings.broker_port,
+            settings.controller_port,
         );
-        broker.start()?;
-        wait_until("the broker", Duration::from_secs(60), || {
-            port_open(settings.broker_port)
-        })
-        .await?;
+        let prepared = kafka.clone();
+        tokio::task::spawn_blocking(move || prepared.prepare()).await??;
+        let mut brokers = Vec::new();
+        for i in 0..kafka.nodes() {
+            let mut node = Service::from_spec(kafka.node(i)?, kafka.log(i));
+            node.start()?;
+            brokers.push(node);
+        }
+        for (i, node) in brokers.iter_mut().enumerate() {
+            wait_broker(&kafka, node, i).await?;
+        }
         let broker_description = format!(
-            "nisshi (SQLite engine) started by this run, pid {}, on {brokers}",
-            broker.pid().unwrap_or_default()
+            "Apache Kafka {} started by this run: {} KRaft nodes (broker and controller each) on {}, \
+             replication factor {}, min.insync.replicas {}, producers with acks=all",
+            stack::kafka::version(),
+            kafka.nodes(),
+            kafka.bootstrap(),
+            kafka.replication_factor(),
+            kafka.min_insync_replicas(),
         );
+        let brokers_address = kafka.bootstrap();
 
         let admin_token = format!("admin-{}", random_hex(16));
         let env: Vec<(String, String)> = [
             ("DATABASE_URL", database_url.clone()),
-            ("KAFKA_BROKERS", brokers.clone()),
+            ("KAFKA_BROKERS", brokers_address.clone()),
+            (
+                "KAFKA_REPLICATION_FACTOR",
+                kafka.replication_factor().to_string(),
+            ),
+            (
+                "KAFKA_MIN_INSYNC_REPLICAS",
+                kafka.min_insync_replicas().to_string(),
+            ),
             ("ADMIN_TOKEN", admin_token.clone()),
             ("AUTH_SECRET", random_hex(32)),
             // Seeding and probes sign up hundreds of users from one address:
@@ -165,11 +176,13 @@ impl Stack {
 
         let mut common = CommonConfig::local();
         common.database_url = database_url.clone();
-        common.kafka_brokers = brokers;
+        common.kafka_brokers = brokers_address;
         let pool = platform::db::pool(&database_url, 4)?;
         let gateway_url = format!("http://127.0.0.1:{}", settings.gateway_port);
         let mut stack = Self {
-            broker,
+            kafka,
+            brokers,
+            postgres,
             gateway: Service::new(
                 "gateway",
                 settings.bin_dir.join("gateway"),
@@ -242,31 +255,89 @@ impl Stack {
     /// A pool on the server's `postgres` database, for terminating the
     /// stack's connections.
     pub async fn admin_pool(&self) -> anyhow::Result<PgPool> {
-        let server: PgConnectOptions = self.settings.database_url.parse()?;
+        let server: PgConnectOptions = self.postgres.url("postgres").parse()?;
         Ok(PgPoolOptions::new()
             .max_connections(1)
-            .connect_with(server.database("postgres"))
+            .connect_with(server)
             .await?)
     }
 
+    /// Starts Kafka node `i` again (on its log as it was) and waits until
+    /// it takes clients.
+    pub async fn restart_broker(&mut self, i: usize) -> anyhow::Result<()> {
+        self.brokers[i].start()?;
+        wait_broker(&self.kafka, &mut self.brokers[i], i).await
+    }
+
     /// Stops every process (workers politely first, so they leave their
-    /// groups), then the broker.
+    /// groups), then the brokers and Postgres.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.gateway.terminate(Duration::from_secs(30)).await;
-        for worker in &mut self.workers {
-            let _ = worker.terminate(Duration::from_secs(40)).await;
-        }
-        let _ = self.broker.terminate(Duration::from_secs(10)).await;
+        futures::future::join_all(
+            self.workers
+                .iter_mut()
+                .map(|worker| worker.terminate(Duration::from_secs(40))),
+        )
+        .await;
+        futures::future::join_all(
+            self.brokers
+                .iter_mut()
+                .map(|broker| broker.terminate(Duration::from_secs(30))),
+        )
+        .await;
         self.pool.close().await;
+        let postgres = self.postgres.clone();
+        tokio::task::spawn_blocking(move || postgres.stop()).await??;
         Ok(())
     }
+}
+
+impl Drop for Stack {
+    /// An interrupted run still stops its Postgres (the other processes
+    /// are its children, killed with it).
+    fn drop(&mut self) {
+        let _ = self.postgres.stop_immediately();
+    }
+}
+
+/// Waits until Kafka node `i` takes clients; fails when it exited.
+async fn wait_broker(
+    kafka: &stack::kafka::Cluster,
+    node: &mut Service,
+    i: usize,
+) -> anyhow::Result<()> {
+    let port = kafka.port(i);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !port_open(port).await {
+        anyhow::ensure!(
+            !node.exited(),
+            "Kafka node {} exited; see {}",
+            i + 1,
+            kafka.log(i).display()
+        );
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "Kafka node {} did not open 127.0.0.1:{port} within 120 s; see {}",
+            i + 1,
+            kafka.log(i).display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// Refuses to go on when a port of the stack is taken: the run would talk to
 /// (and measure) a process it did not start.
 pub async fn check_ports(settings: &Settings) -> anyhow::Result<()> {
-    let mut ports = vec![settings.broker_port, settings.gateway_port];
+    let mut ports = vec![settings.postgres_port, settings.gateway_port];
+    ports.extend((0..settings.brokers).map(|i| settings.broker_port + i as u16));
+    ports.extend((0..settings.brokers).map(|i| settings.controller_port + i as u16));
     ports.extend((0..=WORKERS).map(|i| settings.workers_port + i as u16));
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    anyhow::ensure!(
+        distinct.len() == ports.len(),
+        "the run's port ranges overlap ({ports:?}): choose ports that leave room for every node and worker"
+    );
     for port in ports {
         anyhow::ensure!(
             !port_open(port).await,

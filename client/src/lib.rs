@@ -11,7 +11,11 @@
 //! # async fn demo() -> Result<(), client::Error> {
 //! let gateway = Client::new("http://127.0.0.1:8080").patient(std::time::Duration::from_secs(30));
 //! let user = gateway
-//!     .create_user(&api::users::NewUser { name: "Ada".into(), email: "ada@example.com".into() })
+//!     .create_user(&api::users::NewUser {
+//!         name: "Ada".into(),
+//!         email: "ada@example.com".into(),
+//!         password: "correct horse battery staple".into(),
+//!     })
 //!     .await?;
 //! let ada = gateway.with_token(&user.token);
 //! let charge = ada.charge(user.id, &api::users::Charge { amount: 100_000 }).await?;

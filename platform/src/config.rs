@@ -80,6 +80,18 @@ pub struct CommonConfig {
     #[arg(long, env = "KAFKA_REQUEST_PARTITIONS", default_value_t = schemas::topics::DEFAULT_REQUEST_PARTITIONS)]
     pub kafka_request_partitions: i32,
 
+    /// Replicas of each topic the project creates (existing topics keep
+    /// theirs). 1 for a single broker; 3 for a production cluster.
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub kafka_replication_factor: i32,
+
+    /// `min.insync.replicas` of each topic the project creates: how many
+    /// replicas must have a record before a produce (acks=all) is
+    /// acknowledged. 1 for a single broker; 2 with three replicas, so one
+    /// broker may be lost without losing an acknowledged record.
+    #[arg(long, env = "KAFKA_MIN_INSYNC_REPLICAS", default_value_t = 1)]
+    pub kafka_min_insync_replicas: i32,
+
     /// Log format: `json` for machines, `pretty` for people.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,

@@ -271,13 +271,27 @@ pub fn broker_reachable(producer: &Producer, timeout: Duration) -> bool {
         .is_ok()
 }
 
-/// Creates every topic of the deployment that does not exist yet.
+/// Creates every topic of the deployment that does not exist yet, with
+/// the configured replication and `min.insync.replicas`, and a retention of
+/// [`CommonConfig::retention`]: a request record is kept as long as its
+/// request row may be (an older one would be skipped), and an event as
+/// long as the request that caused it can be looked up.
 pub async fn create_topics(config: &CommonConfig, names: &TopicNames) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config).create()?;
     let wanted = names.all_with_partitions();
+    let retention_ms = config.retention().as_millis().to_string();
+    let min_insync = config.kafka_min_insync_replicas.to_string();
     let new_topics: Vec<NewTopic<'_>> = wanted
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            NewTopic::new(
+                name,
+                *partitions,
+                TopicReplication::Fixed(config.kafka_replication_factor),
+            )
+            .set("retention.ms", &retention_ms)
+            .set("min.insync.replicas", &min_insync)
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics(new_topics.iter(), &options).await?;
@@ -338,6 +352,21 @@ pub enum ReadError {
     },
 }
 
+/// Whether a consumer error is one the client recovers from by itself (a
+/// broker unreachable for a while, a partition's leader moving).
+fn is_transient(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::OperationTimedOut
+    )
+}
+
 /// Partitions of `topic` and their (low, high) watermarks, in partition order.
 pub fn watermarks(config: &CommonConfig, topic: &str) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
     let consumer: BaseConsumer = client_config(config).create()?;
@@ -393,7 +422,14 @@ pub fn read_all(config: &CommonConfig, topic: &str) -> Result<Vec<StoredRecord>,
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let message = message?;
+        let message = match message {
+            Ok(message) => message,
+            // One broker of a cluster down (a bootstrap address refusing,
+            // a leader moving) is reported here, and the client carries on
+            // with the others: keep reading until the deadline.
+            Err(KafkaError::MessageConsumption(code)) if is_transient(code) => continue,
+            Err(error) => return Err(error.into()),
+        };
         let mut headers = HashMap::new();
         if let Some(hs) = message.headers() {
             for h in hs.iter() {

@@ -334,8 +334,8 @@ pub fn document() -> Document {
                 "host": "127.0.0.1:9092",
                 "protocol": "kafka",
                 "title": "Local stack",
-                "description": "The broker `./dev up` starts (nisshi, Kafka protocol). Any \
-                    client built on librdkafka 2.1 or later, or a recent Java client, can read it.",
+                "description": "The Apache Kafka node `./dev up` starts (KRaft, one broker \
+                    and controller). Any Kafka client reads it, Debian's kcat among them.",
             },
             "compose": {
                 "host": "127.0.0.1:9094",
