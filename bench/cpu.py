@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs a command and writes the CPU time (user + system, seconds) each
-process of the stack used while it ran, from /proc: the broker, gateway and
-workers of `./dev` (their pid files), Postgres: the postmaster with the
+process of the stack used while it ran, from /proc: Kafka, the gateway and
+the workers of `./dev` (their pid files), Postgres: the postmaster with the
 children it reaped (backends that ended) plus its live children, so
 connections opened and closed during the run count too, and `load`: the
 command itself (loadgen or pgbench, the client side). A command that
@@ -42,7 +42,7 @@ def processes():
 def snapshot(pids_dir):
     table = processes()
     used = {}
-    for name in ("broker", "gateway", "workers"):
+    for name in ("kafka", "gateway", "workers"):
         try:
             pid = int((pids_dir / f"{name}.pid").read_text().strip())
         except (OSError, ValueError):

@@ -74,11 +74,10 @@ def soak_section():
         SOAK_START,
         "## Soak",
         "",
-        f"`./dev bench --soak`: the durable dev stack (nisshi's SQLite engine, producers lingering 20 ms as",
-        "`./dev up` sets them for it) under the `mixed` load",
+        f"`./dev bench --soak`: the stack on its own Kafka node (started by the bench) under the `mixed` load",
         "(three in five requests a charge, one an order, one a seat held then cancelled) for",
         f"{soak['minutes']} whole minutes at {soak['rate']:.0f} requests/s, open loop: 70 % of what the same",
-        "stack reached in a minute at full speed just before. Memory: resident set of the broker,",
+        "stack reached in a minute at full speed just before. Memory: resident set of Kafka,",
         "gateway and workers, Postgres' proportional set size over all its processes (and its",
         "largest backend's resident set), sampled every 5 s; after warm-up means two minutes in.",
         "",
@@ -266,15 +265,13 @@ for name in ["charge", "booking", "rush", "shop"]:
 
 extra_rows = []
 extras = {}
-for name in ["charge-half-rate", "charge-closed-loop", "charge-sqlite-broker"]:
+for name in ["charge-half-rate", "charge-closed-loop"]:
     runs = measure(name, "charge")
     if not runs:
         continue
     extra_rows.append(row(name, runs))
     extras[name] = summary(runs)
     extras[name]["rate"] = runs[-1]["report"]["rate"]
-    # The dev stack's broker keeps its log on disk; the others' is in memory.
-    extras[name]["durable"] = name == "charge-sqlite-broker"
 
 for name, figures in [*scenarios.items(), *extras.items()]:
     cpu = figures["cpu_s_per_1000"]
@@ -282,7 +279,7 @@ for name, figures in [*scenarios.items(), *extras.items()]:
         total = sum(cpu.values())
         cpu_rows.append(
             f"| {name} | "
-            + " | ".join(f"{cpu.get(p, 0):.3f}" for p in ("gateway", "workers", "broker", "postgres"))
+            + " | ".join(f"{cpu.get(p, 0):.3f}" for p in ("gateway", "workers", "kafka", "postgres"))
             + f" | {total - cpu.get('load', 0):.3f} | {cpu.get('load', 0):.3f} |"
         )
 
@@ -339,9 +336,7 @@ report = [
     "same client count). With several rounds (each: every scenario, then the baselines), a cell",
     "is the median and, in brackets, the range over the rounds.",
     "",
-    f"Broker: nisshi with storage `{broker}` (`BENCH_BROKER_STORAGE`). The dev stack's default engine,",
-    "SQLite, compiles every statement anew and would be the bottleneck of every run; the",
-    "`charge-sqlite-broker` row below repeats the charge run with it.",
+    f"Broker: {broker}.",
     "",
     "`follow detached`: a client holds its slot for the POST and follows the outcome with a",
     "long-poll on the side, as a browser does after a 202 (clients = POSTs in flight).",
@@ -352,12 +347,10 @@ report = [
     rule,
     *rows,
     "",
-    "## Charge: latency at half the maximum rate, the closed loop, the durable broker",
+    "## Charge: latency at half the maximum rate, the closed loop",
     "",
     "`charge-half-rate` is an open-loop run at half of the `charge` row's completed/s (latency counts",
     "from when each request was due); `charge-closed-loop` is the same workload with `--follow inline`;",
-    "`charge-sqlite-broker` is the `charge` run against nisshi's SQLite engine (the dev stack's broker),",
-    "with the producers' linger at 20 ms as `./dev up` sets it for that engine (5 in the other runs).",
     "",
     header,
     rule,
@@ -371,7 +364,7 @@ report = [
     "the same two cores; medians over the rounds). The baseline rows are per 1,000 pgbench",
     "transactions.",
     "",
-    "| run | gateway | workers | broker | postgres | stack | load (client) |",
+    "| run | gateway | workers | kafka | postgres | stack | load (client) |",
     "|---|---|---|---|---|---|---|",
     *cpu_rows,
     "",

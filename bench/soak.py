@@ -3,7 +3,7 @@
 
   soak.py sample PIDS_DIR OUT_CSV COMMAND [ARGS...]
       Runs COMMAND (the soak's loadgen) and every 5 s records the memory of
-      each process of the stack into OUT_CSV: resident memory of the broker,
+      each process of the stack into OUT_CSV: resident memory of Kafka,
       gateway and workers, and Postgres' proportional set size (PSS: shared
       memory split among its processes) over all its processes, with its
       largest backend. Exits with COMMAND's status.
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 EVERY = 5.0
-PROCESSES = ("broker", "gateway", "workers")
+PROCESSES = ("kafka", "gateway", "workers")
 
 
 def kib(path, field):

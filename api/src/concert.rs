@@ -91,9 +91,11 @@ pub struct NewSchedule {
     #[serde(deserialize_with = "crate::numbers::whole")]
     #[schema(minimum = 1, maximum = 10_000)]
     pub seat_count: i32,
-    /// Price of every seat in won, 0 to 100,000,000.
+    /// Price of every seat in won, 1 to 100,000,000. A seat is paid for
+    /// from the balance to be confirmed, so a free seat (0) is refused:
+    /// there would be nothing to pay.
     #[serde(deserialize_with = "crate::numbers::whole")]
-    #[schema(minimum = 0, maximum = 100_000_000)]
+    #[schema(minimum = 1, maximum = 100_000_000)]
     pub price: i64,
 }
 

@@ -75,7 +75,8 @@ pub struct Settings {
     /// How long a client retries one call (503, cut off, key in progress).
     #[arg(long, default_value_t = 90)]
     pub patience_secs: u64,
-    /// How long the broker stays frozen (past the 10 s session timeout).
+    /// How long a broker stays frozen (past its 9 s session with the
+    /// controller and the consumers' 6 s session).
     #[arg(long, default_value_t = 13)]
     pub pause_secs: u64,
     /// Where the report goes (`chaos.json`, `CHAOS.md`; a quick run writes

@@ -120,8 +120,8 @@ impl ChaosReport {
              `recovered ms` runs from the end of the fault until outcomes flow steadily again: \
              a charge on every partition of `charge-requests` decided within a second, three \
              probe rounds in a row (the time is the end of the first of them). A worker killed \
-             without leaving its group holds its partitions until the broker's 10 s session \
-             timeout hands them over.\n\n\
+             without leaving its group holds its partitions until its session \
+             (`KAFKA_SESSION_TIMEOUT_MS`, 6 s) runs out.\n\n\
              | # | fault | at s | lasted ms | recovered ms | note |\n|---|---|---|---|---|---|\n",
             mode = self.mode,
             ok = if self.ok { "ok" } else { "FAILED" },

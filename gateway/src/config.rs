@@ -42,6 +42,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "AUTH_TOKEN_TTL_SECS", default_value_t = 4 * 3600)]
     pub auth_token_ttl_secs: u64,
 
+    /// How long past its expiry a credential is still accepted, in
+    /// seconds: room for the clocks of the gateways to differ.
+    #[arg(long, env = "AUTH_CLOCK_LEEWAY_SECS", default_value_t = 30)]
+    pub auth_clock_leeway_secs: u64,
+
     /// Argon2id memory per password hash, in KiB (OWASP's 19 MiB).
     #[arg(long, env = "PASSWORD_HASH_MEMORY_KIB", default_value_t = 19_456)]
     pub password_hash_memory_kib: u32,
@@ -64,9 +69,16 @@ pub struct GatewayConfig {
     #[arg(long, env = "LOGINS_PER_ADDRESS", default_value_t = 30)]
     pub logins_per_address: u32,
 
-    /// Logins per account (the email asked for) per window; 0: no limit.
+    /// Logins per account (the email asked for) from one client address
+    /// per window; 0: no limit. Counted per address, so nobody can use up
+    /// another person's tries.
     #[arg(long, env = "LOGINS_PER_ACCOUNT", default_value_t = 5)]
     pub logins_per_account: u32,
+
+    /// Logins per account from all client addresses together per window;
+    /// 0: no limit. The ceiling on guessing spread over many addresses.
+    #[arg(long, env = "LOGINS_PER_ACCOUNT_ALL_ADDRESSES", default_value_t = 100)]
+    pub logins_per_account_all_addresses: u32,
 
     /// Count a client by the last `X-Forwarded-For` address instead of the
     /// peer: set it when a proxy that appends the header fronts the gateway.
@@ -166,9 +178,9 @@ pub enum SecretError {
         "{0} is a placeholder from the examples; generate your own (e.g. `openssl rand -hex 32`)"
     )]
     Placeholder(&'static str),
-    /// Too short to be a signing key.
-    #[error("AUTH_SECRET and AUTH_PREVIOUS_SECRETS must be at least {MIN_AUTH_SECRET_BYTES} bytes each; generate one with `openssl rand -hex 32`")]
-    TooShort,
+    /// Too short to be a signing key or to resist guessing.
+    #[error("{0} must be at least {MIN_AUTH_SECRET_BYTES} bytes (each, for AUTH_PREVIOUS_SECRETS), leading and trailing spaces left out; generate one with `openssl rand -hex 32`")]
+    TooShort(&'static str),
 }
 
 impl GatewayConfig {
@@ -176,19 +188,29 @@ impl GatewayConfig {
     /// `AUTH_PREVIOUS_SECRETS` too.
     pub fn signer(&self) -> crate::auth::Signer {
         crate::auth::Signer::new(
-            self.auth_secret.expose_secret(),
+            self.auth_secret(),
             self.previous_secrets(),
             Duration::from_secs(self.auth_token_ttl_secs),
         )
+        .with_leeway(Duration::from_secs(self.auth_clock_leeway_secs))
     }
 
     /// Issues request ids with `AUTH_SECRET`, verifies those of
     /// `AUTH_PREVIOUS_SECRETS` too.
     pub fn request_ids(&self) -> crate::auth::request_ids::RequestIds {
-        crate::auth::request_ids::RequestIds::new(
-            self.auth_secret.expose_secret(),
-            self.previous_secrets(),
-        )
+        crate::auth::request_ids::RequestIds::new(self.auth_secret(), self.previous_secrets())
+    }
+
+    /// `AUTH_SECRET` as it is used and checked: without leading and
+    /// trailing spaces (a line read from a file often ends in one).
+    fn auth_secret(&self) -> &str {
+        self.auth_secret.expose_secret().trim()
+    }
+
+    /// `ADMIN_TOKEN` as the gateway compares it with a bearer credential
+    /// and checks it: without leading and trailing spaces.
+    pub fn admin_token(&self) -> &str {
+        self.admin_token.expose_secret().trim()
     }
 
     /// The keys of `AUTH_PREVIOUS_SECRETS`, blank entries left out.
@@ -214,6 +236,7 @@ impl GatewayConfig {
             signups_per_address: self.signups_per_address,
             logins_per_address: self.logins_per_address,
             logins_per_account: self.logins_per_account,
+            logins_per_account_all_addresses: self.logins_per_account_all_addresses,
             trust_forwarded_for: self.trust_forwarded_for,
         }
     }
@@ -229,12 +252,20 @@ impl GatewayConfig {
         }
     }
 
-    /// Refuses empty, placeholder and (for `AUTH_SECRET`) short secrets.
+    /// Refuses empty, placeholder and short secrets: `AUTH_SECRET`,
+    /// `ADMIN_TOKEN` and each of `AUTH_PREVIOUS_SECRETS` by the same rules,
+    /// on the value as it is used (trimmed).
     pub fn check_secrets(&self) -> Result<(), SecretError> {
-        for (name, value) in [
-            ("AUTH_SECRET", self.auth_secret.expose_secret().trim()),
-            ("ADMIN_TOKEN", self.admin_token.expose_secret().trim()),
-        ] {
+        let secrets = [
+            ("AUTH_SECRET", self.auth_secret()),
+            ("ADMIN_TOKEN", self.admin_token()),
+        ]
+        .into_iter()
+        .chain(
+            self.previous_secrets()
+                .map(|s| ("AUTH_PREVIOUS_SECRETS", s)),
+        );
+        for (name, value) in secrets {
             if value.is_empty() {
                 return Err(SecretError::Missing(name));
             }
@@ -242,11 +273,8 @@ impl GatewayConfig {
             if PLACEHOLDERS.contains(&lower.as_str()) || lower.starts_with("change-me") {
                 return Err(SecretError::Placeholder(name));
             }
-        }
-        let previous = self.previous_secrets();
-        for secret in std::iter::once(self.auth_secret.expose_secret()).chain(previous) {
-            if secret.len() < MIN_AUTH_SECRET_BYTES {
-                return Err(SecretError::TooShort);
+            if value.len() < MIN_AUTH_SECRET_BYTES {
+                return Err(SecretError::TooShort(name));
             }
         }
         Ok(())
@@ -279,12 +307,14 @@ mod tests {
         assert!(printed.contains("REDACTED"), "{printed}");
     }
 
+    const ADMIN: &str = "admin-0123456789abcdef0123456789abcdef";
+
     #[test]
     fn placeholder_short_and_empty_secrets_are_refused() {
         let check = |admin: &str, secret: &str| GatewayConfig::local(admin, secret).check_secrets();
-        assert!(check("admin-3f9a1c", GOOD).is_ok());
+        assert!(check(ADMIN, GOOD).is_ok());
         assert!(matches!(
-            check("admin-3f9a1c", "change-me-secret"),
+            check(ADMIN, "change-me-secret"),
             Err(SecretError::Placeholder("AUTH_SECRET"))
         ));
         assert!(matches!(
@@ -292,8 +322,12 @@ mod tests {
             Err(SecretError::Placeholder("ADMIN_TOKEN"))
         ));
         assert!(matches!(
-            check("admin-3f9a1c", "short-secret"),
-            Err(SecretError::TooShort)
+            check(ADMIN, "short-secret"),
+            Err(SecretError::TooShort("AUTH_SECRET"))
+        ));
+        assert!(matches!(
+            check("admin-3f9a1c", GOOD),
+            Err(SecretError::TooShort("ADMIN_TOKEN"))
         ));
         assert!(matches!(
             check(" ", GOOD),
@@ -302,16 +336,34 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_checked_and_used_trimmed() {
+        // 31 bytes and a space: short once trimmed, as it is compared.
+        let short = format!("{} ", &ADMIN[..31]);
+        assert!(matches!(
+            check_with(&short, GOOD),
+            Err(SecretError::TooShort("ADMIN_TOKEN"))
+        ));
+        let padded = GatewayConfig::local(&format!(" {ADMIN}\n"), &format!("{GOOD} "));
+        assert!(padded.check_secrets().is_ok());
+        assert_eq!(padded.admin_token(), ADMIN);
+        assert_eq!(padded.auth_secret(), GOOD);
+    }
+
+    fn check_with(admin: &str, secret: &str) -> Result<(), SecretError> {
+        GatewayConfig::local(admin, secret).check_secrets()
+    }
+
+    #[test]
     fn a_short_previous_secret_is_refused_and_a_blank_entry_ignored() {
         let with_previous = |previous: &str| {
-            let mut config = GatewayConfig::local("admin-3f9a1c", GOOD);
+            let mut config = GatewayConfig::local(ADMIN, GOOD);
             config.auth_previous_secrets = previous.split(',').map(SecretString::from).collect();
             config.check_secrets()
         };
         assert!(with_previous(&format!("{GOOD}, ")).is_ok());
         assert!(matches!(
             with_previous(&format!("{GOOD},short-secret")),
-            Err(SecretError::TooShort)
+            Err(SecretError::TooShort("AUTH_PREVIOUS_SECRETS"))
         ));
     }
 }

@@ -22,7 +22,6 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -68,7 +67,7 @@ impl Gateway {
             request_ids: config.request_ids(),
             passwords: auth::password::Passwords::new(config.password_cost())?,
             limits: auth::limits::RateLimits::new(config.limit_settings()),
-            admin_token: Arc::from(config.admin_token.expose_secret()),
+            admin_token: Arc::from(config.admin_token()),
             waiter,
             pending: pending_writer,
             seat_schedules: routes::reservations::SeatSchedules::default(),

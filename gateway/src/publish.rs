@@ -264,6 +264,22 @@ async fn release_claim(state: &AppState, id: Uuid) {
     }
 }
 
+/// Keeps a claim whose publish failed ambiguously, and lets a retry take it
+/// over at once (as if it were stale) to publish again under the same id.
+async fn reopen_claim(state: &AppState, id: Uuid) {
+    let reopened = sqlx::query!(
+        "UPDATE requests SET accepted_at = now() - make_interval(secs => $2)
+         WHERE id = $1 AND status = 'PENDING' AND kafka_offset IS NULL",
+        id,
+        STALE_CLAIM_SECS,
+    )
+    .execute(&state.pool)
+    .await;
+    if let Err(error) = reopened {
+        tracing::warn!(%id, %error, "could not reopen an idempotency claim; a retry may publish after 30 s");
+    }
+}
+
 /// Publishes `request` under `request_id` and answers 202. Callers look
 /// for an earlier acceptance with [`replay`] first; a keyed call claims its
 /// id here, just before publishing.
@@ -287,8 +303,21 @@ async fn submit(state: &AppState, request_id: RequestId, request: Request) -> Ap
         Ok(delivered) => delivered,
         Err(error) => {
             metrics::counter!("gateway_publish_failures_total").increment(1);
+            // A keyed call's claim is given back only when the record
+            // certainly never reached the broker. After an ambiguous failure
+            // (a timeout: the broker may have written it) the claim stays
+            // with the call's fingerprint, open to a retry at once: a retry
+            // with the same key and body gets this request id, with its
+            // outcome if the record was applied meanwhile, or publishes it
+            // again under the same id, which the lane applies once.
+            // Releasing it instead let the lane's row (which has no
+            // fingerprint) refuse the retry as another call's key.
             if keyed {
-                release_claim(state, request_id).await;
+                if error.never_sent() {
+                    release_claim(state, request_id).await;
+                } else {
+                    reopen_claim(state, request_id).await;
+                }
             }
             return Err(ApiError::KafkaUnavailable(error));
         }

@@ -84,6 +84,15 @@ pub fn id(field: &str, value: i64) -> ApiResult<()> {
     }
 }
 
+/// The form an email is stored, compared and limited in: lowercased, then
+/// in Unicode normalisation form C. Addresses that differ only in case or
+/// in normalisation are one account, and the length limit holds for what
+/// is stored (lowercasing can lengthen a text: `İ` becomes `i̇`).
+pub fn email_key(email: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    email.to_lowercase().nfc().collect()
+}
+
 /// Whether `email` has the shape the schema states: one `@`, a non-empty
 /// local part, a domain with a dot inside it, no spaces or controls.
 fn email_well_formed(email: &str) -> bool {
@@ -107,7 +116,8 @@ impl Validate for users::NewUser {
     fn validate(&self) -> ApiResult<()> {
         text("name", &self.name, MAX_NAME_CHARS)?;
         no_controls("email", &self.email)?;
-        if self.email.chars().count() > MAX_EMAIL_BYTES || !email_well_formed(&self.email) {
+        let email = email_key(&self.email);
+        if email.chars().count() > MAX_EMAIL_BYTES || !email_well_formed(&email) {
             return Err(ApiError::invalid(
                 "email",
                 format!("must be an email address of at most {MAX_EMAIL_BYTES} characters"),
@@ -134,7 +144,7 @@ fn password(value: &str, min: usize) -> ApiResult<()> {
 impl Validate for users::Login {
     fn validate(&self) -> ApiResult<()> {
         no_controls("email", &self.email)?;
-        if self.email.chars().count() > MAX_EMAIL_BYTES {
+        if email_key(&self.email).chars().count() > MAX_EMAIL_BYTES {
             return Err(ApiError::invalid(
                 "email",
                 format!("must be at most {MAX_EMAIL_BYTES} characters"),
@@ -165,7 +175,7 @@ impl Validate for concert::NewConcert {
                     schedule.seat_count,
                     1..=MAX_SEATS_PER_SCHEDULE,
                 )?;
-                within(&format!("{at}.price"), schedule.price, 0..=MAX_PRICE)
+                within(&format!("{at}.price"), schedule.price, 1..=MAX_PRICE)
             },
         )
     }

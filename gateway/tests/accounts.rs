@@ -126,6 +126,55 @@ async fn sign_up_refuses_a_bad_password_and_changes_nothing() -> anyhow::Result<
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_are_limited_and_compared_in_their_stored_form() -> anyhow::Result<()> {
+    let h = gateway().await?;
+    // 205 characters as sent, 405 once lowercased (`İ` becomes `i̇`): past
+    // the 255 a stored email may have. Refused, not a 500, and nothing kept.
+    let long = format!("{}@a.co", "\u{130}".repeat(200));
+    let reply = assert_error!(
+        h.api
+            .post_public(
+                "/v1/users",
+                &json!({"name": "a", "email": long, "password": TEST_PASSWORD})
+            )
+            .await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED"
+    );
+    assert_eq!(reply["error"]["field"], "email");
+    let users = sqlx::query_scalar!(r#"SELECT count(*) AS "users!" FROM users"#)
+        .fetch_one(&h.env.pool)
+        .await?;
+    assert_eq!(users, 0);
+
+    // One address in two normalisation forms (precomposed `é`, then `e`
+    // and a combining accent) and two cases is one account.
+    let tag = uuid::Uuid::new_v4().simple();
+    let composed = format!("ren\u{e9}-{tag}@example.com");
+    let decomposed = format!("RENE\u{301}-{tag}@EXAMPLE.COM");
+    let (status, _) = h
+        .api
+        .post_public(
+            "/v1/users",
+            &json!({"name": "René", "email": composed, "password": TEST_PASSWORD}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_error!(
+        h.api
+            .post_public(
+                "/v1/users",
+                &json!({"name": "René", "email": decomposed, "password": TEST_PASSWORD}),
+            )
+            .await?,
+        StatusCode::CONFLICT,
+        "EMAIL_TAKEN"
+    );
+    h.api.login(&decomposed, TEST_PASSWORD).await?;
+    Ok(())
+}
+
 /// Median of `samples`.
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -311,5 +360,49 @@ async fn too_many_signups_or_logins_get_429_with_retry_after_and_the_limit_reset
     .await;
     let (status, _, body) = post_raw(&h.api, "/v1/sessions", &login(alice, TEST_PASSWORD)).await?;
     assert_eq!(status, StatusCode::CREATED, "after Retry-After: {body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_guessing_a_password_cannot_lock_its_owner_out() -> anyhow::Result<()> {
+    // Behind a proxy: the client address is the last X-Forwarded-For entry.
+    let h = Stack::start(Options::without_workers().gateway(|config| {
+        config.logins_per_account = 2;
+        config.logins_per_account_all_addresses = 4;
+        config.trust_forwarded_for = true;
+    }))
+    .await?;
+    let owner = h.api.create_user("owner").await?;
+    let from = |address: &'static str, password: &str| {
+        let call = h
+            .api
+            .http
+            .post(h.api.url("/v1/sessions"))
+            .header("x-forwarded-for", address)
+            .json(&login(&owner.email, password));
+        async move { Api::read(call.send().await?).await }
+    };
+    for _ in 0..2 {
+        let (status, body) = from("203.0.113.9", "guess").await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+    assert_error!(
+        from("203.0.113.9", "guess").await?,
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        "the stranger's third try"
+    );
+    let (status, body) = from("198.51.100.7", TEST_PASSWORD).await?;
+    assert_eq!(status, StatusCode::CREATED, "the owner, from home: {body}");
+    // Guesses from yet more addresses meet the account's ceiling (four in
+    // all: the stranger's two and the owner's one are three).
+    let (status, body) = from("192.0.2.1", "guess").await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_error!(
+        from("192.0.2.2", "guess").await?,
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        "past the ceiling"
+    );
     Ok(())
 }

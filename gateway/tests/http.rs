@@ -119,6 +119,22 @@ async fn bad_input_gets_a_stable_code_and_publishes_nothing() -> anyhow::Result<
         "VALIDATION_FAILED"
     );
 
+    // A seat is paid for from the balance, so a free one is refused.
+    let concerts =
+        || sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM concerts"#).fetch_one(&h.env.pool);
+    let before = concerts().await?;
+    let free = json!({"title": "Free", "schedules": [
+        {"starts_at": "2030-05-01T19:00:00+09:00", "seat_count": 3, "price": 0}]});
+    let reply = assert_error!(
+        h.api
+            .post("/v1/admin/concerts", Some(&h.api.admin_token), &[], &free)
+            .await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED"
+    );
+    assert_eq!(reply["error"]["field"], "schedules[0].price");
+    assert_eq!(concerts().await?, before, "nothing created");
+
     let queue = [("X-Queue-Token", token.as_str())];
     for (path, body, status, code) in [
         (

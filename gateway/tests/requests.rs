@@ -151,8 +151,10 @@ async fn unreachable_broker_is_503_with_retry_after_never_202() -> anyhow::Resul
         StatusCode::SERVICE_UNAVAILABLE,
         "KAFKA_UNAVAILABLE"
     );
-    // A keyed call claims its id before publishing, and gives the claim
-    // back when the broker refuses: its retry is not told "in progress".
+    // A keyed call claims its id before publishing. Its produce timed out,
+    // which cannot tell a record never sent from an acknowledgement lost:
+    // the claim stays, open to its retry at once (not "in progress"), which
+    // publishes again under the same id.
     for attempt in 1..=2 {
         assert_error!(
             h.api
@@ -169,9 +171,13 @@ async fn unreachable_broker_is_503_with_retry_after_never_202() -> anyhow::Resul
         );
     }
     assert_eq!(
-        scalar!(h, "SELECT count(*) FROM requests").await?,
-        0,
-        "an unaccepted request leaves no trace"
+        scalar!(
+            h,
+            "SELECT count(*) FROM requests WHERE status = 'PENDING' AND kafka_offset IS NULL"
+        )
+        .await?,
+        1,
+        "the keyed call's claim, kept for its retry; the unkeyed call leaves no trace"
     );
 
     let (status, reply) = h.api.get_public("/readyz").await?;
@@ -675,4 +681,57 @@ async fn long_polls_are_capped_and_an_abandoned_one_frees_its_place() -> anyhow:
         "a second long-poll waited past the cap"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_call_answered_503_while_the_broker_froze_keeps_its_id_and_one_effect(
+) -> anyhow::Result<()> {
+    // A broker of this test's own, to freeze.
+    let broker = testkit::broker::OwnBroker::start().await?;
+    let h = Stack::start(
+        Options::default()
+            .brokers(broker.brokers.clone())
+            .gateway(|config| config.common.kafka_produce_timeout_ms = 2_000),
+    )
+    .await?;
+    let alice = h.api.create_user("alice").await?;
+    h.api.charged(&alice, 100).await?;
+    let path = charge_path(&alice);
+    let body = json!({"amount": 500});
+    let keyed = || {
+        h.api.post(
+            &path,
+            Some(&alice.token),
+            &[("Idempotency-Key", "while-frozen")],
+            &body,
+        )
+    };
+
+    // The record reaches the frozen broker's socket; its acknowledgement
+    // does not come back in time.
+    broker.freeze()?;
+    let answer = keyed().await;
+    broker.resume()?;
+    assert_error!(
+        answer?,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "KAFKA_UNAVAILABLE"
+    );
+    // Thawed, the broker writes it and the lane applies it.
+    testkit::wait_until(
+        "the charge answered 503 to be applied",
+        Duration::from_secs(60),
+        || h.api.balance(&alice),
+        |balance| *balance == 600,
+    )
+    .await?;
+    // The retry with the same key and body gets the request's id and its
+    // outcome, not "key reused", and nothing is charged twice.
+    let (status, body) = keyed().await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "SUCCEEDED", "{body}");
+    let id: Uuid = serde_json::from_value(body["request_id"].clone())?;
+    h.api.succeeded(&alice, id).await?;
+    assert_eq!(h.api.balance(&alice).await?, 600, "one charge");
+    h.stop().await
 }

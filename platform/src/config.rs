@@ -69,6 +69,13 @@ pub struct CommonConfig {
     #[arg(long, env = "KAFKA_FETCH_WAIT_MS", default_value_t = 50)]
     pub kafka_fetch_wait_ms: u64,
 
+    /// How long a lane consumer may go without a heartbeat before the
+    /// group coordinator gives its partitions to the others, in
+    /// milliseconds: how long a killed worker's partitions wait. Kafka's
+    /// brokers accept 6,000 at the least (`group.min.session.timeout.ms`).
+    #[arg(long, env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 6_000)]
+    pub kafka_session_timeout_ms: u64,
+
     /// Largest record the producers send, in bytes (librdkafka's
     /// `message.max.bytes`): a larger one fails at once, for good. Keep it
     /// at or below the broker's limit.

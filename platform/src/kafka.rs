@@ -52,6 +52,27 @@ impl ProduceError {
     }
 }
 
+impl ProduceError {
+    /// Whether the record certainly never reached a broker: the client
+    /// refused it before sending (its local queue full, larger than the
+    /// producer takes, an unknown topic or partition). Any other failure,
+    /// a timeout above all, is ambiguous: the broker may have written the
+    /// record and only its acknowledgement been lost.
+    pub fn never_sent(&self) -> bool {
+        match &self.source {
+            KafkaError::MessageProduction(code) => matches!(
+                code,
+                RDKafkaErrorCode::QueueFull
+                    | RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::UnknownPartition
+                    | RDKafkaErrorCode::InvalidArgument
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Why `producer` failed for good, if it has: after a fatal error (for
 /// example the idempotent producer's sequence refused after its topic was
 /// recreated, or a broker that lost track of it) every later send of that
@@ -209,7 +230,11 @@ pub fn consumer_config(config: &CommonConfig, group: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
+        .set(
+            "session.timeout.ms",
+            config.kafka_session_timeout_ms.to_string(),
+        )
+        // A third of the shortest session or less, as Kafka advises.
         .set("heartbeat.interval.ms", "1000")
         .set("fetch.wait.max.ms", config.kafka_fetch_wait_ms.to_string())
         .set("fetch.min.bytes", "1")

@@ -280,18 +280,30 @@ impl Cluster {
     }
 
     /// The classpath of the pinned broker: read from the cluster's
-    /// directory, or resolved by Maven (downloading from Maven Central into
-    /// ~/.m2 the first time) when the pin changed or a jar is gone.
+    /// directory or from the machine's cache of it (in the temporary
+    /// directory, named after the version, so the chaos run's and the
+    /// tests' fresh clusters share it), or resolved by Maven (downloading
+    /// from Maven Central into ~/.m2 the first time) when the pin changed
+    /// or a jar is gone.
     pub fn classpath(&self) -> anyhow::Result<String> {
         let cached = self.dir.join("classpath.txt");
         let pom = self.dir.join("pom.xml");
+        let shared = std::env::temp_dir().join(format!("booking-kafka-{}.classpath", version()));
+        let usable = |path: &Path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .filter(|c| !c.is_empty() && c.split(':').all(|jar| Path::new(jar).is_file()))
+        };
         if std::fs::read_to_string(&pom).is_ok_and(|p| p == POM) {
-            if let Ok(classpath) = std::fs::read_to_string(&cached) {
-                if !classpath.is_empty() && classpath.split(':').all(|jar| Path::new(jar).is_file())
-                {
-                    return Ok(classpath);
-                }
+            if let Some(classpath) = usable(&cached) {
+                return Ok(classpath);
             }
+        }
+        if let Some(classpath) = usable(&shared) {
+            std::fs::create_dir_all(&self.dir)?;
+            std::fs::write(&pom, POM)?;
+            std::fs::write(&cached, &classpath)?;
+            return Ok(classpath);
         }
         ensure_java()?;
         ensure_maven()?;
@@ -329,6 +341,12 @@ impl Cluster {
         ));
         let classpath = std::fs::read_to_string(&cached)?.trim().to_owned();
         std::fs::write(&cached, &classpath)?;
+        // Another process may write it at the same time: write aside, then
+        // rename.
+        let aside = shared.with_extension(format!("{}.tmp", std::process::id()));
+        if std::fs::write(&aside, &classpath).is_ok() {
+            let _ = std::fs::rename(&aside, &shared);
+        }
         Ok(classpath)
     }
 

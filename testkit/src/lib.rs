@@ -7,6 +7,7 @@
 //! `stack::Stack` runs the gateway and the workers on them.
 
 pub mod api;
+pub mod broker;
 pub mod proxy;
 pub mod skewed;
 #[cfg(feature = "stack")]
@@ -105,10 +106,22 @@ impl TestEnv {
     /// Like [`TestEnv::new`], on the Postgres server at `database_server`
     /// when given (any database on it).
     pub async fn on_server(database_server: Option<&str>) -> anyhow::Result<Self> {
+        Self::on_servers(database_server, None).await
+    }
+
+    /// Like [`TestEnv::on_server`], with the topics on `brokers` when given
+    /// (a test's own broker, [`broker::OwnBroker`]).
+    pub async fn on_servers(
+        database_server: Option<&str>,
+        brokers: Option<&str>,
+    ) -> anyhow::Result<Self> {
         init_test_tracing();
         let (mut common, containers) = services().await?;
         if let Some(url) = database_server {
             common.database_url = url.to_owned();
+        }
+        if let Some(brokers) = brokers {
+            common.kafka_brokers = brokers.to_owned();
         }
         let id = Uuid::new_v4().simple().to_string();
         let database = format!("booking_test_{}", &id[..12]);

@@ -39,6 +39,48 @@ pub struct DeadLetter {
     pub payload: String,
 }
 
+/// A dead letter no dead-letter topic could take, kept in Postgres.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedLetter {
+    /// Where it came from: topic/partition/offset.
+    pub origin: String,
+    /// The original record's key.
+    pub key: Option<String>,
+    /// Why the lane refused it.
+    pub reason: String,
+    /// Why the dead-letter topic could not take it.
+    pub error: String,
+    /// When it was parked.
+    pub parked_at: chrono::DateTime<chrono::Utc>,
+    /// The original payload (UTF-8, lossy).
+    pub payload: String,
+}
+
+/// Every parked dead letter, oldest first.
+pub async fn parked(pool: &PgPool) -> Result<Vec<ParkedLetter>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT origin_topic, origin_partition, origin_offset, record_key, payload, reason,
+                error, parked_at
+         FROM parked_dead_letters ORDER BY id"
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ParkedLetter {
+            origin: format!(
+                "{}/{}/{}",
+                r.origin_topic, r.origin_partition, r.origin_offset
+            ),
+            key: r.record_key,
+            reason: r.reason,
+            error: r.error,
+            parked_at: r.parked_at,
+            payload: String::from_utf8_lossy(&r.payload).into_owned(),
+        })
+        .collect())
+}
+
 /// Why a dead-letter command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {

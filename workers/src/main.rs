@@ -80,6 +80,14 @@ enum DlqAction {
         #[arg(long)]
         force: bool,
     },
+    /// Lists the dead letters no dead-letter topic could take (larger
+    /// than the producer's limit, a producer that failed for good), kept
+    /// in Postgres with their reason.
+    Parked {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -187,6 +195,31 @@ async fn dlq(config: &WorkersConfig, action: DlqAction) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&replayed)?);
             if let Some(id) = replayed.request_id {
                 eprintln!("follow it with GET /v1/requests/{id}");
+            }
+        }
+        DlqAction::Parked { json } => {
+            let pool = platform::db::pool(&common.database_url, 1)?;
+            let parked = dlq::parked(&pool).await?;
+            if json {
+                for letter in &parked {
+                    println!("{}", serde_json::to_string(letter)?);
+                }
+            } else {
+                println!(
+                    "{:<36}  {:<20}  {:<25}  reason; error",
+                    "origin", "parked at", "key"
+                );
+                for p in &parked {
+                    println!(
+                        "{:<36}  {:<20}  {:<25}  {}; {}",
+                        p.origin,
+                        p.parked_at.format("%Y-%m-%d %H:%M:%S"),
+                        p.key.as_deref().unwrap_or("-"),
+                        p.reason,
+                        p.error
+                    );
+                }
+                eprintln!("{} parked dead letter(s)", parked.len());
             }
         }
     }

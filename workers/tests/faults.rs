@@ -404,3 +404,104 @@ async fn a_recreated_topic_is_consumed_from_its_start_not_skipped() -> anyhow::R
     assert_eq!(stack.api.balance(&user).await?, expected);
     stack.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebalance_while_stored_offsets_cannot_be_read_does_not_rewind_the_lane(
+) -> anyhow::Result<()> {
+    let stack = Stack::start(Options::without_workers()).await?;
+    let first = stack.start_worker_process(WORKERS).await?;
+    let user = stack.api.create_user("offsets").await?;
+    for id in stack.api.charges(&user, 40, 10).await? {
+        stack.api.succeeded(&user, id).await?;
+    }
+    // The stored offsets cannot be read (nor written) while a second
+    // worker joins: every partition of every lane is assigned anew.
+    sqlx::query("ALTER TABLE consumer_offsets RENAME TO consumer_offsets_away")
+        .execute(&stack.env.pool)
+        .await?;
+    let joining = {
+        let (stack, workers) = (&stack, WORKERS);
+        async move { stack.start_worker_process(workers).await }
+    };
+    let restore = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        sqlx::query("ALTER TABLE consumer_offsets_away RENAME TO consumer_offsets")
+            .execute(&stack.env.pool)
+            .await
+    };
+    let (joined, restored) = tokio::join!(joining, restore);
+    restored?;
+    let second = joined?;
+    let after = stack.api.charges(&user, 4, 1_000).await?;
+    for id in after {
+        stack.api.succeeded(&user, id).await?;
+    }
+    assert_eq!(stack.api.balance(&user).await?, 40 * 10 + 4 * 1_000);
+    // A partition started at the start of its log would have read its 40
+    // applied records again; one started at its stored offset re-reads the
+    // last applied record at most (to check it).
+    let mut replayed = 0.0;
+    let mut retries = 0.0;
+    for worker in [&first, &second] {
+        replayed += worker.counter("lane_replayed_records_total").await?;
+        retries += worker.counter("lane_offset_read_retries_total").await?;
+    }
+    assert!(
+        retries > 0.0,
+        "the offsets were read while the table was away"
+    );
+    assert!(
+        replayed <= 2.0,
+        "{replayed} records re-read: a partition rewound"
+    );
+    stack.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_its_topic_cannot_take_is_parked_in_postgres() -> anyhow::Result<()> {
+    // The workers' producer takes records of 2,000 bytes at most; the
+    // broker took a 5,000-byte poison record from another producer.
+    let mut stack = Stack::start(Options::without_workers()).await?;
+    stack.workers_config.common.kafka_message_max_bytes = 2_000;
+    stack.start_workers();
+    let user = stack.api.create_user("parked").await?;
+    let key = user.id.to_string();
+    let poison = format!("{{\"not\": \"{}\"}}", "x".repeat(5_000));
+    stack
+        .env
+        .produce(Topic::ChargeRequests, None, &key, poison.as_bytes())
+        .await?;
+    // The lane moves on past it.
+    let good = stack.api.charge(&user, 700).await?;
+    stack.api.succeeded(&user, good).await?;
+
+    let pool = stack.env.pool.clone();
+    let parked = testkit::wait_until(
+        "the poison to be parked",
+        Duration::from_secs(30),
+        || async { anyhow::Ok(workers::dlq::parked(&pool).await?) },
+        |parked| !parked.is_empty(),
+    )
+    .await?;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let letter = &parked[0];
+    assert_eq!(letter.key.as_deref(), Some(key.as_str()));
+    assert_eq!(letter.payload, poison);
+    assert!(letter.reason.contains("undecodable"), "{letter:?}");
+    assert!(letter
+        .origin
+        .starts_with(&stack.env.topic(Topic::ChargeRequests)));
+    // `workers dlq parked` shows it.
+    let output = std::process::Command::new(WORKERS)
+        .args(["dlq", "parked", "--json"])
+        .envs(stack.workers_env())
+        .output()?;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let shown = String::from_utf8(output.stdout)?;
+    assert!(shown.contains(&letter.origin), "{shown}");
+    stack.stop().await
+}

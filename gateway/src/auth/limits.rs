@@ -1,6 +1,10 @@
-//! Rate limits on the public calls: sign-ups per client address, logins per
-//! client address and per account (the email asked for, whether or not it
-//! exists). Each is a count per window (`RATE_LIMIT_WINDOW_SECS`), refilled
+//! Rate limits on the public calls: sign-ups per client address; logins
+//! per client address, per account (the email asked for, whether or not it
+//! exists) from one address, and per account from all addresses together.
+//! The strict per-account count is per address, so a stranger who guesses
+//! at someone's password from their own address uses up only their own
+//! tries, never the owner's; the looser ceiling over all addresses still
+//! stops guessing spread over many. Each is a count per window (`RATE_LIMIT_WINDOW_SECS`), refilled
 //! evenly through the window (a token bucket: `governor`); 0 turns one off.
 //! The counts live in this gateway's memory: behind N gateways a client
 //! gets up to N times the count.
@@ -29,8 +33,10 @@ pub struct LimitSettings {
     pub signups_per_address: u32,
     /// Login attempts per client address.
     pub logins_per_address: u32,
-    /// Login attempts per account (email).
+    /// Login attempts per account (email) from one client address.
     pub logins_per_account: u32,
+    /// Login attempts per account from all addresses together.
+    pub logins_per_account_all_addresses: u32,
     /// Whether the client address is the last `X-Forwarded-For` entry (the
     /// gateway runs behind a proxy that appends it) rather than the peer.
     pub trust_forwarded_for: bool,
@@ -74,7 +80,8 @@ pub struct RateLimits {
 struct Inner {
     signups: Limit<IpAddr>,
     logins: Limit<IpAddr>,
-    accounts: Limit<String>,
+    accounts: Limit<(String, IpAddr)>,
+    account_ceiling: Limit<String>,
     trust_forwarded_for: bool,
 }
 
@@ -87,6 +94,7 @@ impl RateLimits {
                 signups: Limit::new(settings.signups_per_address, window),
                 logins: Limit::new(settings.logins_per_address, window),
                 accounts: Limit::new(settings.logins_per_account, window),
+                account_ceiling: Limit::new(settings.logins_per_account_all_addresses, window),
                 trust_forwarded_for: settings.trust_forwarded_for,
             }),
         }
@@ -97,10 +105,11 @@ impl RateLimits {
         self.inner.signups.check(&client.0)
     }
 
-    /// A login attempt from `client` for `email` (lower case).
+    /// A login attempt from `client` for `email` (in its stored form).
     pub fn login(&self, client: ClientAddr, email: &str) -> Result<(), ApiError> {
         self.inner.logins.check(&client.0)?;
-        self.inner.accounts.check(&email.to_owned())
+        self.inner.accounts.check(&(email.to_owned(), client.0))?;
+        self.inner.account_ceiling.check(&email.to_owned())
     }
 
     /// The client address of a call.
@@ -135,6 +144,7 @@ impl RateLimits {
                     self.inner.signups.forget_idle();
                     self.inner.logins.forget_idle();
                     self.inner.accounts.forget_idle();
+                    self.inner.account_ceiling.forget_idle();
                 }
             }
         }
@@ -181,6 +191,7 @@ mod tests {
             signups_per_address: count,
             logins_per_address: count,
             logins_per_account: count,
+            logins_per_account_all_addresses: count * 3,
             trust_forwarded_for: false,
         }
     }
@@ -206,12 +217,28 @@ mod tests {
     }
 
     #[test]
-    fn logins_count_per_account_across_addresses() {
+    fn a_stranger_cannot_lock_the_owner_out_of_an_account() {
         let limits = RateLimits::new(settings(2));
-        assert!(limits.login(HOME, "a@example.com").is_ok());
+        // The stranger uses up the account's count from their address...
+        assert!(limits.login(AWAY, "a@example.com").is_ok());
         assert!(limits.login(AWAY, "a@example.com").is_ok());
         assert!(limits.login(AWAY, "a@example.com").is_err());
+        // ...and the owner, from theirs, still logs in.
+        assert!(limits.login(HOME, "a@example.com").is_ok());
         assert!(limits.login(HOME, "b@example.com").is_ok());
+    }
+
+    #[test]
+    fn guesses_spread_over_many_addresses_meet_the_account_ceiling() {
+        // Two per account and address, six per account in all.
+        let limits = RateLimits::new(settings(2));
+        for last in 1..=6u8 {
+            let from = ClientAddr(IpAddr::V4(Ipv4Addr::new(10, 0, 1, last)));
+            assert!(limits.login(from, "a@example.com").is_ok(), "{last}");
+        }
+        let seventh = ClientAddr(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 7)));
+        assert!(limits.login(seventh, "a@example.com").is_err());
+        assert!(limits.login(seventh, "b@example.com").is_ok());
     }
 
     #[test]

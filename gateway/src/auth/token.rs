@@ -73,8 +73,7 @@ impl Signer {
         }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        // Every gateway that checks a credential runs with the clock of the
-        // one that issued it (give or take NTP): expiry is to the second.
+        // Expiry to the second until `with_leeway` says otherwise.
         validation.leeway = 0;
         Self {
             kid,
@@ -83,6 +82,14 @@ impl Signer {
             validation,
             ttl,
         }
+    }
+
+    /// Accepts a credential up to `leeway` past its expiry: the gateway
+    /// that checks it may run a little behind or ahead of the one that
+    /// issued it (`AUTH_CLOCK_LEEWAY_SECS`).
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.validation.leeway = leeway.as_secs();
+        self
     }
 
     /// A credential of `user_id` issued now.
@@ -164,6 +171,21 @@ mod tests {
             signer.verify(&signer.issue_at(7, half_an_hour_ago).token),
             Some(7)
         );
+    }
+
+    #[test]
+    fn a_credential_just_past_its_expiry_is_accepted_within_the_leeway() {
+        let strict = Signer::new(NEW, [], HOUR);
+        let lenient = Signer::new(NEW, [], HOUR).with_leeway(Duration::from_secs(30));
+        // Expired ten seconds ago by this clock.
+        let issued = SystemTime::now() - HOUR - Duration::from_secs(10);
+        let token = strict.issue_at(7, issued).token;
+        assert_eq!(strict.verify(&token), None);
+        assert_eq!(lenient.verify(&token), Some(7));
+        let long_gone = strict
+            .issue_at(7, SystemTime::now() - HOUR - Duration::from_secs(60))
+            .token;
+        assert_eq!(lenient.verify(&long_gone), None);
     }
 
     #[test]

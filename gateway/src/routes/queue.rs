@@ -29,6 +29,11 @@ struct TokenRow {
     status: QueueStatus,
     line_no: i64,
     expires_at: Option<DateTime<Utc>>,
+    /// Whether `expires_at` is still ahead by the database's clock: the one
+    /// clock that decides a token's expiry (the workers' admission and
+    /// expiry and the reservation lane use it too), so a gateway whose own
+    /// clock is off never calls a token live that the lane refuses.
+    unexpired: bool,
     /// Every place up to this number is admitted or gone.
     admitted_through: i64,
     /// The line's pace: smoothed admissions a second, fading (a minute's
@@ -45,7 +50,8 @@ macro_rules! select_places {
         sqlx::query_as!(
             TokenRow,
             r#"SELECT q.token, q.user_id, q.concert_schedule_id, q.status AS "status: QueueStatus",
-                q.line_no, q.expires_at, coalesce(l.admitted_through, 0) AS "admitted_through!",
+                q.line_no, q.expires_at, coalesce(q.expires_at > now(), false) AS "unexpired!",
+                coalesce(l.admitted_through, 0) AS "admitted_through!",
                 coalesce(l.admit_rate * exp(
                     -greatest(extract(epoch FROM now() - l.admitted_at)::float8, 0) / 60), 0)
                     AS "admit_rate!"
@@ -98,9 +104,9 @@ enum Asked {
 /// The answer for `row`; a waiting place's answer also sets its pace and
 /// liveness.
 fn describe(state: &AppState, row: &TokenRow, asked: Asked) -> QueueToken {
-    let status = match (row.status, row.expires_at) {
-        (QueueStatus::Active, Some(at)) if at <= Utc::now() => QueueStatus::Expired,
-        (status, _) => status,
+    let status = match row.status {
+        QueueStatus::Active if !row.unexpired => QueueStatus::Expired,
+        status => status,
     };
     let (position, poll_after) = if status == QueueStatus::Waiting {
         let position = position(row);
@@ -197,7 +203,7 @@ async fn join_line(
          SELECT p.token AS "token!", p.user_id AS "user_id!",
                 p.concert_schedule_id AS "concert_schedule_id!",
                 p.status AS "status!: QueueStatus", p.line_no AS "line_no!", p.expires_at,
-                p.joined AS "joined!", coalesce(l.admitted_through, 0) AS "admitted_through!",
+                coalesce(p.expires_at > now(), false) AS "unexpired!", p.joined AS "joined!", coalesce(l.admitted_through, 0) AS "admitted_through!",
                 coalesce(l.admit_rate * exp(
                     -greatest(extract(epoch FROM now() - l.admitted_at)::float8, 0) / 60), 0)
                     AS "admit_rate!"
@@ -223,6 +229,7 @@ async fn join_line(
             status: r.status,
             line_no: r.line_no,
             expires_at: r.expires_at,
+            unexpired: r.unexpired,
             admitted_through: r.admitted_through,
             admit_rate: r.admit_rate,
         };
@@ -319,9 +326,9 @@ pub async fn require_active_token(
     if row.concert_schedule_id != schedule_id {
         return Err(ApiError::QueueTokenInvalid("token is for another schedule"));
     }
-    match (row.status, row.expires_at) {
-        (QueueStatus::Active, Some(at)) if at > Utc::now() => Ok(token),
-        (QueueStatus::Waiting, _) => Err(ApiError::QueueTokenInvalid("still waiting in the queue")),
+    match row.status {
+        QueueStatus::Active if row.unexpired => Ok(token),
+        QueueStatus::Waiting => Err(ApiError::QueueTokenInvalid("still waiting in the queue")),
         _ => Err(ApiError::QueueTokenInvalid("token expired")),
     }
 }

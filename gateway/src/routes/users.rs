@@ -25,7 +25,7 @@ pub(crate) async fn create_user(
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     state.limits.signup(client)?;
-    let email = body.email.to_lowercase();
+    let email = crate::validate::email_key(&body.email);
     let name = body.name.trim().to_owned();
     let hash = state
         .passwords
@@ -80,7 +80,7 @@ pub(crate) async fn login(
     client: ClientAddr,
     ApiJson(body): ApiJson<Login>,
 ) -> ApiResult<(StatusCode, Json<Session>)> {
-    let email = body.email.to_lowercase();
+    let email = crate::validate::email_key(&body.email);
     state.limits.login(client, &email)?;
     let row = sqlx::query!("SELECT id, password FROM users WHERE email = $1", email)
         .fetch_optional(&state.pool)

@@ -32,6 +32,7 @@ pub struct Options {
     active_limit: i64,
     workers: bool,
     database_server: Option<String>,
+    brokers: Option<String>,
     configure_gateway: Option<ConfigureGateway>,
 }
 
@@ -42,6 +43,7 @@ impl Default for Options {
             active_limit: 1000,
             workers: true,
             database_server: None,
+            brokers: None,
             configure_gateway: None,
         }
     }
@@ -78,6 +80,13 @@ impl Options {
         self
     }
 
+    /// The test's topics live on `brokers` (a test's own broker,
+    /// [`crate::broker::OwnBroker`]) instead of the suite's.
+    pub fn brokers(mut self, brokers: impl Into<String>) -> Self {
+        self.brokers = Some(brokers.into());
+        self
+    }
+
     /// `configure` changes the gateway's configuration (the local defaults
     /// on the test's database and topics) before the gateway starts.
     pub fn gateway(mut self, configure: impl FnOnce(&mut GatewayConfig) + Send + 'static) -> Self {
@@ -105,7 +114,11 @@ impl Stack {
     /// Creates the test's database and topics, starts the gateway on a free
     /// port and, unless told otherwise, the workers in-process.
     pub async fn start(options: Options) -> anyhow::Result<Self> {
-        let env = TestEnv::on_server(options.database_server.as_deref()).await?;
+        let env = TestEnv::on_servers(
+            options.database_server.as_deref(),
+            options.brokers.as_deref(),
+        )
+        .await?;
         let admin_token = format!("admin-{}", uuid::Uuid::new_v4().simple());
         let mut gateway_config = GatewayConfig::local(&admin_token, crate::TEST_AUTH_SECRET);
         gateway_config.common = env.common.clone();
@@ -116,6 +129,7 @@ impl Stack {
         gateway_config.signups_per_address = 0;
         gateway_config.logins_per_address = 0;
         gateway_config.logins_per_account = 0;
+        gateway_config.logins_per_account_all_addresses = 0;
         let cost = gateway::auth::password::Cost::SET_UP;
         gateway_config.password_hash_memory_kib = cost.memory_kib;
         gateway_config.password_hash_iterations = cost.iterations;

@@ -11,6 +11,8 @@ use super::Stack;
 pub struct WorkerProcess {
     child: Child,
     log: PathBuf,
+    /// Its health and metrics address.
+    pub addr: std::net::SocketAddr,
 }
 
 impl Stack {
@@ -57,7 +59,7 @@ impl Stack {
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
             .spawn()?;
-        let mut process = WorkerProcess { child, log };
+        let mut process = WorkerProcess { child, log, addr };
         let ready = format!("http://{addr}/readyz");
         let http = self.api.http.clone();
         crate::eventually(
@@ -84,6 +86,23 @@ impl Stack {
 }
 
 impl WorkerProcess {
+    /// The value of the counter `name` (summed over its labels) in the
+    /// process's `/metrics`; 0 when it was never counted.
+    pub async fn counter(&self, name: &str) -> anyhow::Result<f64> {
+        let text = reqwest::get(format!("http://{}/metrics", self.addr))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) -> anyhow::Result<()> {
         self.child.kill()?;

@@ -33,6 +33,8 @@ pub(crate) struct LaneContext {
     group: String,
     events: mpsc::UnboundedSender<Rebalanced>,
     runtime: tokio::runtime::Handle,
+    /// The lane's stop: ends a wait for the stored offsets.
+    cancel: CancellationToken,
 }
 
 impl ClientContext for LaneContext {}
@@ -48,21 +50,39 @@ impl LaneContext {
         }
     }
 
+    /// The stored next offsets of `partitions`, read again (backing off
+    /// up to 5 s) until the read succeeds: a partition started anywhere
+    /// else would rewind to the start of its log, or skip records. While
+    /// it waits the consumer takes no records, and past
+    /// `max.poll.interval.ms` it leaves the group, so the other workers
+    /// take the partitions over. None when the lane stops meanwhile.
     fn stored_offsets(&self, topic: &str, partitions: &[i32]) -> Option<HashMap<i32, i64>> {
-        let load = tokio::time::timeout(
-            Duration::from_secs(10),
-            store::load_offsets(&self.pool, &self.group, topic, partitions),
-        );
-        match self.block_on(load) {
-            Ok(Ok(offsets)) => Some(offsets),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, group = %self.group, "cannot read stored offsets; batches will reconcile");
-                None
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let load = tokio::time::timeout(
+                Duration::from_secs(10),
+                store::load_offsets(&self.pool, &self.group, topic, partitions),
+            );
+            match self.block_on(load) {
+                Ok(Ok(offsets)) => return Some(offsets),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, group = %self.group, ?delay, "cannot read stored offsets; reading them again")
+                }
+                Err(_) => {
+                    tracing::warn!(group = %self.group, ?delay, "reading stored offsets timed out; reading them again")
+                }
             }
-            Err(_) => {
-                tracing::warn!(group = %self.group, "reading stored offsets timed out; batches will reconcile");
-                None
+            metrics::counter!("lane_offset_read_retries_total").increment(1);
+            let stopped = self.block_on(async {
+                tokio::select! {
+                    () = self.cancel.cancelled() => true,
+                    () = tokio::time::sleep(delay) => false,
+                }
+            });
+            if stopped {
+                return None;
             }
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -141,7 +161,12 @@ impl ConsumerContext for LaneContext {
                     by_topic.entry(topic).or_default().push(*partition);
                 }
                 for (topic, ids) in by_topic {
-                    let stored = self.stored_offsets(topic, &ids).unwrap_or_default();
+                    let Some(stored) = self.stored_offsets(topic, &ids) else {
+                        // Stopping: take nothing on.
+                        tracing::info!(group = %self.group, "stopped while reading stored offsets");
+                        let _ = base_consumer.unassign();
+                        return;
+                    };
                     for partition in ids {
                         // Never consumed: start at the beginning. Otherwise
                         // resume where the last commit left off.
@@ -240,6 +265,35 @@ impl PartitionHandle {
     }
 }
 
+/// Retires the task of `partition`, which stopped (its seek to the stored
+/// offset failed), so the partition's next record starts a new one, which
+/// finds the gap to its stored offset and seeks again. A partition paused
+/// for the old task's backlog is resumed: otherwise no record would come to
+/// start the new task, and the partition would stay paused for good.
+fn restart<C: Consumer<LaneContext>>(
+    partitions: &mut HashMap<i32, PartitionHandle>,
+    partition: i32,
+    retired: &mut Vec<JoinHandle<()>>,
+    consumer: &C,
+    topic: &str,
+) {
+    let Some(handle) = partitions.remove(&partition) else {
+        return;
+    };
+    metrics::counter!("lane_partition_restarts_total").increment(1);
+    tracing::warn!(
+        topic,
+        partition,
+        "the partition's task stopped; a new one takes the next record"
+    );
+    retired.push(handle.task);
+    if handle.paused {
+        if let Err(error) = consumer.resume(&one_partition(topic, partition)) {
+            tracing::error!(%error, topic, partition, "cannot resume the partition");
+        }
+    }
+}
+
 fn one_partition(topic: &str, partition: i32) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
@@ -266,6 +320,7 @@ pub async fn run_lane<L: Lane>(
         group: group.clone(),
         events: events_tx,
         runtime: tokio::runtime::Handle::current(),
+        cancel: cancel.clone(),
     };
     let consumer: Arc<StreamConsumer<LaneContext>> =
         Arc::new(platform::kafka::consumer_config(common, &group).create_with_context(context)?);
@@ -305,9 +360,7 @@ pub async fn run_lane<L: Lane>(
                     }
                 }
                 for partition in stopped {
-                    if let Some(handle) = partitions.remove(&partition) {
-                        retired.push(handle.task);
-                    }
+                    restart(&mut partitions, partition, &mut retired, &*consumer, &topic);
                 }
             }
             message = consumer.recv() => match message {
@@ -325,6 +378,7 @@ pub async fn run_lane<L: Lane>(
                             dlq_topic: dlq_topic.clone(),
                             partition,
                             produce_timeout: settings.produce_timeout,
+                            pool: pool.clone(),
                         };
                         let id = PartitionId {
                             group: group.clone(),
@@ -348,11 +402,7 @@ pub async fn run_lane<L: Lane>(
                         }
                     };
                     if let Offered::Stopped = handle.offer(message, pause) {
-                        // The task stopped (seek failure); start afresh from
-                        // the stored offset on the next rebalance.
-                        if let Some(handle) = partitions.remove(&partition) {
-                            retired.push(handle.task);
-                        }
+                        restart(&mut partitions, partition, &mut retired, &*consumer, &topic);
                     }
                 }
                 Err(error) => {

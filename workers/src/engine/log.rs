@@ -20,9 +20,10 @@ use crate::error::LaneError;
 pub enum DeadLettered {
     /// The dead-letter topic has the record.
     Published,
-    /// The broker can never take it (too large, fatal producer): logged,
-    /// counted, and skipped past, so the partition goes on.
-    Skipped,
+    /// The broker can never take it (too large, fatal producer): parked in
+    /// Postgres (`parked_dead_letters`) with its reason, counted, and
+    /// skipped past, so the partition goes on.
+    Parked,
     /// Shutdown came first.
     Cancelled,
 }
@@ -64,6 +65,7 @@ pub struct KafkaPartition<C: ConsumerContext + 'static> {
     pub(super) dlq_topic: String,
     pub(super) partition: i32,
     pub(super) produce_timeout: Duration,
+    pub(super) pool: sqlx::PgPool,
 }
 
 impl<C: ConsumerContext + 'static> PartitionLog for KafkaPartition<C> {
@@ -124,12 +126,60 @@ impl<C: ConsumerContext + 'static> PartitionLog for KafkaPartition<C> {
                         .increment(1);
                     tracing::error!(
                         %error, offset = message.offset(), reason = reason.text, dlq = %self.dlq_topic,
-                        "the dead-letter topic can never take this record; skipping past it"
+                        "the dead-letter topic can never take this record; parking it in Postgres"
                     );
-                    return DeadLettered::Skipped;
+                    return self
+                        .park(message, &record, reason, &error.to_string(), cancel)
+                        .await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot dead-letter yet; retrying");
+                    if !platform::lifecycle::pause(cancel, backoff.next()).await {
+                        return DeadLettered::Cancelled;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<C: ConsumerContext + 'static> KafkaPartition<C> {
+    /// Keeps a dead letter the dead-letter topic cannot take in
+    /// `parked_dead_letters`, retrying while Postgres is away: the record
+    /// is skipped past only once it is kept.
+    async fn park(
+        &self,
+        message: &OwnedMessage,
+        record: &OutgoingRecord,
+        reason: Reason<'_>,
+        error: &str,
+        cancel: &CancellationToken,
+    ) -> DeadLettered {
+        let mut backoff = Backoff::new();
+        loop {
+            let parked = sqlx::query!(
+                "INSERT INTO parked_dead_letters
+                     (origin_topic, origin_partition, origin_offset, record_key, payload, reason, error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (origin_topic, origin_partition, origin_offset) DO NOTHING",
+                self.topic,
+                self.partition,
+                message.offset(),
+                record.key,
+                record.payload,
+                reason.text,
+                error,
+            )
+            .execute(&self.pool)
+            .await;
+            match parked {
+                Ok(_) => {
+                    metrics::counter!("lane_dead_letters_parked_total", "lane" => self.lane)
+                        .increment(1);
+                    return DeadLettered::Parked;
+                }
+                Err(db_error) => {
+                    tracing::warn!(%db_error, "cannot park the dead letter yet; retrying");
                     if !platform::lifecycle::pause(cancel, backoff.next()).await {
                         return DeadLettered::Cancelled;
                     }
