@@ -30,7 +30,7 @@ const RELAY_ROUND: usize = 1000;
 /// Load under a fault schedule, then every guarantee checked.
 #[derive(Debug, Clone, Parser)]
 pub struct Settings {
-    /// Every fault kind once (under 4 minutes); without it each kind runs
+    /// Every fault kind once (under 5 minutes); without it each kind runs
     /// `--rounds` times.
     #[arg(long)]
     pub quick: bool,
