@@ -329,7 +329,43 @@ pub async fn create_topics(config: &CommonConfig, names: &TopicNames) -> Result<
             }
         }
     }
-    Ok(())
+    // Kafka acknowledges a creation once the controller has it; a broker
+    // learns the new partitions' leaders a moment later, and answers
+    // NotLeaderForPartition meanwhile. Return once every partition has a
+    // leader, so what comes next (producers, consumers, watermarks) finds
+    // the topics ready.
+    let names: Vec<String> = wanted.iter().map(|(name, _)| name.clone()).collect();
+    let probe: BaseConsumer = client_config(config).create()?;
+    tokio::task::spawn_blocking(move || wait_for_leaders(&probe, &names, Duration::from_secs(30)))
+        .await
+        .unwrap_or(Ok(()))
+}
+
+/// Waits until every partition of `topics` has a leader in the broker's
+/// metadata, or `limit` passed.
+fn wait_for_leaders(
+    client: &BaseConsumer,
+    topics: &[String],
+    limit: Duration,
+) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
+        let ready = topics.iter().all(|name| {
+            metadata.topics().iter().any(|t| {
+                t.name() == name
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.leader() >= 0 && p.error().is_none())
+            })
+        });
+        if ready || std::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A record read back from a topic.
