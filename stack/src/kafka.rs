@@ -17,7 +17,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::Context;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -85,11 +84,6 @@ impl Cluster {
     /// How many nodes.
     pub fn nodes(&self) -> usize {
         self.nodes
-    }
-
-    /// The cluster's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Node `i`'s client port.
@@ -371,33 +365,6 @@ impl Cluster {
             .ok()
             .filter(|id| (1..=self.nodes).contains(id))
     }
-}
-
-/// Waits until node `i` of `cluster` takes clients (its broker port
-/// accepts connections: a KRaft broker opens it once it has caught up with
-/// the metadata log and is unfenced); `alive` fails the wait when the
-/// process died.
-pub fn wait_ready(
-    cluster: &Cluster,
-    i: usize,
-    timeout: Duration,
-    mut alive: impl FnMut() -> bool,
-) -> anyhow::Result<Duration> {
-    let port = cluster.port(i);
-    let log = cluster.log(i);
-    crate::process::wait_until(
-        &format!("Kafka node {} on 127.0.0.1:{port}", Cluster::node_id(i)),
-        timeout,
-        || {
-            anyhow::ensure!(
-                alive(),
-                "Kafka node {} exited; see {}",
-                Cluster::node_id(i),
-                log.display()
-            );
-            Ok(crate::process::port_open(port))
-        },
-    )
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use crate::process::{ensure_port_free, run, say, wait_until};
 pub struct Cluster {
     dir: PathBuf,
     port: u16,
-    settings: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -31,16 +30,7 @@ impl Cluster {
         Self {
             dir: dir.into(),
             port,
-            // Room for the test suites' pools (a database and a pool per
-            // test, several tests at once) and the chaos run's processes.
-            settings: vec![("max_connections".into(), "300".into())],
         }
-    }
-
-    /// Sets a server setting (`-c name=value`) for the next start.
-    pub fn setting(mut self, name: &str, value: &str) -> Self {
-        self.settings.push((name.to_owned(), value.to_owned()));
-        self
     }
 
     /// The port.
@@ -86,13 +76,12 @@ impl Cluster {
         if !self.data_dir().join("PG_VERSION").exists() {
             self.init(&bin)?;
         }
-        let mut options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=",
+        // Room for the test suites' pools (a database and a pool per test,
+        // several tests at once) and the chaos run's processes.
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300",
             self.port
         );
-        for (name, value) in &self.settings {
-            options.push_str(&format!(" -c {name}={value}"));
-        }
         let data = self.data_dir();
         let log = self.log();
         run(
