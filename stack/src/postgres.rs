@@ -26,11 +26,31 @@ pub struct Cluster {
 impl Cluster {
     /// The cluster kept in `dir` (created on first start), on
     /// `127.0.0.1:port`.
+    /// When the launcher runs as root and the `postgres` user cannot
+    /// reach `dir` (a checkout under a private directory), the cluster
+    /// lives in the system's temporary directory instead, at a place
+    /// named after `dir`.
     pub fn new(dir: impl Into<PathBuf>, port: u16) -> Self {
-        Self {
-            dir: dir.into(),
-            port,
+        let mut dir: PathBuf = dir.into();
+        if is_root() {
+            let parent = dir
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.clone());
+            let reachable = Command::new("runuser")
+                .args(["-u", "postgres", "--", "test", "-x"])
+                .arg(&parent)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !reachable {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                dir.hash(&mut hasher);
+                dir =
+                    std::env::temp_dir().join(format!("booking-postgres-{:016x}", hasher.finish()));
+            }
         }
+        Self { dir, port }
     }
 
     /// The port.
