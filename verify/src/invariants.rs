@@ -1,11 +1,31 @@
 //! DESIGN §4.4 and exactly-once effects, as SQL that must count zero.
 //! Each is one pass of joins and aggregates (no correlated subqueries), so
 //! checking a long run's hundred thousand rows takes seconds.
+//!
+//! Three of them restate a table constraint ([`CONSTRAINT_BACKED`]): the
+//! database refuses the row that would break them, so they cannot fail and
+//! prove nothing about the lanes; they stay as a guard against a migration
+//! that drops the constraint. Every other one can fail, and
+//! `verify/tests/invariants.rs` breaks each on a consistent database.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+
+/// The invariants a table constraint already guarantees (the unique index
+/// `reservations_one_live_per_seat`, `CHECK (balance >= 0)`,
+/// `CHECK (quantity >= 0)`).
+pub const CONSTRAINT_BACKED: &[&str] = &[
+    "no_double_booked_seat",
+    "no_negative_balance",
+    "no_negative_stock",
+];
+
+/// Whether invariant `name` restates a table constraint.
+pub fn constraint_backed(name: &str) -> bool {
+    CONSTRAINT_BACKED.contains(&name)
+}
 
 /// Checks each invariant with its checked statement (a count of its
 /// violations, `$sql` inside `SELECT (...)`) into `$results`.
@@ -20,13 +40,14 @@ macro_rules! check_all {
     };
 }
 
-/// Every invariant by name: true when it holds. `stats_wait` bounds how
-/// long the stats lane may take to catch up; `business_tz` is the stack's
-/// `BUSINESS_TZ`.
+/// Every invariant by name: true when it holds. `settle` bounds how long
+/// the asynchronous parts may take to catch up (the stats lane folding
+/// order events, the hold-expiry scheduler expiring lapsed holds);
+/// `business_tz` is the stack's `BUSINESS_TZ`.
 pub async fn check(
     pool: &PgPool,
     business_tz: &str,
-    stats_wait: Duration,
+    settle: Duration,
 ) -> anyhow::Result<BTreeMap<String, bool>> {
     let mut results = BTreeMap::new();
     check_all!(pool, results, {
@@ -64,8 +85,84 @@ pub async fn check(
         refused_requests_changed_nothing: "SELECT count(*) FROM requests q WHERE q.status IN ('REJECTED', 'FAILED')
                      AND q.id IN (SELECT request_id FROM balance_histories WHERE request_id IS NOT NULL
                                   UNION ALL SELECT request_id FROM orders WHERE request_id IS NOT NULL)",
+        // Each succeeded hold names its reservation, of its user and seat;
+        // each reservation comes from exactly one succeeded hold (a
+        // rejected or failed hold that left a row breaks it).
+        succeeded_holds_have_their_reservation: "SELECT count(*) FROM requests q
+                     LEFT JOIN reservations r ON r.id = (q.result->>'reservation_id')::bigint
+                           AND r.user_id = q.user_id AND r.seat_id = (q.result->>'seat_id')::bigint
+                     WHERE q.type = 'reservation.hold' AND q.status = 'SUCCEEDED' AND r.id IS NULL",
+        every_reservation_from_one_succeeded_hold: "SELECT count(*) FROM reservations r
+                     LEFT JOIN (SELECT (result->>'reservation_id')::bigint AS id, count(*) AS n FROM requests
+                                WHERE type = 'reservation.hold' AND status = 'SUCCEEDED' GROUP BY 1) h ON h.id = r.id
+                     WHERE coalesce(h.n, 0) <> 1",
+        // Each succeeded payment names its payment of the amount it
+        // reports, taken from the balance by one USE row of that request;
+        // each seat payment comes from exactly one succeeded payment.
+        succeeded_payments_have_their_payment: "SELECT count(*) FROM requests q
+                     LEFT JOIN payments p ON p.id = (q.result->>'payment_id')::bigint
+                           AND p.reservation_id = (q.result->>'reservation_id')::bigint
+                           AND p.user_id = q.user_id AND p.amount = (q.result->>'amount')::bigint
+                           AND p.status IN ('SUCCESS', 'REFUNDED')
+                     LEFT JOIN balance_histories h ON h.request_id = q.id AND h.type = 'USE'
+                           AND h.payment_id = p.id AND h.amount = p.amount
+                     WHERE q.type = 'payment.pay' AND q.status = 'SUCCEEDED' AND h.id IS NULL",
+        every_seat_payment_from_one_succeeded_pay: "SELECT count(*) FROM payments p
+                     LEFT JOIN (SELECT (result->>'payment_id')::bigint AS id, count(*) AS n FROM requests
+                                WHERE type = 'payment.pay' AND status = 'SUCCEEDED' GROUP BY 1) q ON q.id = p.id
+                     WHERE p.reservation_id IS NOT NULL AND coalesce(q.n, 0) <> 1",
+        // A seat is paid at its price, and its hold quoted that price.
+        payment_amounts_equal_seat_prices: "SELECT count(*) FROM payments p
+                     JOIN reservations r ON r.id = p.reservation_id JOIN seats s ON s.id = r.seat_id
+                     WHERE p.amount <> s.price OR r.total_amount <> s.price",
+        // A refunded payment has one REFUND row of what it took, and its
+        // reservation is cancelled; a payment that stands has no refund and
+        // its reservation is confirmed; no refund pays back nothing.
+        refunds_equal_what_was_paid: "SELECT (SELECT count(*) FROM payments p
+                     JOIN reservations r ON r.id = p.reservation_id
+                     LEFT JOIN (SELECT payment_id, count(*) AS n, sum(amount) AS total FROM balance_histories
+                                WHERE type = 'REFUND' GROUP BY payment_id) f ON f.payment_id = p.id
+                     WHERE CASE p.status
+                           WHEN 'REFUNDED' THEN coalesce(f.n, 0) <> 1 OR f.total <> p.amount OR r.status <> 'CANCELLED'
+                           ELSE f.n IS NOT NULL OR r.status <> 'CONFIRMED' END)
+                   + (SELECT count(*) FROM balance_histories WHERE type = 'REFUND' AND payment_id IS NULL)",
+        // An order comes from one succeeded request and is paid in full:
+        // its payment and the USE row are its total, the sum of its lines.
+        every_order_from_one_succeeded_place: "SELECT count(*) FROM orders o
+                     LEFT JOIN requests q ON q.id = o.request_id AND q.type = 'order.place' AND q.status = 'SUCCEEDED'
+                     WHERE q.id IS NULL",
+        paid_orders_paid_in_full: "SELECT count(*) FROM orders o
+                     LEFT JOIN (SELECT order_id, sum(quantity * unit_price) AS total FROM order_items
+                                GROUP BY order_id) i ON i.order_id = o.id
+                     LEFT JOIN payments p ON p.order_id = o.id AND p.amount = o.total_amount AND p.status = 'SUCCESS'
+                     LEFT JOIN balance_histories h ON h.payment_id = p.id AND h.type = 'USE'
+                           AND h.amount = o.total_amount AND h.request_id = o.request_id
+                     WHERE o.status = 'PAID' AND (h.id IS NULL OR i.total IS DISTINCT FROM o.total_amount)",
+        // Every CHARGE row comes from a succeeded charge.
+        every_charge_from_one_succeeded_charge: "SELECT count(*) FROM balance_histories h
+                     LEFT JOIN requests q ON q.id = h.request_id AND q.type = 'balance.charge' AND q.status = 'SUCCEEDED'
+                     WHERE h.type = 'CHARGE' AND q.id IS NULL",
+        // A hold expires only once due, and is paid only before.
+        holds_expire_only_when_due: "SELECT count(*) FROM reservations
+                     WHERE (status = 'EXPIRED' AND updated_at < expires_at)
+                        OR (confirmed_at IS NOT NULL AND confirmed_at > expires_at)",
     });
-    let deadline = Instant::now() + stats_wait;
+    let deadline = Instant::now() + settle;
+    // Lapsed holds must be expired (their seats back on sale) by the
+    // scheduler and the lane, given `settle` to get there.
+    let lapsed = loop {
+        let lapsed = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "lapsed!" FROM reservations
+               WHERE status = 'PENDING' AND expires_at < now() - interval '1 second'"#
+        )
+        .fetch_one(pool)
+        .await?;
+        if lapsed == 0 || Instant::now() >= deadline {
+            break lapsed == 0;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    results.insert("lapsed_holds_expired".to_owned(), lapsed);
     let stats = loop {
         // The daily stats must equal the paid orders, per product and
         // business day; the stats lane folds order events asynchronously, so
