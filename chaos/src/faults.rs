@@ -11,8 +11,9 @@ use testkit::api::User;
 use crate::stack::{Stack, WORKERS};
 
 /// A kind of fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[clap(rename_all = "snake_case")]
 pub enum FaultKind {
     /// The leader of a busy partition (the first of `charge-requests`) is
     /// SIGKILLed and started again on its log as it was: its partitions
@@ -84,8 +85,14 @@ pub struct FaultRecord {
     /// partition decided within a second, three rounds in a row (this is
     /// the end of the first of them); None if that never happened.
     pub recovered_ms: Option<u64>,
-    /// Set when the fault could not be injected on this machine.
+    /// Set when the fault could not be injected (the run fails).
     pub skipped: Option<String>,
+    /// Set when injecting or ending the fault failed (the run fails).
+    pub error: Option<String>,
+    /// Events the relays had sent and not confirmed when the fault struck
+    /// (their `outbox_in_flight_events`): what the fault can make them
+    /// publish twice.
+    pub relay_in_flight: u64,
 }
 
 /// How the run injects faults.
@@ -159,18 +166,27 @@ impl Injector {
                 admin.close().await;
             }
             FaultKind::RelayConnectionTerminated => {
+                // The leading relay holds a connection while it publishes or
+                // waits for notifications; give it a moment to have one.
                 let admin = stack.admin_pool().await?;
-                let terminated = sqlx::query_scalar!(
-                    r#"SELECT count(pg_terminate_backend(pid)) AS "terminated!" FROM pg_stat_activity
-                       WHERE datname = $1 AND application_name = $2"#,
-                    stack.database,
-                    workers::outbox::APPLICATION_NAME
-                )
-                .fetch_one(&admin)
-                .await?;
+                let mut terminated = 0;
+                for _ in 0..50 {
+                    terminated = sqlx::query_scalar!(
+                        r#"SELECT count(pg_terminate_backend(pid)) AS "terminated!" FROM pg_stat_activity
+                           WHERE datname = $1 AND application_name = $2"#,
+                        stack.database,
+                        workers::outbox::APPLICATION_NAME
+                    )
+                    .fetch_one(&admin)
+                    .await?;
+                    if terminated > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 admin.close().await;
                 if terminated == 0 {
-                    return Ok(Err("no relay connection was open".into()));
+                    return Ok(Err("no relay connection was open within 10 s".into()));
                 }
             }
             FaultKind::PostgresRestart => {

@@ -24,18 +24,25 @@ pub struct Part {
     pub args: Vec<String>,
     /// Share of the total rate.
     pub share: f64,
+    /// The codes its samples may end in: `SUCCEEDED` and the business
+    /// refusals the scenario can meet. Any other (an HTTP status, a
+    /// 503 past the client's patience, `INTERNAL`) fails the run.
+    pub business_codes: &'static [&'static str],
 }
 
-/// The mix: charges, shop orders, hold-then-pay pairs, and a rush on one
-/// schedule (whose unpaid holds expire during the run).
+/// The mix: charges; shop orders, every fifth through the cart; hold-then-
+/// pay pairs, every fourth paid seat cancelled and refunded; and a rush on
+/// one schedule (whose unpaid holds expire during the run).
 pub fn mix(settings: &Settings) -> Vec<Part> {
     // One user and seat per hold-then-pay pair, seeded before the load.
-    let booking_pairs = (settings.rate * 0.1 * settings.expected_secs as f64).ceil() as u64;
+    let booking_pairs =
+        (settings.rate * BOOKING_SHARE * settings.expected_secs as f64).ceil() as u64;
     vec![
         Part {
             scenario: "charge",
             args: vec!["--users".into(), "100".into()],
-            share: 0.4,
+            share: 0.42,
+            business_codes: &["SUCCEEDED"],
         },
         Part {
             scenario: "shop",
@@ -44,13 +51,23 @@ pub fn mix(settings: &Settings) -> Vec<Part> {
                 "100".into(),
                 "--requests".into(),
                 "100000".into(),
+                "--cart-every".into(),
+                "5".into(),
             ],
             share: 0.3,
+            business_codes: &["SUCCEEDED", "OUT_OF_STOCK", "INSUFFICIENT_BALANCE"],
         },
         Part {
             scenario: "booking",
-            args: vec!["--requests".into(), booking_pairs.max(50).to_string()],
-            share: 0.1,
+            args: vec![
+                "--requests".into(),
+                booking_pairs.max(50).to_string(),
+                "--cancel-every".into(),
+                "4".into(),
+            ],
+            share: BOOKING_SHARE,
+            // A payment held up by a fault past the hold's end.
+            business_codes: &["SUCCEEDED", "HOLD_EXPIRED"],
         },
         Part {
             scenario: "rush",
@@ -61,9 +78,13 @@ pub fn mix(settings: &Settings) -> Vec<Part> {
                 "50".into(),
             ],
             share: 0.2,
+            business_codes: &["SUCCEEDED", "SEAT_TAKEN"],
         },
     ]
 }
+
+/// The booking pairs' share of the load (each seeds a user and a seat).
+const BOOKING_SHARE: f64 = 0.08;
 
 /// A poison record the run produced.
 #[derive(Debug, Clone, Serialize)]

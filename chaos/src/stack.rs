@@ -18,6 +18,9 @@ use crate::process::{port_open, wait_until, Service};
 
 use crate::Settings;
 
+/// The file that marks a directory as the chaos run's own.
+const OWNED: &str = ".chaos-run";
+
 /// Workers the stack runs all the time (a fourth joins and leaves).
 pub const WORKERS: usize = 3;
 
@@ -33,7 +36,10 @@ pub struct Stack {
     pub gateway: Service,
     /// The worker processes.
     pub workers: Vec<Service>,
-    /// Connection settings of the stack (database, broker, no prefix).
+    /// The workers' configuration, read from the environment the stack's
+    /// processes get: what the checks use (`BUSINESS_TZ`, `TOPIC_PREFIX`).
+    pub config: workers::config::WorkersConfig,
+    /// Connection settings of the stack (`config.common`).
     pub common: CommonConfig,
     /// Pool on the stack's database (checks, faults).
     pub pool: PgPool,
@@ -67,13 +73,26 @@ impl Stack {
         let logs = settings.log_dir.clone();
 
         // Postgres and Kafka start from empty directories: nothing of an
-        // earlier run is read or measured.
+        // earlier run is read or measured. Only a directory an earlier run
+        // made (it holds OWNED) is removed: never a database or broker log
+        // the run did not create.
         let postgres_dir = logs.join("postgres");
         let kafka_dir = logs.join("kafka");
         for dir in [&postgres_dir, &kafka_dir] {
             if dir.exists() {
+                anyhow::ensure!(
+                    dir.join(OWNED).exists(),
+                    "{} exists and was not made by a chaos run (no {OWNED} in it): \
+                     move it away or choose another --log-dir",
+                    dir.display()
+                );
                 std::fs::remove_dir_all(dir)?;
             }
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(
+                dir.join(OWNED),
+                "made by the chaos run, removed by the next\n",
+            )?;
         }
         let postgres = stack::postgres::Cluster::new(&postgres_dir, settings.postgres_port);
         let started = postgres.clone();
@@ -150,6 +169,13 @@ impl Stack {
                 format!("127.0.0.1:{}", settings.gateway_port),
             ),
             ("QUEUE_ACTIVE_LIMIT", "1000000".into()),
+            // Seeded queue tokens must outlive the run (at the default ten
+            // minutes a full run's booking clients met 403s).
+            ("QUEUE_ACTIVE_TTL_SECS", "86400".into()),
+            // Not the defaults, so a check that ignored the stack's own
+            // configuration would look in the wrong topics and days.
+            ("TOPIC_PREFIX", "chaos.".into()),
+            ("BUSINESS_TZ", "America/Los_Angeles".into()),
             ("RESERVATION_HOLD_SECS", settings.hold_secs.to_string()),
             ("DATABASE_MAX_CONNECTIONS", "10".into()),
             ("LOG_FORMAT", "json".into()),
@@ -163,6 +189,8 @@ impl Stack {
         let setup_log = std::fs::File::create(logs.join("setup.log"))?;
         let status = tokio::process::Command::new(&workers_bin)
             .arg("--setup-only")
+            .env_clear()
+            .envs(crate::process::inherited())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(setup_log.try_clone()?)
             .stderr(setup_log)
@@ -174,9 +202,9 @@ impl Stack {
             logs.join("setup.log").display()
         );
 
-        let mut common = CommonConfig::local();
-        common.database_url = database_url.clone();
-        common.kafka_brokers = brokers_address;
+        let config: workers::config::WorkersConfig = platform::config::from_vars(&env)
+            .map_err(|e| anyhow::anyhow!("the stack's configuration: {e}"))?;
+        let common = config.common.clone();
         let pool = platform::db::pool(&database_url, 4)?;
         let gateway_url = format!("http://127.0.0.1:{}", settings.gateway_port);
         let mut stack = Self {
@@ -192,6 +220,7 @@ impl Stack {
                 logs.join("gateway.log"),
             ),
             workers: Vec::new(),
+            config,
             common,
             pool,
             api: Api::new(gateway_url.clone(), admin_token)
@@ -226,6 +255,14 @@ impl Stack {
             with(&self.env, "WORKERS_ADDR", format!("127.0.0.1:{port}")),
             &self.settings.log_dir,
             self.settings.log_dir.join(format!("worker-{}.log", i + 1)),
+        )
+    }
+
+    /// The URL of `path` on worker `i`'s health and metrics endpoint.
+    pub fn worker_url(&self, i: usize, path: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}{path}",
+            self.settings.workers_port + i as u16
         )
     }
 

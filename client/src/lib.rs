@@ -117,6 +117,21 @@ pub struct Submitted {
     pub status: RequestStatus,
     /// How many `503`s the client waited out before the `202`.
     pub retried_503: u32,
+    /// The `Idempotency-Key` the call carried (its own or a patient
+    /// client's).
+    pub idempotency_key: Option<String>,
+    /// Ambiguous answers met before the `202`, in order: `503 <code>` (the
+    /// broker may have written the record) or `cut: <what>` (the call went
+    /// out and no answer came). The key makes each retry the same request,
+    /// so whatever they did, the request id above has one effect.
+    pub ambiguous: Vec<String>,
+}
+
+/// What the attempts of one call met before its answer.
+#[derive(Debug, Clone, Default)]
+struct Tries {
+    retried_503: u32,
+    ambiguous: Vec<String>,
 }
 
 /// Headers of one state-changing call, for [`Client::submit`].
@@ -559,7 +574,7 @@ impl Client {
         } else {
             Repeat::OnlyRefused
         };
-        let (response, retried_503) = self
+        let (response, tries) = self
             .send(repeat, || {
                 let mut request = self.request(Method::POST, path);
                 if let Some(body) = body {
@@ -578,7 +593,9 @@ impl Client {
         Ok(Submitted {
             request_id: accepted.request_id,
             status: accepted.status,
-            retried_503,
+            retried_503: tries.retried_503,
+            idempotency_key: key.map(str::to_owned),
+            ambiguous: tries.ambiguous,
         })
     }
 
@@ -622,9 +639,9 @@ impl Client {
         &self,
         repeat: Repeat,
         make: impl Fn() -> RequestBuilder,
-    ) -> Result<(Response, u32), Error> {
+    ) -> Result<(Response, Tries), Error> {
         let deadline = tokio::time::Instant::now() + self.patience;
-        let mut retried_503 = 0;
+        let mut tries = Tries::default();
         let mut pause = Duration::from_millis(100);
         loop {
             let wait = match make().send().await {
@@ -635,10 +652,15 @@ impl Client {
                         || (matches!(status, StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS)
                             && retry_after.is_some());
                     if !again || tokio::time::Instant::now() >= deadline {
-                        return Ok((response, retried_503));
+                        return Ok((response, tries));
                     }
                     if status == StatusCode::SERVICE_UNAVAILABLE {
-                        retried_503 += 1;
+                        tries.retried_503 += 1;
+                        let code = response
+                            .json::<ErrorBody>()
+                            .await
+                            .map_or_else(|_| "?".to_owned(), |body| body.error.code);
+                        tries.ambiguous.push(format!("503 {code}"));
                     }
                     retry_after.unwrap_or(Duration::from_secs(1))
                 }
@@ -647,6 +669,14 @@ impl Client {
                     let may_repeat = repeat == Repeat::Safe || unanswered;
                     if !may_repeat || tokio::time::Instant::now() >= deadline {
                         return Err(error.into());
+                    }
+                    if !unanswered {
+                        let what = if error.is_timeout() {
+                            "timeout"
+                        } else {
+                            "no answer"
+                        };
+                        tries.ambiguous.push(format!("cut: {what}"));
                     }
                     pause = (pause * 2).min(Duration::from_secs(1));
                     pause

@@ -103,6 +103,14 @@ pub struct Cli {
     /// Seats of the rush schedule.
     #[arg(long, default_value_t = 50)]
     pub seats: i32,
+    /// `booking`: every Nth pair, once paid, is cancelled, which refunds
+    /// the payment (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub cancel_every: u64,
+    /// `shop`: every Nth order goes through the cart: the user's cart is
+    /// emptied, filled with the order's lines and checked out (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub cart_every: u64,
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -26,6 +26,32 @@ pub struct Sample {
     pub ids: Vec<uuid::Uuid>,
     /// 503 answers retried on the way.
     pub refused_503: u32,
+    /// The calls of this sample that met ambiguous answers (a 503, a cut
+    /// connection) before their 202.
+    pub ambiguous: Vec<verify::ambiguous::Call>,
+}
+
+/// The accepted calls of one sample, as they come.
+#[derive(Debug, Default)]
+pub struct Calls {
+    ids: Vec<uuid::Uuid>,
+    refused_503: u32,
+    ambiguous: Vec<verify::ambiguous::Call>,
+}
+
+impl Calls {
+    /// Records an accepted call.
+    pub fn push(&mut self, submitted: &client::Submitted) {
+        self.ids.push(submitted.request_id);
+        self.refused_503 += submitted.retried_503;
+        if !submitted.ambiguous.is_empty() {
+            self.ambiguous.push(verify::ambiguous::Call {
+                request_id: submitted.request_id,
+                key: submitted.idempotency_key.clone(),
+                answers: submitted.ambiguous.clone(),
+            });
+        }
+    }
 }
 
 impl Sample {
@@ -39,6 +65,7 @@ impl Sample {
             code: code.into(),
             ids: Vec::new(),
             refused_503: 0,
+            ambiguous: Vec::new(),
         }
     }
 
@@ -49,9 +76,10 @@ impl Sample {
     }
 
     /// With the ids it had accepted and the 503s it met.
-    pub fn with(mut self, ids: Vec<uuid::Uuid>, refused_503: u32) -> Self {
-        self.ids = ids;
-        self.refused_503 = refused_503;
+    pub fn with(mut self, calls: Calls) -> Self {
+        self.ids = calls.ids;
+        self.refused_503 = calls.refused_503;
+        self.ambiguous = calls.ambiguous;
         self
     }
 
@@ -66,6 +94,7 @@ impl Sample {
             code,
             ids: Vec::new(),
             refused_503: 0,
+            ambiguous: Vec::new(),
         }
     }
 }

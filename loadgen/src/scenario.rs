@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 
 use client::api::concert::{HoldSeat, PayReservation};
 use client::api::outcomes::RequestResult;
-use client::api::shop::{OrderLine, PlaceOrder};
+use client::api::shop::{OrderLine, PlaceOrder, SetQuantity};
 use client::api::status::RequestStatus;
 use client::api::users::Charge;
 use client::api::RequestOutcome;
@@ -18,7 +18,7 @@ use testkit::api::User;
 use testkit::Api;
 use uuid::Uuid;
 
-use crate::report::Sample;
+use crate::report::{Calls, Sample};
 use crate::{Cli, ScenarioName};
 
 /// A seeded scenario.
@@ -35,6 +35,12 @@ pub struct Scenario {
     pub hot: Vec<i64>,
     /// Cold stocks (shop).
     pub cold: Vec<i64>,
+    /// Every how many booking pairs is cancelled once paid (0: none).
+    pub cancel_every: u64,
+    /// Every how many orders goes through the cart (0: none).
+    pub cart_every: u64,
+    /// One per user: a user's cart serves one checkout at a time.
+    carts: Vec<tokio::sync::Mutex<()>>,
 }
 
 async fn users(
@@ -83,6 +89,9 @@ impl Scenario {
             schedule_id: 0,
             hot: Vec::new(),
             cold: Vec::new(),
+            cancel_every: cli.cancel_every,
+            cart_every: cli.cart_every,
+            carts: Vec::new(),
         };
         match cli.scenario {
             ScenarioName::Charge => {
@@ -119,6 +128,9 @@ impl Scenario {
                     users(api, cli.users, 5_000_000, Some(scenario.schedule_id)).await?;
             }
         }
+        scenario.carts = (0..scenario.users.len())
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect();
         Ok(scenario)
     }
 
@@ -148,14 +160,19 @@ impl Scenario {
     /// What request `i` is: the scenario's kind, or for `mixed` one of
     /// charge, order and hold-then-cancel by `i`.
     fn kind(&self, i: u64) -> Kind {
+        let every = |n: u64| n > 0 && i % n == n - 1;
         match self.name {
             ScenarioName::Charge => Kind::Charge,
             ScenarioName::Rush => Kind::Hold { stride: 7919 },
-            ScenarioName::Booking => Kind::HoldThenPay,
-            ScenarioName::Shop => Kind::Order,
+            ScenarioName::Booking => Kind::HoldThenPay {
+                cancel: every(self.cancel_every),
+            },
+            ScenarioName::Shop => Kind::Order {
+                cart: every(self.cart_every),
+            },
             ScenarioName::Mixed => match i % 5 {
                 0..=2 => Kind::Charge,
-                3 => Kind::Order,
+                3 => Kind::Order { cart: false },
                 _ => Kind::HoldThenCancel,
             },
         }
@@ -184,15 +201,20 @@ impl Scenario {
         let n = self.users.len().max(1);
         let (user, token) = &self.users[i as usize % n];
         let client = api.as_user(user);
+        let kind = self.kind(i);
+        // A cart checkout holds its user's cart until it is decided.
+        let _cart = match kind {
+            Kind::Order { cart: true } => Some(self.carts[i as usize % n].lock().await),
+            _ => None,
+        };
         let Ok(slot) = posting.acquire().await else {
             return Sample::failed("ERROR");
         };
         let sent = due.unwrap_or_else(Instant::now);
-        let kind = self.kind(i);
         let token = token.unwrap_or_default();
         let first = match kind {
             Kind::Charge => accepted(client.charge(user.id, &Charge { amount: 500 }).await),
-            Kind::Hold { .. } | Kind::HoldThenPay | Kind::HoldThenCancel => {
+            Kind::Hold { .. } | Kind::HoldThenPay { .. } | Kind::HoldThenCancel => {
                 // A rush scatters users over few seats; the others take the
                 // seats in turn (a mixed run: each user its own seat).
                 let seat_id = match kind {
@@ -202,7 +224,7 @@ impl Scenario {
                 };
                 accepted(client.hold(&HoldSeat { seat_id }, token).await)
             }
-            Kind::Order => {
+            Kind::Order { cart } => {
                 let hot = self.hot[i as usize % self.hot.len()];
                 let cold = self.cold[(i as usize * 7) % self.cold.len()];
                 let line = |product_stock_id, quantity| OrderLine {
@@ -212,7 +234,14 @@ impl Scenario {
                 let order = PlaceOrder {
                     items: vec![line(hot, 1), line(cold, 1 + (i % 2) as i32)],
                 };
-                accepted(client.order(&order).await)
+                if cart {
+                    match fill_cart(&client, user.id, &order).await {
+                        Ok(()) => accepted(client.checkout(user.id).await),
+                        Err(error) => Err(failure_code(&error)),
+                    }
+                } else {
+                    accepted(client.order(&order).await)
+                }
             }
         };
         drop(slot);
@@ -220,14 +249,14 @@ impl Scenario {
             Ok(accepted) => accepted,
             Err(code) => return Sample::failed(code),
         };
-        let mut ids = vec![first.request_id];
-        let mut refused = first.retried_503;
+        let mut calls = Calls::default();
+        calls.push(&first);
         let outcome = match follow(&client, first.request_id).await {
             Ok(outcome) => outcome,
-            Err(code) => return Sample::failed(code).with(ids, refused),
+            Err(code) => return Sample::failed(code).with(calls),
         };
         let Some(RequestResult::Held(held)) = &outcome.result else {
-            return Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused);
+            return Sample::decided(started, sent, at, code_of(&outcome)).with(calls);
         };
         // Hold won: pay for it (booking) or give it back (mixed); the pair
         // completes with the second request.
@@ -235,29 +264,65 @@ impl Scenario {
             return Sample::failed("ERROR");
         };
         let second = match kind {
-            Kind::HoldThenPay => {
+            Kind::HoldThenPay { .. } => {
                 let pay = PayReservation {
                     reservation_id: held.reservation_id,
                 };
                 accepted(client.pay(&pay, token).await)
             }
             Kind::HoldThenCancel => accepted(client.cancel_reservation(held.reservation_id).await),
-            _ => return Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused),
+            _ => return Sample::decided(started, sent, at, code_of(&outcome)).with(calls),
         };
         drop(slot);
         let second = match second {
             Ok((_, second)) => {
-                ids.push(second.request_id);
-                refused += second.retried_503;
+                calls.push(&second);
                 follow(&client, second.request_id).await
             }
-            Err(code) => return Sample::failed(code).with(ids, refused),
+            Err(code) => return Sample::failed(code).with(calls),
         };
-        match second {
-            Ok(outcome) => Sample::decided(started, sent, at, code_of(&outcome)).with(ids, refused),
-            Err(code) => Sample::failed(code).with(ids, refused),
+        let outcome = match second {
+            Ok(outcome) => outcome,
+            Err(code) => return Sample::failed(code).with(calls),
+        };
+        // Paid, and one of every `cancel_every`: cancel it, which refunds
+        // the payment; the cancellation's outcome is the sample's.
+        if kind != (Kind::HoldThenPay { cancel: true })
+            || !matches!(outcome.result, Some(RequestResult::Paid(_)))
+        {
+            return Sample::decided(started, sent, at, code_of(&outcome)).with(calls);
+        }
+        let Ok(slot) = posting.acquire().await else {
+            return Sample::failed("ERROR");
+        };
+        let third = accepted(client.cancel_reservation(held.reservation_id).await);
+        drop(slot);
+        let third = match third {
+            Ok((_, third)) => {
+                calls.push(&third);
+                follow(&client, third.request_id).await
+            }
+            Err(code) => return Sample::failed(code).with(calls),
+        };
+        match third {
+            Ok(outcome) => Sample::decided(started, sent, at, code_of(&outcome)).with(calls),
+            Err(code) => Sample::failed(code).with(calls),
         }
     }
+}
+
+/// Empties `user_id`'s cart and puts `order`'s lines in it.
+async fn fill_cart(client: &Client, user_id: i64, order: &PlaceOrder) -> Result<(), client::Error> {
+    client.clear_cart(user_id).await?;
+    for line in &order.items {
+        let quantity = SetQuantity {
+            quantity: line.quantity,
+        };
+        client
+            .set_cart_item(user_id, line.product_stock_id, &quantity)
+            .await?;
+    }
+    Ok(())
 }
 
 /// What one request of a scenario does.
@@ -267,12 +332,12 @@ enum Kind {
     Charge,
     /// A hold of a seat picked with `stride` (a rush).
     Hold { stride: usize },
-    /// A hold, then its payment.
-    HoldThenPay,
+    /// A hold, then its payment, then (`cancel`) its cancellation.
+    HoldThenPay { cancel: bool },
     /// A hold, then its cancellation.
     HoldThenCancel,
-    /// A two-line order.
-    Order,
+    /// A two-line order, placed at once or (`cart`) through the cart.
+    Order { cart: bool },
 }
 
 /// `SUCCEEDED`, or the code of the refusal or failure.

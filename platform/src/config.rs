@@ -21,6 +21,29 @@ pub fn from_defaults<P: Parser>(args: &[&str]) -> P {
         .unwrap_or_else(|error| panic!("the defaults do not parse: {error}"))
 }
 
+/// A configuration from `vars` (name and value) as if they were the whole
+/// environment: each argument reads its variable from them, the others
+/// take their defaults. A tool that starts a process with an environment
+/// of its own reads that process's configuration this way, with every
+/// default and validation the process itself applies.
+///
+/// # Errors
+/// When a value does not parse, or a required argument has no variable.
+pub fn from_vars<P: Parser>(vars: &[(String, String)]) -> Result<P, clap::Error> {
+    let mut args = vec!["vars".to_owned()];
+    for arg in P::command().get_arguments() {
+        let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+            continue;
+        };
+        if let Some((_, value)) = vars.iter().rev().find(|(name, _)| env == name.as_str()) {
+            args.push(format!("--{long}={value}"));
+        }
+    }
+    let command = P::command().mut_args(|arg| arg.env(None::<&'static str>));
+    let matches = command.try_get_matches_from(args)?;
+    P::from_arg_matches(&matches)
+}
+
 /// [`CommonConfig`] as a command of its own, for [`from_defaults`].
 #[derive(Parser)]
 struct Common {
@@ -151,5 +174,21 @@ mod tests {
         assert_eq!(local.topic_prefix, "");
         assert_eq!(local.kafka_produce_timeout_ms, 5_000);
         assert_eq!(local.database_max_connections, 16);
+    }
+
+    #[test]
+    fn a_configuration_reads_the_variables_it_is_given_and_only_those() {
+        let vars = [
+            ("TOPIC_PREFIX", "chaos."),
+            ("KAFKA_BROKERS", "127.0.0.1:19092,127.0.0.1:19093"),
+            ("UNRELATED", "x"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let common = from_vars::<Common>(&vars).expect("parses").common;
+        assert_eq!(common.topic_prefix, "chaos.");
+        assert_eq!(common.kafka_brokers, "127.0.0.1:19092,127.0.0.1:19093");
+        assert_eq!(common.kafka_produce_timeout_ms, 5_000);
+        let wrong = [("KAFKA_PRODUCE_TIMEOUT_MS".to_owned(), "soon".to_owned())];
+        assert!(from_vars::<Common>(&wrong).is_err());
     }
 }

@@ -98,7 +98,11 @@ impl Checkout {
         let (host, port) = pg_address(&cli.database_url);
         let postgres =
             loopback(&host).then(|| postgres::Cluster::new(state.join("postgres"), port));
-        let kafka_dir = cli.kafka_dir.clone().unwrap_or_else(|| state.join("kafka"));
+        // Kafka reads its files from its own working directory: absolute.
+        let kafka_dir = match &cli.kafka_dir {
+            Some(dir) => std::path::absolute(dir)?,
+            None => state.join("kafka"),
+        };
         let kafka = local_broker_port(&cli.kafka_brokers)
             .map(|port| kafka::Cluster::single(kafka_dir, port));
         Ok(Self {

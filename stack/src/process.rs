@@ -39,7 +39,7 @@ pub struct Spec {
 /// programs and libraries and names the user, nothing that configures the
 /// project (a child must not pick up a `DATABASE_URL` or `TOPIC_PREFIX`
 /// meant for something else).
-const INHERITED: &[&str] = &[
+pub const INHERITED: &[&str] = &[
     "PATH",
     "HOME",
     "USER",

@@ -96,3 +96,79 @@ async fn each_invariant_is_reported_broken_when_a_row_breaks_it() -> anyhow::Res
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_ambiguous_call_resolves_only_to_one_decided_request_with_its_effect(
+) -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    exec(&env, include_str!("fixtures/consistent_world.sql")).await?;
+    let call = |id: &str| -> anyhow::Result<verify::ambiguous::Call> {
+        Ok(verify::ambiguous::Call {
+            request_id: id.parse()?,
+            key: Some("k".into()),
+            answers: vec!["503 KAFKA_UNAVAILABLE".into()],
+        })
+    };
+    let charge = "00000000-0000-0000-0000-000000000001";
+    let hold = "00000000-0000-0000-0000-000000000011";
+    let order = "00000000-0000-0000-0000-000000000021";
+    let resolve = |calls: Vec<verify::ambiguous::Call>| {
+        let pool = env.pool.clone();
+        async move { verify::ambiguous::resolve(&pool, &calls).await }
+    };
+    let all = resolve(vec![call(charge)?, call(hold)?, call(order)?]).await?;
+    assert_eq!((all.calls, all.resolved), (3, 3), "{:?}", all.problems);
+
+    // The charge applied twice under its one id.
+    exec(
+        &env,
+        "INSERT INTO balance_histories (balance_id, user_id, type, amount, balance_after, request_id)
+         VALUES (1, 1, 'CHARGE', 100, 190, '00000000-0000-0000-0000-000000000001')",
+    )
+    .await?;
+    let twice = resolve(vec![call(charge)?]).await?;
+    assert_eq!(twice.resolved, 0);
+    assert!(
+        twice.problems[0].contains("2 effects"),
+        "{:?}",
+        twice.problems
+    );
+
+    // A request given up by its lane, and one never recorded.
+    exec(
+        &env,
+        "UPDATE requests SET status = 'FAILED' WHERE id = '00000000-0000-0000-0000-000000000021'",
+    )
+    .await?;
+    let dropped = resolve(vec![
+        call(order)?,
+        call("00000000-0000-0000-0000-0000000000ff")?,
+    ])
+    .await?;
+    assert_eq!(dropped.resolved, 0);
+    assert!(
+        dropped.problems[0].contains("is FAILED"),
+        "{:?}",
+        dropped.problems
+    );
+    assert!(
+        dropped.problems[1].contains("no request row"),
+        "{:?}",
+        dropped.problems
+    );
+
+    // A hold answered SUCCEEDED whose reservation is not there.
+    exec(
+        &env,
+        "UPDATE requests SET result = '{\"reservation_id\": 99, \"seat_id\": 1}'
+         WHERE id = '00000000-0000-0000-0000-000000000011'",
+    )
+    .await?;
+    let lost = resolve(vec![call(hold)?]).await?;
+    assert!(
+        lost.problems[0].contains("0 effects"),
+        "{:?}",
+        lost.problems
+    );
+    Ok(())
+}

@@ -270,16 +270,30 @@ pub async fn publish_round(
             anyhow::Ok(())
         }
     });
-    // Sent in id order; the idempotent producer keeps that order per
-    // partition. Nothing is deleted unless every send was acknowledged.
-    for result in futures::future::join_all(sends).await {
-        result?;
-    }
+    // From the first send until the commit, the round's events may reach
+    // the broker without the outbox knowing: a round that ends any other
+    // way publishes them again. The chaos run bounds repeated events by
+    // these two figures.
+    metrics::gauge!("outbox_in_flight_events").set(rows.len() as f64);
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &ids)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let confirmed = async {
+        // Sent in id order; the idempotent producer keeps that order per
+        // partition. Nothing is deleted unless every send was acknowledged.
+        for result in futures::future::join_all(sends).await {
+            result?;
+        }
+        sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", &ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok::<_, RelayError>(())
+    }
+    .await;
+    metrics::gauge!("outbox_in_flight_events").set(0.0);
+    if let Err(error) = confirmed {
+        metrics::counter!("outbox_unconfirmed_events_total").increment(ids.len() as u64);
+        return Err(error);
+    }
     metrics::counter!("outbox_published_total").increment(ids.len() as u64);
     Ok(ids.len())
 }

@@ -152,6 +152,30 @@ async fn loadgen_runs_every_scenario_and_reports_what_happened() -> anyhow::Resu
     .await?;
     assert_eq!(cancelled, 8, "one in five a hold given back");
 
+    // Every second paid seat cancelled again (its payment refunded), every
+    // second order through the cart; the invariants (refunds equal what was
+    // paid, each order from its request) hold after both.
+    let refunding = run(
+        "booking-cancel",
+        "--scenario booking --requests 6 --cancel-every 2".into(),
+    )
+    .await?;
+    all_succeeded(&refunding, 6);
+    let refunds = scalar!(
+        stack,
+        "SELECT count(*) FROM balance_histories WHERE type = 'REFUND'"
+    )
+    .await?;
+    assert_eq!(refunds, 3, "every second pair refunded: {refunding}");
+    let carted = run(
+        "shop-cart",
+        "--scenario shop --requests 10 --users 2 --cart-every 2".into(),
+    )
+    .await?;
+    all_succeeded(&carted, 10);
+    let lines_left = scalar!(stack, "SELECT count(*) FROM user_carts").await?;
+    assert_eq!(lines_left, 0, "each checkout emptied its cart");
+
     // The bench's report reads what loadgen wrote: feed it these reports
     // with pgbench outputs of known TPS and check the ratios it computes.
     std::fs::copy(
