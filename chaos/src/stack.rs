@@ -79,20 +79,7 @@ impl Stack {
         let postgres_dir = logs.join("postgres");
         let kafka_dir = logs.join("kafka");
         for dir in [&postgres_dir, &kafka_dir] {
-            if dir.exists() {
-                anyhow::ensure!(
-                    dir.join(OWNED).exists(),
-                    "{} exists and was not made by a chaos run (no {OWNED} in it): \
-                     move it away or choose another --log-dir",
-                    dir.display()
-                );
-                std::fs::remove_dir_all(dir)?;
-            }
-            std::fs::create_dir_all(dir)?;
-            std::fs::write(
-                dir.join(OWNED),
-                "made by the chaos run, removed by the next\n",
-            )?;
+            fresh_dir(dir)?;
         }
         let postgres = stack::postgres::Cluster::new(&postgres_dir, settings.postgres_port);
         let started = postgres.clone();
@@ -337,6 +324,27 @@ impl Drop for Stack {
     }
 }
 
+/// Empties `dir` for the run, marked as the run's own. A directory that
+/// exists without the mark (a database or broker log the run did not
+/// create) is refused, never removed.
+pub fn fresh_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        anyhow::ensure!(
+            dir.join(OWNED).exists(),
+            "{} exists and was not made by a chaos run (no {OWNED} in it): \
+             move it away or choose another --log-dir",
+            dir.display()
+        );
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(OWNED),
+        "made by the chaos run, removed by the next\n",
+    )?;
+    Ok(())
+}
+
 /// Waits until Kafka node `i` takes clients; fails when it exited.
 async fn wait_broker(
     kafka: &stack::kafka::Cluster,
@@ -396,4 +404,31 @@ async fn ready(http: &reqwest::Client, url: &str) -> bool {
         http.get(url).timeout(Duration::from_secs(3)).send().await,
         Ok(response) if response.status().is_success()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fresh_dir;
+
+    #[test]
+    fn only_a_directory_the_run_made_is_emptied() -> anyhow::Result<()> {
+        let root = std::env::temp_dir().join(format!("chaos-dir-{}", uuid::Uuid::new_v4()));
+        let dir = root.join("postgres");
+        fresh_dir(&dir)?;
+        std::fs::write(dir.join("PG_VERSION"), "15")?;
+        fresh_dir(&dir)?;
+        assert!(
+            !dir.join("PG_VERSION").exists(),
+            "an earlier run's files go"
+        );
+
+        let foreign = root.join("kafka");
+        std::fs::create_dir_all(&foreign)?;
+        std::fs::write(foreign.join("meta.properties"), "node.id=1")?;
+        let refused = fresh_dir(&foreign).expect_err("not the run's own");
+        assert!(refused.to_string().contains("not made by a chaos run"));
+        assert!(foreign.join("meta.properties").exists(), "left as it was");
+        std::fs::remove_dir_all(&root)?;
+        Ok(())
+    }
 }

@@ -436,3 +436,62 @@ pub async fn run_lane<L: Lane>(
     tracing::info!(lane = L::NAME, "lane stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use testkit::TestEnv;
+
+    /// Retiring a stopped task resumes its partition when the partition
+    /// was paused for the task's backlog: the partition's next record must
+    /// reach the consumer, or no new task would ever start for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_tasks_paused_partition_is_resumed() -> anyhow::Result<()> {
+        let env = TestEnv::new().await?;
+        let topic = env.topic(schemas::Topic::ChargeRequests);
+        let group = format!("{}restart-test", env.common.topic_prefix);
+        let (events, _events) = mpsc::unbounded_channel();
+        let context = LaneContext {
+            pool: env.pool.clone(),
+            group: group.clone(),
+            events,
+            runtime: tokio::runtime::Handle::current(),
+            cancel: CancellationToken::new(),
+        };
+        let consumer: BaseConsumer<LaneContext> =
+            platform::kafka::consumer_config(&env.common, &group).create_with_context(context)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&topic, 0, Offset::Beginning)?;
+        consumer.assign(&assignment)?;
+        consumer.pause(&one_partition(&topic, 0))?;
+        let (tx, _rx) = mpsc::channel(1);
+        let mut partitions = HashMap::from([(
+            0,
+            PartitionHandle {
+                tx,
+                backlog: VecDeque::new(),
+                paused: true,
+                cancel: CancellationToken::new(),
+                task: tokio::spawn(async {}),
+            },
+        )]);
+        restart(&mut partitions, 0, &mut Vec::new(), &consumer, &topic);
+        assert!(partitions.is_empty(), "the stopped task is retired");
+
+        env.produce(schemas::Topic::ChargeRequests, Some(0), "k", b"next")
+            .await?;
+        let reached = tokio::task::block_in_place(|| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                    return message.payload() == Some(&b"next"[..]);
+                }
+            }
+            false
+        });
+        assert!(reached, "the partition stayed paused");
+        Ok(())
+    }
+}
