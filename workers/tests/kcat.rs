@@ -1,6 +1,6 @@
 //! Downstream teams read the event topics with stock Kafka clients: Debian's
 //! `kcat` (librdkafka 2.0) reads the events of every event topic, with
-//! their headers, with the command the README shows, and each payload is an
+//! their headers, with the command docs/events.md shows, and each payload is an
 //! event envelope of the contract.
 
 use std::process::Command;
