@@ -44,6 +44,56 @@ pub fn from_vars<P: Parser>(vars: &[(String, String)]) -> Result<P, clap::Error>
     P::from_arg_matches(&matches)
 }
 
+/// The environment variables of processes' configurations, as the table of
+/// `docs/configuration.md`: one row per variable, the processes that read
+/// it, its meaning (the argument's doc comment) and its default, all read
+/// from the `clap` definitions, so the page cannot drift from the code.
+/// `processes` pairs each process's name with its command.
+pub fn variables_table(processes: &[(&str, clap::Command)]) -> String {
+    // Variable -> (readers, meaning, default), in first-seen order.
+    let mut rows: Vec<(String, Vec<&str>, String, String)> = Vec::new();
+    for (process, command) in processes {
+        for arg in command.get_arguments() {
+            let Some(env) = arg.get_env() else { continue };
+            let name = env.to_string_lossy().into_owned();
+            if let Some(row) = rows.iter_mut().find(|row| row.0 == name) {
+                row.1.push(process);
+                continue;
+            }
+            let help = arg
+                .get_long_help()
+                .or(arg.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            let meaning = help
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .replace('|', "\\|");
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            let default = match defaults.as_slice() {
+                [] if arg.is_required_set() => "required".to_owned(),
+                [] => "none".to_owned(),
+                [one] if one.is_empty() => "empty".to_owned(),
+                values => format!("`{}`", values.join(",")),
+            };
+            rows.push((name, vec![process], meaning, default));
+        }
+    }
+    let mut out = String::from("| variable | read by | meaning | default |\n|---|---|---|---|\n");
+    for (name, readers, meaning, default) in rows {
+        out.push_str(&format!(
+            "| `{name}` | {} | {meaning} | {default} |\n",
+            readers.join(", ")
+        ));
+    }
+    out
+}
+
 /// [`CommonConfig`] as a command of its own, for [`from_defaults`].
 #[derive(Parser)]
 struct Common {
