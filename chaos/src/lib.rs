@@ -2,7 +2,7 @@
 //! a schedule of faults (broker killed and frozen, database connections
 //! cut and the server restarted, workers killed, joining and leaving, the
 //! relay's connections cut, the gateway restarted), then every guarantee
-//! of DESIGN §4 checked by the `verify` library.
+//! of docs/design.md §4 checked by the `verify` library.
 
 #![warn(missing_docs)]
 

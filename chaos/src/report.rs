@@ -125,7 +125,7 @@ pub struct ChaosReport {
     pub outcomes: OutcomeCount,
     /// Whether the outbox drained.
     pub outbox: OutboxDrain,
-    /// DESIGN §4.4 and exactly-once effects.
+    /// docs/design.md §4.4 and exactly-once effects.
     pub invariants: BTreeMap<String, bool>,
     /// The event topics.
     pub events: EventSummary,

@@ -1,4 +1,4 @@
-//! Gateway configuration (DESIGN §8).
+//! Gateway configuration (docs/design.md §8).
 
 use std::net::SocketAddr;
 use std::time::Duration;

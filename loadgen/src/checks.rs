@@ -1,4 +1,4 @@
-//! Correctness checks after a run: the invariants of DESIGN §4 (the
+//! Correctness checks after a run: the invariants of docs/design.md §4 (the
 //! `verify` library, which the chaos run uses too) plus the scenario's own
 //! expectations.
 

@@ -1,5 +1,5 @@
 //! Configuration every process shares. Each field reads an environment
-//! variable (DESIGN §8) and has a default that works for the local stack.
+//! variable (docs/design.md §8) and has a default that works for the local stack.
 
 use clap::{Args, Parser};
 use schemas::TopicNames;

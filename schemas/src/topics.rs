@@ -1,4 +1,4 @@
-//! Topic names, keys and partition counts (DESIGN §3).
+//! Topic names, keys and partition counts (docs/design.md §3).
 
 use serde::{Deserialize, Serialize};
 
@@ -129,7 +129,7 @@ impl Default for TopicNames {
 }
 
 impl TopicNames {
-    /// Names behind `prefix` (empty for the plain names of DESIGN §3).
+    /// Names behind `prefix` (empty for the plain names of docs/design.md §3).
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),

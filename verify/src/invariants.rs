@@ -1,4 +1,4 @@
-//! DESIGN §4.4 and exactly-once effects, as SQL that must count zero.
+//! docs/design.md §4.4 and exactly-once effects, as SQL that must count zero.
 //! Each is one pass of joins and aggregates (no correlated subqueries), so
 //! checking a long run's hundred thousand rows takes seconds.
 //!

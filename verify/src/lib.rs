@@ -1,4 +1,4 @@
-//! The guarantees of DESIGN §4, checked from the outside against a stack's
+//! The guarantees of docs/design.md §4, checked from the outside against a stack's
 //! Postgres and topics. `loadgen` runs [`invariants`] after every run; the
 //! chaos run (`chaos`) runs all of them after its faults.
 //!

@@ -1,4 +1,4 @@
-//! Workers configuration (DESIGN §8).
+//! Workers configuration (docs/design.md §8).
 
 use std::net::SocketAddr;
 use std::time::Duration;
