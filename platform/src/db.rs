@@ -102,35 +102,54 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 /// What to do about a database error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
-    /// Serialization failure or deadlock: retry the transaction at once.
+    /// Serialization failure, deadlock, or a lock not available: retry the
+    /// transaction at once.
     Conflict,
-    /// The database is unreachable or shutting down: back off and retry,
-    /// without advancing anything.
+    /// The database is unreachable, out of resources, shutting down or
+    /// failing: back off and retry, without advancing anything.
     Unavailable,
-    /// The statement itself failed (constraint, data): retrying the same
-    /// input fails the same way.
-    Permanent,
+    /// The input broke a rule of the data (a constraint, a value out of
+    /// range): the same input fails the same way.
+    Refused,
+    /// Anything else (syntax, an undefined object, decoding a column, a
+    /// missing row): a bug.
+    Bug,
 }
 
-/// Classifies `err` (SQLSTATE classes 40, 08, 57, 53 and connection errors).
+/// The SQLSTATEs that are not bugs: a five-character code, or a class (its
+/// first two characters). The one table every caller classifies by.
+const SQLSTATES: &[(&str, ErrorClass)] = &[
+    ("40001", ErrorClass::Conflict), // serialization_failure
+    ("40P01", ErrorClass::Conflict), // deadlock_detected
+    ("55P03", ErrorClass::Conflict), // lock_not_available
+    ("08", ErrorClass::Unavailable), // connection exception
+    ("53", ErrorClass::Unavailable), // insufficient resources
+    ("57", ErrorClass::Unavailable), // operator intervention (shutdown)
+    ("58", ErrorClass::Unavailable), // system error (I/O)
+    ("22", ErrorClass::Refused),     // data exception
+    ("23", ErrorClass::Refused),     // integrity constraint violation
+];
+
+/// Classifies a SQLSTATE by [`SQLSTATES`].
+pub fn classify_sqlstate(code: &str) -> ErrorClass {
+    SQLSTATES
+        .iter()
+        .find(|(key, _)| code == *key || (key.len() == 2 && code.starts_with(key)))
+        .map_or(ErrorClass::Bug, |(_, class)| *class)
+}
+
+/// Classifies `err`: its SQLSTATE by [`SQLSTATES`]; every client-side
+/// connection failure is [`ErrorClass::Unavailable`].
 pub fn classify(err: &sqlx::Error) -> ErrorClass {
     match err {
-        sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("40001") | Some("40P01") => ErrorClass::Conflict,
-            Some(code)
-                if code.starts_with("08") || code.starts_with("57") || code.starts_with("53") =>
-            {
-                ErrorClass::Unavailable
-            }
-            _ => ErrorClass::Permanent,
-        },
+        sqlx::Error::Database(db) => classify_sqlstate(db.code().as_deref().unwrap_or_default()),
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => ErrorClass::Unavailable,
-        _ => ErrorClass::Permanent,
+        _ => ErrorClass::Bug,
     }
 }
 

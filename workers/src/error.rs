@@ -1,6 +1,8 @@
 //! The workers' error type: what went wrong while applying a batch, sorted
 //! by what the engine must do about it.
 
+use platform::db::ErrorClass;
+
 /// Why a lane step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LaneError {
@@ -58,32 +60,15 @@ impl LaneError {
 }
 
 impl From<sqlx::Error> for LaneError {
-    /// Sorts database errors: SQLSTATE 40001/40P01/55P03 are conflicts;
-    /// classes 08 (connection), 53 (resources), 57 (operator intervention)
-    /// and 58 (system) and every client-side connection failure are
-    /// transient; classes 22 (data) and 23 (integrity) are refusals of the
-    /// input; everything else (syntax, undefined objects, decoding a
-    /// column, a missing row) is a bug.
+    /// Sorts database errors by `platform::db`'s SQLSTATE table: conflicts
+    /// are retried at once, an unavailable database is waited out, data
+    /// and integrity errors refuse the input, everything else is a bug.
     fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::Database(db) => {
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                match code.as_str() {
-                    "40001" | "40P01" | "55P03" => LaneError::Conflict(error.to_string()),
-                    c if ["08", "53", "57", "58"].iter().any(|p| c.starts_with(p)) => {
-                        LaneError::Transient(Box::new(error))
-                    }
-                    c if c.starts_with("22") || c.starts_with("23") => LaneError::Refused(error),
-                    _ => LaneError::Bug(error.to_string()),
-                }
-            }
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => LaneError::Transient(Box::new(error)),
-            _ => LaneError::Bug(error.to_string()),
+        match platform::db::classify(&error) {
+            ErrorClass::Conflict => LaneError::Conflict(error.to_string()),
+            ErrorClass::Unavailable => LaneError::Transient(Box::new(error)),
+            ErrorClass::Refused => LaneError::Refused(error),
+            ErrorClass::Bug => LaneError::Bug(error.to_string()),
         }
     }
 }
@@ -94,6 +79,27 @@ pub type LaneResult<T> = Result<T, LaneError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sqlstate_table_sorts_conflicts_outages_refusals_and_bugs() {
+        use platform::db::classify_sqlstate as class;
+        for (code, expected) in [
+            ("40001", ErrorClass::Conflict),
+            ("40P01", ErrorClass::Conflict),
+            ("55P03", ErrorClass::Conflict),
+            ("55000", ErrorClass::Bug),
+            ("08006", ErrorClass::Unavailable),
+            ("53300", ErrorClass::Unavailable),
+            ("57P01", ErrorClass::Unavailable),
+            ("58030", ErrorClass::Unavailable),
+            ("22003", ErrorClass::Refused),
+            ("23505", ErrorClass::Refused),
+            ("42601", ErrorClass::Bug),
+            ("", ErrorClass::Bug),
+        ] {
+            assert_eq!(class(code), expected, "{code}");
+        }
+    }
 
     #[test]
     fn client_side_failures_are_transient_and_decoding_is_a_bug() {
