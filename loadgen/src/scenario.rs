@@ -274,14 +274,7 @@ impl Scenario {
             _ => return Sample::decided(started, sent, at, code_of(&outcome)).with(calls),
         };
         drop(slot);
-        let second = match second {
-            Ok((_, second)) => {
-                calls.push(&second);
-                follow(&client, second.request_id).await
-            }
-            Err(code) => return Sample::failed(code).with(calls),
-        };
-        let outcome = match second {
+        let outcome = match followed(&client, &mut calls, second).await {
             Ok(outcome) => outcome,
             Err(code) => return Sample::failed(code).with(calls),
         };
@@ -297,18 +290,23 @@ impl Scenario {
         };
         let third = accepted(client.cancel_reservation(held.reservation_id).await);
         drop(slot);
-        let third = match third {
-            Ok((_, third)) => {
-                calls.push(&third);
-                follow(&client, third.request_id).await
-            }
-            Err(code) => return Sample::failed(code).with(calls),
-        };
-        match third {
+        match followed(&client, &mut calls, third).await {
             Ok(outcome) => Sample::decided(started, sent, at, code_of(&outcome)).with(calls),
             Err(code) => Sample::failed(code).with(calls),
         }
     }
+}
+
+/// Follows an accepted `call` (recorded in `calls`) to its outcome; the
+/// code of a call that was refused, or whose outcome did not come.
+async fn followed(
+    client: &Client,
+    calls: &mut Calls,
+    call: Result<(Instant, Submitted), String>,
+) -> Result<RequestOutcome, String> {
+    let (_, submitted) = call?;
+    calls.push(&submitted);
+    follow(client, submitted.request_id).await
 }
 
 /// Empties `user_id`'s cart and puts `order`'s lines in it.

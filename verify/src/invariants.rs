@@ -150,24 +150,19 @@ pub async fn check(
     let deadline = Instant::now() + settle;
     // Lapsed holds must be expired (their seats back on sale) by the
     // scheduler and the lane, given `settle` to get there.
-    let lapsed = loop {
-        let lapsed = sqlx::query_scalar!(
+    let lapsed = settles(deadline, || {
+        sqlx::query_scalar!(
             r#"SELECT count(*) AS "lapsed!" FROM reservations
                WHERE status = 'PENDING' AND expires_at < now() - interval '1 second'"#
         )
         .fetch_one(pool)
-        .await?;
-        if lapsed == 0 || Instant::now() >= deadline {
-            break lapsed == 0;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await?;
     results.insert("lapsed_holds_expired".to_owned(), lapsed);
-    let stats = loop {
-        // The daily stats must equal the paid orders, per product and
-        // business day; the stats lane folds order events asynchronously, so
-        // this one is given time to catch up.
-        let violations = sqlx::query_scalar!(
+    // The daily stats must equal the paid orders, per product and business
+    // day; the stats lane folds order events asynchronously.
+    let stats = settles(deadline, || {
+        sqlx::query_scalar!(
             r#"SELECT count(*) AS "violations!" FROM (
         SELECT i.product_id, (o.order_date AT TIME ZONE $1)::date AS day, count(DISTINCT o.id) AS orders,
                sum(i.quantity) AS quantity, sum(i.quantity * i.unit_price) AS amount
@@ -180,12 +175,24 @@ pub async fn check(
             business_tz
         )
         .fetch_one(pool)
-        .await?;
-        if violations == 0 || Instant::now() >= deadline {
-            break violations == 0;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await?;
     results.insert("stats_equal_paid_orders".to_owned(), stats);
     Ok(results)
+}
+
+/// Counts violations with `count` until there are none or `deadline`
+/// passes; whether there were none.
+async fn settles<F, Fut>(deadline: Instant, mut count: F) -> anyhow::Result<bool>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<i64, sqlx::Error>>,
+{
+    loop {
+        let violations = count().await?;
+        if violations == 0 || Instant::now() >= deadline {
+            return Ok(violations == 0);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -128,11 +128,7 @@ async fn an_ambiguous_call_resolves_only_to_one_decided_request_with_its_effect(
     .await?;
     let twice = resolve(vec![call(charge)?]).await?;
     assert_eq!(twice.resolved, 0);
-    assert!(
-        twice.problems[0].contains("2 effects"),
-        "{:?}",
-        twice.problems
-    );
+    said(&twice, 0, "2 effects");
 
     // A request given up by its lane, and one never recorded.
     exec(
@@ -146,16 +142,8 @@ async fn an_ambiguous_call_resolves_only_to_one_decided_request_with_its_effect(
     ])
     .await?;
     assert_eq!(dropped.resolved, 0);
-    assert!(
-        dropped.problems[0].contains("is FAILED"),
-        "{:?}",
-        dropped.problems
-    );
-    assert!(
-        dropped.problems[1].contains("no request row"),
-        "{:?}",
-        dropped.problems
-    );
+    said(&dropped, 0, "is FAILED");
+    said(&dropped, 1, "no request row");
 
     // A hold answered SUCCEEDED whose reservation is not there.
     exec(
@@ -165,10 +153,15 @@ async fn an_ambiguous_call_resolves_only_to_one_decided_request_with_its_effect(
     )
     .await?;
     let lost = resolve(vec![call(hold)?]).await?;
-    assert!(
-        lost.problems[0].contains("0 effects"),
-        "{:?}",
-        lost.problems
-    );
+    said(&lost, 0, "0 effects");
     Ok(())
+}
+
+/// Asserts that problem `i` of `resolution` says `text`.
+fn said(resolution: &verify::ambiguous::Resolution, i: usize, text: &str) {
+    assert!(
+        resolution.problems.get(i).is_some_and(|p| p.contains(text)),
+        "problem {i} should say {text:?}: {:?}",
+        resolution.problems
+    );
 }
