@@ -332,8 +332,8 @@ pub async fn create_topics(config: &CommonConfig, names: &TopicNames) -> Result<
     // Kafka acknowledges a creation once the controller has it; a broker
     // learns the new partitions' leaders a moment later, and answers
     // NotLeaderForPartition meanwhile. Return once every partition has a
-    // leader, so what comes next (producers, consumers, watermarks) finds
-    // the topics ready.
+    // leader that answers for its offsets, so what comes next (producers,
+    // consumers, watermarks) finds the topics ready.
     let names: Vec<String> = wanted.iter().map(|(name, _)| name.clone()).collect();
     let probe: BaseConsumer = client_config(config).create()?;
     tokio::task::spawn_blocking(move || wait_for_leaders(&probe, &names, Duration::from_secs(30)))
@@ -342,7 +342,7 @@ pub async fn create_topics(config: &CommonConfig, names: &TopicNames) -> Result<
 }
 
 /// Waits until every partition of `topics` has a leader in the broker's
-/// metadata, or `limit` passed.
+/// metadata and answers for its offsets, or `limit` passed.
 fn wait_for_leaders(
     client: &BaseConsumer,
     topics: &[String],
@@ -361,7 +361,22 @@ fn wait_for_leaders(
                         .all(|p| p.leader() >= 0 && p.error().is_none())
             })
         });
-        if ready || std::time::Instant::now() >= deadline {
+        // The metadata can name a leader before that broker serves the
+        // partition: its offsets must answer too.
+        let serving = ready
+            && metadata
+                .topics()
+                .iter()
+                .filter(|t| topics.iter().any(|name| name == t.name()))
+                .all(|t| {
+                    t.partitions().iter().all(|p| {
+                        !matches!(
+                            client.fetch_watermarks(t.name(), p.id(), Duration::from_secs(5)),
+                            Err(error) if error.rdkafka_error_code().is_some_and(is_transient)
+                        )
+                    })
+                });
+        if serving || std::time::Instant::now() >= deadline {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
