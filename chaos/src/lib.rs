@@ -295,16 +295,19 @@ async fn exercise(
     );
     let outcomes =
         verify::outcomes::wait_decided(&stack.pool, &ids, Duration::from_secs(120)).await?;
-    // The invariants wait for the last holds to expire; their events go
-    // through the outbox, so it is drained after them, then read.
+    // The invariants give lapsed holds their time to expire.
     let invariants = verify::invariants::check(
         &stack.pool,
         &stack.config.business_tz,
         Duration::from_secs(60),
     )
     .await?;
+    // Holds keep expiring while the run checks: the effects are read
+    // first, then the outbox drained (which publishes every event of those
+    // effects), then the topics read.
+    let effects = verify::events::Effects::load(&stack.pool).await?;
     let outbox = wait_outbox_empty(stack, Duration::from_secs(120)).await;
-    let events = verify::events::check(&stack.common, &stack.pool).await?;
+    let events = verify::events::check(&stack.common, &stack.pool, &effects).await?;
     let duplicate_bound = usize::try_from(
         faults.iter().map(|f| f.relay_in_flight).sum::<u64>() + relays.unconfirmed(stack).await,
     )?;

@@ -139,8 +139,14 @@ impl Effects {
 }
 
 /// Reads the event topics of `common`'s deployment (its topic prefix) and
-/// checks them against the effects and decided requests in `pool`.
-pub async fn check(common: &CommonConfig, pool: &PgPool) -> anyhow::Result<EventCheck> {
+/// checks them against `effects` and the decided requests in `pool`.
+/// `effects` is a snapshot taken before the outbox was drained: effects
+/// committed later (a hold expiring meanwhile) may not be published yet.
+pub async fn check(
+    common: &CommonConfig,
+    pool: &PgPool,
+    effects: &Effects,
+) -> anyhow::Result<EventCheck> {
     let mut result = EventCheck::default();
     let mut first_copies: HashMap<Uuid, Vec<u8>> = HashMap::new();
     // Per topic, in partition and offset order, each event once.
@@ -187,7 +193,7 @@ pub async fn check(common: &CommonConfig, pool: &PgPool) -> anyhow::Result<Event
         &mut result,
     );
     let all: Vec<&EventEnvelope> = events.values().flatten().collect();
-    check_effects(&all, &Effects::load(pool).await?, &mut result);
+    check_effects(&all, effects, &mut result);
     for (topic, request_type, event_type) in EFFECTS {
         let succeeded = sqlx::query_scalar!(
             "SELECT id FROM requests WHERE type = $1 AND status = 'SUCCEEDED'",
