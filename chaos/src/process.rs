@@ -9,16 +9,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-/// What a child keeps of the run's environment
-/// ([`stack::process::INHERITED`]: what finds programs and names the user);
-/// everything else it gets from its service's own variables, so a
-/// `DATABASE_URL` or `TOPIC_PREFIX` of the shell never reaches the stack.
-pub fn inherited() -> impl Iterator<Item = (&'static str, String)> {
-    stack::process::INHERITED
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v)))
-}
-
 /// One process of the stack.
 pub struct Service {
     /// Short name for logs and the report.
@@ -75,7 +65,7 @@ impl Service {
         let child = Command::new(&self.program)
             .args(&self.args)
             .env_clear()
-            .envs(inherited())
+            .envs(stack::process::inherited())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&self.cwd)
             .stdin(Stdio::null())

@@ -177,7 +177,7 @@ impl Stack {
         let status = tokio::process::Command::new(&workers_bin)
             .arg("--setup-only")
             .env_clear()
-            .envs(crate::process::inherited())
+            .envs(stack::process::inherited())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(setup_log.try_clone()?)
             .stderr(setup_log)

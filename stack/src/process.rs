@@ -39,7 +39,7 @@ pub struct Spec {
 /// programs and libraries and names the user, nothing that configures the
 /// project (a child must not pick up a `DATABASE_URL` or `TOPIC_PREFIX`
 /// meant for something else).
-pub const INHERITED: &[&str] = &[
+const INHERITED: &[&str] = &[
     "PATH",
     "HOME",
     "USER",
@@ -50,6 +50,14 @@ pub const INHERITED: &[&str] = &[
     "TMPDIR",
 ];
 
+/// The variables of [`INHERITED`] that the launcher's environment sets:
+/// what a child started with a clean environment keeps.
+pub fn inherited() -> impl Iterator<Item = (&'static str, String)> {
+    INHERITED
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v)))
+}
+
 impl Spec {
     /// The command, with a clean environment plus [`Spec::env`], stdin
     /// closed.
@@ -58,11 +66,7 @@ impl Spec {
         command
             .args(&self.args)
             .env_clear()
-            .envs(
-                INHERITED
-                    .iter()
-                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
-            )
+            .envs(inherited())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&self.cwd)
             .stdin(Stdio::null());
